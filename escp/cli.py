@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--escp_port", type=int, default=1232, help="first receiver port (default 1232)")
     p.add_argument("--escp_portrange", type=int, default=10, help="ports to try (default 10)")
     p.add_argument("--bind", default="", help="receiver bind address (default: the ssh server address)")
+    p.add_argument("--connect-to", metavar="ADDR:PORT",
+                   help="open the data streams to ADDR:PORT instead of the address the receiver reports "
+                        "(NAT, port forwarding, test proxies)")
     p.add_argument("--timeout", type=float, default=60.0, help="idle deadline in seconds (default 60)")
     p.add_argument("--local", action="store_true", help="DEST is a local path; receiver runs locally, no ssh")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write a JSON report of the transfer")
@@ -85,7 +88,12 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
     ssh = SshOptions(program=a.ssh, port=a.port, identity=a.identity, options=tuple(a.ssh_options),
                      config_file=a.ssh_config, jump=a.jump, cipher=a.cipher, forward_agent=a.agent,
                      ip_version=4 if a.ipv4 else 6 if a.ipv6 else None, remote_escp=a.escp)
-    extra = {"rekey_bytes": a.rekey_bytes} if a.rekey_bytes else {}
+    extra: dict[str, object] = {"rekey_bytes": a.rekey_bytes} if a.rekey_bytes else {}
+    if a.connect_to:
+        host, _, port = a.connect_to.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"invalid --connect-to {a.connect_to!r} (expected ADDR:PORT)")
+        extra["connect_to"] = (host.strip("[]"), int(port))
     return TransferConfig(
         streams=a.parallel, block_size=parse_size(a.blocksize, what="--blocksize"), recursive=a.recursive,
         compress=a.compress, compress_level=a.compress_level, sparse=a.sparse, preserve=a.preserve,
@@ -93,7 +101,7 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
         rx_engine=engines[1], port_start=a.escp_port, port_range=a.escp_portrange, bind_address=a.bind,
         limit_bytes_per_s=parse_rate(a.limit) if a.limit else 0, idle_timeout=a.timeout, quiet=a.quiet,
         verbose=a.verbose, bits=a.bits, trace_path=a.trace, stats=a.stats, json_path=a.json_path,
-        log_path=a.logfile, ssh=ssh, **extra,
+        log_path=a.logfile, ssh=ssh, **extra,  # type: ignore[arg-type]
     )
 
 

@@ -58,6 +58,7 @@ class TransferConfig:
     port_start: int = 1232
     port_range: int = 10
     bind_address: str = ""
+    connect_to: tuple[str, int] | None = None  # connect here instead of the address the receiver reports
     rekey_bytes: int = DEFAULT_REKEY_BYTES
     limit_bytes_per_s: int = 0  # per stream; 0 = unlimited
     idle_timeout: float = 60.0
@@ -86,6 +87,8 @@ class TransferConfig:
             raise UsageError(f"--escp_portrange {self.port_range} leaves the port range 1-65535")
         if not MIN_REKEY_BYTES <= self.rekey_bytes <= DEFAULT_REKEY_BYTES:
             raise UsageError("rekey limit out of range")
+        if self.connect_to is not None and not 1 <= self.connect_to[1] <= 65535:
+            raise UsageError("--connect-to port out of range 1-65535")
         if self.limit_bytes_per_s < 0:
             raise UsageError("--limit must be positive")
         if not 0 < self.idle_timeout <= 86400 or not 0 < self.connect_timeout <= 3600:

@@ -137,8 +137,9 @@ class SenderSession:
         init = self.session_init()
         reply = self.proc.exchange(init, cfg.connect_timeout)
         conns = []
+        address, port = cfg.connect_to or (reply.address, reply.port)
         for index in range(cfg.streams + 1):
-            conn = connect_stream(reply.address, reply.port, index, init.key, init.session_id, init.rekey_bytes,
+            conn = connect_stream(address, port, index, init.key, init.session_id, init.rekey_bytes,
                                   init.block_size, cfg.connect_timeout, cfg.idle_timeout)
             self.ctl.add_socket(conn.sock)
             conns.append(conn)
