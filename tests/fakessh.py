@@ -93,9 +93,9 @@ def parse_argv(args: list[str]) -> dict[str, object]:
     hostname = host
     if "@" in host:
         user, hostname = host.rsplit("@", 1)
-    for opt, value in options:
+    for opt, arg_value in options:
         if opt == "-l" and user is None:
-            user = value
+            user = arg_value
     port = next((v for o, v in reversed(options) if o == "-p"), None)
     return {
         "options": options,
