@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sshd import (
+from tests.sshd import (
     SshdServer,
     SshdStartError,
     SshdUnavailable,

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FakeSsh
-from fakessh import BANNER, FLAGS, OPTS_WITH_ARG, SSH_CONNECTION, UsageError, parse_argv
+from tests.conftest import FakeSsh
+from tests.fakessh import BANNER, FLAGS, OPTS_WITH_ARG, SSH_CONNECTION, UsageError, parse_argv
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sshd import MISSING_REASON, REPO_ROOT, SshdServer, on_ci, sshd_path, write_python_wrapper
+from tests.sshd import MISSING_REASON, REPO_ROOT, SshdServer, on_ci, sshd_path, write_python_wrapper
 
 
 def test_sshd_installed_when_ci() -> None:
