@@ -216,14 +216,33 @@ def test_loader_rejects_malformed_peer_data(mutate: Any) -> None:
         TraceData.from_dict(d, max_events=10)
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=6)))
-def test_loader_raises_only_trace_data_error(junk: Any) -> None:
-    try:
-        TraceData.from_dict(junk)
-    except TraceDataError:
-        pass
+junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                    lambda c: st.lists(c, max_size=6) | st.dictionaries(st.text(max_size=12), c, max_size=6))
+_VALID = {
+    "format": "escp-trace", "version": 1, "role": "receiver", "pid": 7, "t_first_ns": 1, "t_last_ns": 9,
+    "totals": [["rx-0", "write", 1, 2, 3, 4, 5, 6, 7]], "counter_totals": {"q": [1, 2.0, 1.0, 3.0]},
+    "spans": [["rx-0", "write", 1, 2, 3]], "waits": [["rx-0", "recv", 1, 2, "starved"]],
+    "counters": [[1, "q", 2.0]], "instants": [[1, "rx-0", "x", {}]],
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(sorted(_VALID)), value=junk, whole=junk, nested=st.booleans())
+def test_loader_raises_only_trace_data_error(key: str, value: Any, whole: Any, nested: bool) -> None:
+    d = json.loads(json.dumps(_VALID))
+    if nested and isinstance(d[key], list) and d[key] and isinstance(d[key][0], list):
+        d[key][0][0] = value  # corrupt inside a row
+    else:
+        d[key] = value
+    for candidate in (d, whole):
+        try:
+            TraceData.from_dict(candidate)
+        except TraceDataError:
+            pass
+
+
+def test_valid_fixture_loads() -> None:
+    assert TraceData.from_dict(_VALID).totals[("rx-0", "write")].spans == 5
 
 
 def test_failing_sink_does_not_raise_out_of_the_recorder(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
