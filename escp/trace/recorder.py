@@ -173,8 +173,8 @@ def load_trace_data(data: Any, *, max_events: int = MAX_LOAD_EVENTS) -> TraceDat
     return TraceData.from_dict(data, max_events=max_events)
 
 
-# Indexes into the per-(worker, stage) totals list used on the hot path.
-_BUSY, _STARVED, _BLOCKED, _BYTES, _SPANS, _NSTARVED, _NBLOCKED = range(7)
+# Per-(worker, stage) totals on the hot path are lists in StageTotals field order:
+# busy_ns, starved_ns, blocked_ns, nbytes, spans, starved_waits, blocked_waits (indexes 0..6).
 
 
 class RecordingTracer:
@@ -192,7 +192,8 @@ class RecordingTracer:
         self._lock = threading.Lock()
         self._head_cap = max_events // 2
         self._head: list[tuple[Any, ...]] = []
-        self._tail: deque[tuple[Any, ...]] = deque(maxlen=max_events - self._head_cap)
+        self._tail_cap = max_events - self._head_cap
+        self._tail: deque[tuple[Any, ...]] = deque(maxlen=self._tail_cap)
         self._dropped = 0
         self._anomalies = 0
         self._t_first = 0
@@ -210,19 +211,28 @@ class RecordingTracer:
             return
         t1 = monotonic_ns()
         try:
-            bad = t0 <= 0 or t0 > t1  # t0 from another clock or a NullTracer: keep the bytes, no time
-            if bad:
+            if t0 <= 0 or t0 > t1:  # t0 from another clock or a NullTracer: keep the bytes, no time
                 t0 = t1
+                self._anomalies += 1  # racy count: diagnostic only
+            key = (worker, stage)
+            event = ("S", worker, stage, t0, t1, nbytes)
             with self._lock:
-                self._anomalies += bad
-                tot = self._totals.get((worker, stage))
+                tot = self._totals.get(key)
                 if tot is None:
-                    tot = self._totals[(worker, stage)] = [0, 0, 0, 0, 0, 0, 0]
-                tot[_BUSY] += t1 - t0
-                tot[_BYTES] += nbytes
-                tot[_SPANS] += 1
-                self._window(t0, t1)
-                self._append(("S", worker, stage, t0, t1, nbytes))
+                    tot = self._totals[key] = [0, 0, 0, 0, 0, 0, 0]
+                tot[0] += t1 - t0  # _BUSY
+                tot[3] += nbytes  # _BYTES
+                tot[4] += 1  # _SPANS
+                if t1 > self._t_last:
+                    self._t_last = t1
+                if t0 < self._t_first or self._t_first == 0:
+                    self._t_first = t0
+                if len(self._head) < self._head_cap:
+                    self._head.append(event)
+                else:
+                    if len(self._tail) == self._tail_cap:
+                        self._dropped += 1
+                    self._tail.append(event)
         except Exception as exc:
             self._fail(exc)
 
@@ -231,24 +241,33 @@ class RecordingTracer:
             return
         t1 = monotonic_ns()
         try:
-            bad = t0 <= 0 or t0 > t1
-            if bad:
+            if kind == "starved":
+                i_ns, i_n = 1, 5  # _STARVED, _NSTARVED
+            elif kind == "blocked":
+                i_ns, i_n = 2, 6  # _BLOCKED, _NBLOCKED
+            else:
+                raise ValueError(f"wait kind must be 'starved' or 'blocked', not {kind!r}")
+            if t0 <= 0 or t0 > t1:
                 t0 = t1
+                self._anomalies += 1
+            key = (worker, stage)
+            event = ("W", worker, stage, t0, t1, kind)
             with self._lock:
-                self._anomalies += bad
-                tot = self._totals.get((worker, stage))
+                tot = self._totals.get(key)
                 if tot is None:
-                    tot = self._totals[(worker, stage)] = [0, 0, 0, 0, 0, 0, 0]
-                if kind == "starved":
-                    tot[_STARVED] += t1 - t0
-                    tot[_NSTARVED] += 1
-                elif kind == "blocked":
-                    tot[_BLOCKED] += t1 - t0
-                    tot[_NBLOCKED] += 1
+                    tot = self._totals[key] = [0, 0, 0, 0, 0, 0, 0]
+                tot[i_ns] += t1 - t0
+                tot[i_n] += 1
+                if t1 > self._t_last:
+                    self._t_last = t1
+                if t0 < self._t_first or self._t_first == 0:
+                    self._t_first = t0
+                if len(self._head) < self._head_cap:
+                    self._head.append(event)
                 else:
-                    raise ValueError(f"wait kind must be 'starved' or 'blocked', not {kind!r}")
-                self._window(t0, t1)
-                self._append(("W", worker, stage, t0, t1, kind))
+                    if len(self._tail) == self._tail_cap:
+                        self._dropped += 1
+                    self._tail.append(event)
         except Exception as exc:
             self._fail(exc)
 
@@ -283,20 +302,13 @@ class RecordingTracer:
         except Exception as exc:
             self._fail(exc)
 
-    def _window(self, t0: int, t1: int) -> None:
-        if self._t_first == 0 or t0 < self._t_first:
-            self._t_first = t0
-        if t1 > self._t_last:
-            self._t_last = t1
-
     def _append(self, event: tuple[Any, ...]) -> None:
         if len(self._head) < self._head_cap:
             self._head.append(event)
             return
-        tail = self._tail
-        if len(tail) == tail.maxlen:
+        if len(self._tail) == self._tail_cap:
             self._dropped += 1
-        tail.append(event)
+        self._tail.append(event)
 
     def _fail(self, exc: BaseException) -> None:
         self.enabled = False
@@ -314,7 +326,9 @@ class RecordingTracer:
 
     @property
     def anomalies(self) -> int:
-        """Spans or waits whose t0 was not a valid earlier time of this clock (recorded as 0 ns)."""
+        """Spans or waits whose t0 was not a valid earlier time of this clock (recorded as 0 ns).
+
+        Counted outside the lock: a diagnostic, may undercount under contention."""
         return self._anomalies
 
     def snapshot(self) -> TraceData:
