@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from escp.trace.recorder import StageTotals, TraceData
 
 
 def synthetic(role: str, workers: int, wall_s: float,
-              stages: dict[str, tuple[float, float, float]], nbytes: int = 0) -> TraceData:
+              stages: Mapping[str, tuple[float, float, float]], nbytes: int = 0) -> TraceData:
     """TraceData whose totals give each worker the same (busy, starved, blocked) seconds per stage
     as fractions of wall: stages = {"read": (0.8, 0, 0), ...}."""
     wall_ns = int(wall_s * 1e9)
