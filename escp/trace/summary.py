@@ -176,13 +176,13 @@ HINTS: dict[tuple[str, str], str] = {
     "(net.core.rmem_max/wmem_max, tcp_rmem/wmem) and MTU; use -l pacing if there is loss; "
     "--ioengine dummy isolates the network",
     ("disk-bound", "read"): "the source disk limits: check the disk (fio; --ioengine dummy::posix skips source reads to compare), "
-    "try --nodirect (page cache) or larger blocks (-b 4M); more streams only help devices with queue depth",
+    "try --nodirect (page cache) or larger blocks (--blocksize 4M); more streams only help devices with queue depth",
     ("disk-bound", "write"): "the destination disk limits (the sender sees back-pressure): check the target "
-    "filesystem, try --nodirect or larger blocks (-b 4M); --ioengine posix::dummy skips writes to confirm; "
+    "filesystem, try --nodirect or larger blocks (--blocksize 4M); --ioengine posix::dummy skips writes to confirm; "
     "--sparse helps mostly-zero data",
-    ("cpu-bound", "compress"): "zstd compression dominates: turn it off (-C off) unless the link is slower than "
+    ("cpu-bound", "compress"): "zstd compression dominates: run without -C unless the link is slower than "
     "the compress MB/s shown here times the streams",
-    ("cpu-bound", "decompress"): "zstd decompression on the receiver dominates: turn compression off (-C off) "
+    ("cpu-bound", "decompress"): "zstd decompression on the receiver dominates: run without -C "
     "or add streams (-t) if cores are idle",
     ("cpu-bound", "encrypt"): "AES-GCM dominates: add streams (-t) up to the number of cores, pin with "
     "cpumask in /etc/escp.conf, check the CPU has AES-NI / VAES",
@@ -192,10 +192,10 @@ HINTS: dict[tuple[str, str], str] = {
     "(not recommended: end-to-end integrity is lost)",
     ("cpu-bound", "verify"): "block hash verification dominates: add streams (-t); --nochecksum removes it "
     "(not recommended)",
-    ("cpu-bound", "*"): "a CPU stage dominates: add streams (-t) up to the number of cores, larger blocks (-b)",
+    ("cpu-bound", "*"): "a CPU stage dominates: add streams (-t) up to the number of cores, larger blocks (--blocksize)",
     ("balanced", "untraced"): "most worker time is outside the traced stages (file open/close, metadata, "
     "many small files, start-up): fewer streams for many small files, check the metadata path",
-    ("balanced", "*"): "no single stage dominates: raise streams (-t) and block size (-b) together and "
+    ("balanced", "*"): "no single stage dominates: raise streams (-t) and block size (--blocksize) together and "
     "re-measure; check for other load on the hosts",
 }
 
