@@ -24,6 +24,10 @@ def transfer(
     Never raises for transfer failures: they are in result.error / result.failures.
     """
     cfg = config or TransferConfig()
+    if tracer is NULL_TRACER and (cfg.trace_path or cfg.stats):
+        from .trace.recorder import RecordingTracer
+
+        tracer = RecordingTracer("sender")
     srcs = [os.fsencode(s) for s in sources]
     if isinstance(dest, RemoteTarget):
         ssh = cfg.ssh
@@ -48,6 +52,29 @@ def transfer(
     try:
         result = session.run()
     finally:
-        code = proc.finish(timeout=10 if result.error is None else 3)
-        session.receiver_exit = code  # type: ignore[attr-defined]
+        proc.finish(timeout=10 if result.error is None else 3)
+    if tracer.enabled:
+        finish_trace(cfg, tracer, result)
     return result
+
+
+def finish_trace(cfg: TransferConfig, tracer: Tracer, result: TransferResult) -> None:
+    """Summary and verdict from both sides' traces; the Chrome trace file when asked."""
+    import logging
+
+    from .trace.recorder import RecordingTracer, TraceDataError
+    from .trace.summary import summarize
+
+    if not isinstance(tracer, RecordingTracer):
+        return
+    receiver = None
+    if result.receiver_trace is not None:
+        try:
+            receiver = RecordingTracer.load(result.receiver_trace)
+        except TraceDataError as exc:
+            logging.getLogger("escp").warning("receiver trace ignored: %s", exc)
+    mine = tracer.snapshot()
+    result.stats = summarize(mine, receiver)
+    if cfg.trace_path:
+        result.trace_written = tracer.write_chrome(cfg.trace_path, receiver,
+                                                   receiver_offset_ns=result.clock_offset_ns)

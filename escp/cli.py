@@ -178,6 +178,7 @@ def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[
         "compress": cfg.compress,
         "failures": [{"path": f.name, "cause": f.cause, "message": f.message} for f in result.failures],
         "warnings": result.warnings,
+        "stats": result.stats.to_dict() if result.stats is not None else None,  # type: ignore[attr-defined]
     }
 
 
@@ -224,6 +225,10 @@ def run(argv: list[str]) -> int:
         print(f"Complete: {format_bytes(result.bytes_payload)} in {result.files_ok} files at "
               f"{format_rate(rate, bits=cfg.bits)} in {result.seconds:.2f} s"
               + (f" ({result.files_failed} failed)" if result.files_failed else ""), file=sys.stderr)
+    if cfg.stats and result.stats is not None:
+        print(result.stats.render_text(), file=sys.stderr)  # type: ignore[attr-defined]
+    if cfg.trace_path and not result.trace_written:
+        print(f"escp: warning: trace file {cfg.trace_path} was not written", file=sys.stderr)
     if cfg.json_path:
         with open(cfg.json_path, "w") as fh:
             json.dump(report_dict(cfg, result, code), fh, indent=2)

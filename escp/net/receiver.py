@@ -46,12 +46,15 @@ from ..protocol.wire import (
     FLAG_SPARSE,
     FLAG_TOP_DIR,
     FLAG_TRACE,
+    FLAG_TRACE_EVENTS,
     KIND_DIR,
     META_STREAM,
     STATUS_FAILED,
     STATUS_OK,
     T_DATA,
     T_EOS,
+    TRACE_CHUNK_MAX,
+    TRACE_TOTAL_MAX,
     cause_code,
     max_frame_len,
 )
@@ -433,17 +436,28 @@ class ReceiverSession:
         errors = self.tree.finish_dirs() if self.tree is not None and not self.dummy else []
         for err in errors:
             log.warning("%s", err.one_line())
-        trace_json = b""
-        if self.init.flags & FLAG_TRACE:
-            trace_json = json.dumps(self.trace_payload()).encode()
         assert self.meta is not None
+        if self.init.flags & FLAG_TRACE:
+            self.send_trace()
         self.meta.send_plain(m.encode_session_done(m.SessionDone(self.files_ok, self.files_failed,
-                                                                 self.bytes_written, trace_json)))
+                                                                 self.bytes_written, b"")))
         self.ctl.finish()
 
-    def trace_payload(self) -> dict[str, object]:
+    def send_trace(self) -> None:
+        """The receiver's trace as JSON in TRACE_CHUNK frames; never fails the session."""
+        assert self.meta is not None
         export = getattr(self.tracer, "export", None)
-        return {"trace": export() if callable(export) else None}
+        if not callable(export):
+            return
+        try:
+            blob = json.dumps(export(include_events=bool(self.init.flags & FLAG_TRACE_EVENTS))).encode()
+        except Exception:  # noqa: BLE001 - a broken trace must not break the transfer
+            log.warning("could not export the receiver trace", exc_info=True)
+            return
+        if len(blob) > TRACE_TOTAL_MAX:
+            blob = json.dumps(export(include_events=False)).encode()
+        for i in range(0, len(blob), TRACE_CHUNK_MAX):
+            self.meta.send_plain(m.encode_trace_chunk(m.TraceChunk(blob[i : i + TRACE_CHUNK_MAX])))
 
     # --- background ----------------------------------------------------------------------
     def keepalive_loop(self) -> None:
@@ -537,8 +551,8 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
 
 def _recording_tracer() -> Tracer:
     try:
-        from ..trace.recorder import RecordingTracer  # type: ignore[import-not-found]
+        from ..trace.recorder import RecordingTracer
 
-        return RecordingTracer("receiver")  # type: ignore[no-any-return]
+        return RecordingTracer("receiver")
     except Exception:  # noqa: BLE001 - tracing is optional and never breaks a transfer
         return NULL_TRACER

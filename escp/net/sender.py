@@ -5,6 +5,7 @@ threads over the BlockScheduler and the sans-IO SenderCore.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -36,6 +37,7 @@ from ..protocol.wire import (
     FLAG_SPARSE,
     FLAG_TOP_DIR,
     FLAG_TRACE,
+    FLAG_TRACE_EVENTS,
     KIND_DIR,
     LEN_PREFIX,
     MAX_FILES_PER_LIST,
@@ -44,6 +46,7 @@ from ..protocol.wire import (
     STATUS_OK,
     T_DATA,
     TAG_LEN,
+    TRACE_TOTAL_MAX,
     cause_name,
     max_frame_len,
 )
@@ -75,6 +78,9 @@ class TransferResult:
     warnings: list[str] = field(default_factory=list)
     error: EscpError | None = None
     receiver_trace: dict | None = None  # type: ignore[type-arg]
+    clock_offset_ns: int = 0  # receiver clock + offset = sender clock (estimated at set-up)
+    stats: object = None  # escp.trace.summary.TraceSummary when traced
+    trace_written: bool = False
 
 
 class SenderSession:
@@ -98,6 +104,7 @@ class SenderSession:
         self.session_end_sent = False
         self.bytes_sent = 0
         self.session_done = threading.Event()
+        self.trace_blob = bytearray()
 
     # --- set-up ---------------------------------------------------------------------
     def session_init(self) -> SessionInit:
@@ -106,7 +113,8 @@ class SenderSession:
         flags = 0
         for cond, bit in ((cfg.compress, FLAG_COMPRESS), (cfg.sparse, FLAG_SPARSE), (cfg.preserve, FLAG_PRESERVE),
                           (not cfg.checksum, FLAG_NO_CHECKSUM), (not cfg.direct, FLAG_NO_DIRECT),
-                          (self.tracer.enabled, FLAG_TRACE), (cfg.recursive, FLAG_RECURSIVE),
+                          (self.tracer.enabled, FLAG_TRACE), (self.tracer.enabled and bool(cfg.trace_path), FLAG_TRACE_EVENTS),
+                (cfg.recursive, FLAG_RECURSIVE),
                           (cfg.fsync, FLAG_FSYNC), (len(kinds) == 1 and kinds[0] == KIND_DIR, FLAG_TOP_DIR)):
             if cond:
                 flags |= bit
@@ -135,7 +143,11 @@ class SenderSession:
     def _run(self) -> None:
         cfg = self.cfg
         init = self.session_init()
+        t0 = time.monotonic_ns()
         reply = self.proc.exchange(init, cfg.connect_timeout)
+        t1 = time.monotonic_ns()
+        if reply.server_time_ns:
+            self.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
         conns = []
         address, port = cfg.connect_to or (reply.address, reply.port)
         for index in range(cfg.streams + 1):
@@ -320,6 +332,10 @@ class SenderSession:
                 self._on_result(msg)
             elif isinstance(msg, m.Keepalive):
                 continue
+            elif isinstance(msg, m.TraceChunk):
+                if len(self.trace_blob) + len(msg.data) > TRACE_TOTAL_MAX:
+                    raise ProtocolError("receiver trace exceeds its size limit")
+                self.trace_blob += msg.data
             elif isinstance(msg, m.SessionDone):
                 self._on_done(msg)
                 return
@@ -360,11 +376,9 @@ class SenderSession:
         with self.lock:
             if self.core.pending or not self.session_end_sent:
                 raise ProtocolError("receiver ended the session before every file was reported")
-        if msg.trace_json:
-            import json
-
+        if self.trace_blob:
             try:
-                self.result.receiver_trace = json.loads(msg.trace_json)
+                self.result.receiver_trace = json.loads(self.trace_blob)
             except ValueError:
                 log.warning("receiver sent an unreadable trace; ignored")
         self.session_done.set()

@@ -36,6 +36,8 @@ from .wire import (
     T_KEEPALIVE,
     T_SESSION_DONE,
     T_SESSION_END,
+    T_TRACE_CHUNK,
+    TRACE_CHUNK_MAX,
 )
 
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
@@ -99,6 +101,11 @@ class Abort:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceChunk:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Keepalive:
     pass
 
@@ -108,7 +115,8 @@ class Accept:
     stream_index: int
 
 
-Message = FileEnd | FileResult | Eos | SessionEnd | SessionDone | Abort | Keepalive | Accept | list[FileEntry]
+Message = (FileEnd | FileResult | Eos | SessionEnd | SessionDone | Abort | Keepalive | Accept | TraceChunk
+           | list[FileEntry])
 
 
 def _text(b: bytes) -> str:
@@ -172,6 +180,12 @@ def encode_session_end(m: SessionEnd) -> bytes:
 
 def encode_keepalive() -> bytes:
     return bytes([T_KEEPALIVE])
+
+
+def encode_trace_chunk(m: TraceChunk) -> bytes:
+    if len(m.data) > TRACE_CHUNK_MAX:
+        raise ValueError("trace chunk too large")
+    return bytes([T_TRACE_CHUNK]) + m.data
 
 
 def encode_abort(m: Abort) -> bytes:
@@ -315,6 +329,10 @@ def decode_message(plain: bytes) -> Message:
         if len(plain) != 1:
             raise ProtocolError("KEEPALIVE frame has a body")
         return Keepalive()
+    if t == T_TRACE_CHUNK:
+        if len(plain) - 1 > TRACE_CHUNK_MAX:
+            raise ProtocolError("trace chunk too large")
+        return TraceChunk(bytes(plain[1:]))
     if t == T_ABORT:
         _, cause = _unpack(ABORT_BODY, plain, "ABORT")
         return Abort(cause, _text(plain[ABORT_BODY.size :]))

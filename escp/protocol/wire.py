@@ -28,7 +28,8 @@ FLAG_VERBOSE = 1 << 6
 FLAG_RECURSIVE = 1 << 7
 FLAG_FSYNC = 1 << 8
 FLAG_TOP_DIR = 1 << 9  # the single top-level source is a directory (scp rename rule)
-FLAG_KNOWN = (1 << 10) - 1
+FLAG_TRACE_EVENTS = 1 << 10  # with FLAG_TRACE: also send the span log, not only totals
+FLAG_KNOWN = (1 << 11) - 1
 
 # --- stream handshake --------------------------------------------------------------
 CHALLENGE_LEN = 32
@@ -60,6 +61,9 @@ T_SESSION_END = 13
 T_SESSION_DONE = 14
 T_KEEPALIVE = 15
 T_ABORT = 16
+T_TRACE_CHUNK = 17  # receiver -> sender before SESSION_DONE: a slice of its trace JSON
+TRACE_CHUNK_MAX = 512 * 1024
+TRACE_TOTAL_MAX = 64 * 1024 * 1024
 
 DATA_HDR = struct.Struct("<BBHIQI")  # type, flags, reserved, fino, offset, raw length
 DATA_FLAG_ZSTD = 1
