@@ -3,7 +3,8 @@
 A block is sent compressed only when that makes it smaller. The receiver decompresses
 only authenticated frames, into a buffer capped at the negotiated block size, and
 requires the frame to expand to exactly the declared length: anything else (a bomb,
-a short or corrupt frame) is a ProtocolError. The adaptive mode stops compressing a
+a frame header declaring a huge content size or window, a short or corrupt frame) is a
+ProtocolError. The adaptive mode stops compressing a
 stream whose recent blocks did not shrink, and probes again every PROBE_EVERY blocks.
 """
 
@@ -46,7 +47,9 @@ class BlockDecompressor:
     """One per receiver stream; not thread-safe."""
 
     def __init__(self, max_output: int) -> None:
-        self._dctx = zstandard.ZstdDecompressor()
+        # a window larger than the block is never needed: refuse frames that ask for more memory
+        window = max(1 << 10, 1 << (max_output - 1).bit_length())
+        self._dctx = zstandard.ZstdDecompressor(max_window_size=window)
         self.max_output = max_output
 
     def decompress_into(self, frame: memoryview, out: memoryview, expected: int) -> None:
