@@ -39,6 +39,10 @@ class FileDigest:
         with self._lock:
             self._blocks[offset] = (length, digest)
 
+    def block_digests(self) -> dict[int, bytes]:
+        with self._lock:
+            return {offset: d for offset, (_, d) in self._blocks.items()}
+
     @property
     def blocks(self) -> int:
         return len(self._blocks)
@@ -51,3 +55,24 @@ class FileDigest:
         for offset, (length, d) in items:
             h.update(_BLOCK_REC.pack(offset, length, d))
         return h.digest()
+
+
+def zero_block_digest(offset: int, length: int) -> bytes:
+    """Block digest of `length` zero bytes at offset (a hole or a skipped sparse block)."""
+    return block_digest(bytes(length), offset)
+
+
+def content_digest(size: int, block_size: int, blocks: dict[int, bytes]) -> bytes:
+    """The manifest digest of a file's content: BLAKE2b-128 (person "escp-content-1") over
+    (size u64, block size u32) and then, for every block in offset order, (offset u64,
+    length u32, XXH3-128 of the block seeded with its offset). `blocks` maps offset ->
+    block digest; a missing offset is an all-zero block. Unlike the transfer digest it does
+    not depend on the file number, so re-reading the file recomputes it (escp --verify-manifest).
+    """
+    h = hashlib.blake2b(digest_size=DIGEST_LEN, person=b"escp-content-1")
+    h.update(struct.pack(">QI", size, block_size))
+    for offset in range(0, size, block_size):
+        length = min(block_size, size - offset)
+        d = blocks.get(offset)
+        h.update(_BLOCK_REC.pack(offset, length, d if d is not None else zero_block_digest(offset, length)))
+    return h.digest()

@@ -4,7 +4,8 @@ Sources are opened O_NONBLOCK (a FIFO swapped in after the stat can never hang u
 and must be regular files by fstat. Blocks are read with os.preadv straight into the
 caller's preallocated frame buffer; a short read means the source shrank. With
 --sparse, SEEK_DATA/SEEK_HOLE finds the blocks that hold data so holes are never read.
-The dummy engine reads nothing (the buffer keeps its zero pattern) to measure the
+With the posix engine and O_DIRECT available, aligned parts are read through a second
+O_DIRECT fd (engine/directio.py). The dummy engine reads nothing (the buffer keeps its zero pattern) to measure the
 network alone.
 """
 
@@ -15,6 +16,7 @@ import os
 import stat
 
 from ..errors import TransferIOError
+from .directio import direct_span, pread_direct
 
 
 class SourceChanged(TransferIOError):
@@ -42,9 +44,25 @@ def open_source(path: bytes) -> tuple[int, os.stat_result]:
         raise
 
 
-def read_block(fd: int, buf: memoryview, offset: int, length: int, path: bytes) -> None:
-    """Fill buf[:length] from the file at offset; SourceChanged if the file is shorter."""
+def read_block(fd: int, buf: memoryview, offset: int, length: int, path: bytes, dfd: int = -1) -> bool:
+    """Fill buf[:length] from the file at offset; SourceChanged if the file is shorter.
+
+    With an O_DIRECT fd (dfd), the aligned leading part is read through it and the rest
+    through fd. Returns False when dfd refused the read (EINVAL): stop using it.
+    """
     got = 0
+    direct_ok = True
+    if dfd >= 0:
+        span = direct_span(offset, length)
+        if span:
+            try:
+                k = pread_direct(dfd, buf[:span], offset)
+            except OSError as exc:
+                raise TransferIOError(f"read error: {exc.strerror}", path=path) from None
+            if k < 0:
+                direct_ok = False
+            else:
+                got = k
     while got < length:
         try:
             n = os.preadv(fd, [buf[got:length]], offset + got)
@@ -55,6 +73,7 @@ def read_block(fd: int, buf: memoryview, offset: int, length: int, path: bytes) 
         if n == 0:
             raise SourceChanged("source file shrank during the transfer", path=path)
         got += n
+    return direct_ok
 
 
 def data_block_offsets(fd: int, size: int, block: int) -> list[int]:
@@ -79,4 +98,10 @@ def data_block_offsets(fd: int, size: int, block: int) -> list[int]:
 
 
 def same_source(before: os.stat_result, after: os.stat_result) -> bool:
-    return (before.st_size, before.st_mtime_ns, before.st_ino) == (after.st_size, after.st_mtime_ns, after.st_ino)
+    """True when nothing about the file changed while it was read: size, mtime, ctime (any
+    write or metadata change, even with a restored mtime), inode, and link count (a source
+    unlinked during the transfer has vanished)."""
+    def key(st: os.stat_result) -> tuple[int, ...]:
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_nlink)
+
+    return key(before) == key(after)

@@ -40,7 +40,7 @@ def _base_name(path: bytes) -> bytes:
     return base or b"root"
 
 
-def _special(st: os.stat_result) -> str | None:
+def special_kind(st: os.stat_result) -> str | None:
     mode = st.st_mode
     if stat.S_ISFIFO(mode):
         return "FIFO"
@@ -86,15 +86,15 @@ def iter_sources(sources: list[bytes], recursive: bool) -> Iterator[SourceItem |
             if not recursive:
                 yield SourceProblem(TransferIOError("is a directory (use -r)", path=src))
                 continue
-            yield from _walk(src, name, st)
+            yield from walk_tree(src, name, st)
         elif stat.S_ISREG(st.st_mode):
             yield SourceItem(KIND_FILE, name, src, st)
         else:
-            kind = _special(st) or "special file"
+            kind = special_kind(st) or "special file"
             yield SourceProblem(TransferIOError(f"is a {kind}; skipped", path=src), warning=True)
 
 
-def _walk(root: bytes, root_name: bytes, root_st: os.stat_result) -> Iterator[SourceItem | SourceProblem]:
+def walk_tree(root: bytes, root_name: bytes, root_st: os.stat_result) -> Iterator[SourceItem | SourceProblem]:
     yield SourceItem(KIND_DIR, root_name, root, root_st)
     stack: list[tuple[bytes, bytes]] = [(root, root_name)]
     while stack:
@@ -122,7 +122,7 @@ def _walk(root: bytes, root_name: bytes, root_st: os.stat_result) -> Iterator[So
             elif stat.S_ISREG(st.st_mode):
                 yield SourceItem(KIND_FILE, ename, epath, st)
             else:
-                kind = _special(st) or "special file"
+                kind = special_kind(st) or "special file"
                 yield SourceProblem(TransferIOError(f"is a {kind}; skipped", path=epath), warning=True)
         stack.extend(reversed(subdirs))
 
