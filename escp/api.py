@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 from .config import TransferConfig
+from .errors import ConnectionFailure, EscpError
 from .net.sender import SenderSession, TransferResult
 from .net.spawn import ReceiverProcess, local_argv, ssh_argv
 from .target import RemoteTarget
@@ -44,11 +45,14 @@ def transfer(
     try:
         proc = ReceiverProcess(argv)
     except Exception as exc:  # noqa: BLE001 - surfaced as the result's error
-        from .errors import ConnectionFailure, EscpError
-
         result.error = exc if isinstance(exc, EscpError) else ConnectionFailure(str(exc))
         return result
-    session = SenderSession(cfg, srcs, dest_path, proc, tracer)
+    try:
+        session = SenderSession(cfg, srcs, dest_path, proc, tracer)
+    except EscpError as exc:
+        result.error = exc
+        proc.finish(timeout=3)
+        return result
     try:
         result = session.run()
     finally:

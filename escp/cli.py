@@ -8,18 +8,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 
 from . import __version__
 from .api import transfer
-from .config import SshOptions, TransferConfig
+from .config import ENGINES, SshOptions, TransferConfig
+from .engine.filelist import parse_filelist, read_list_file
+from .engine.manifest import verify_tree
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, UsageError
+from .logsetup import setup_logging, syslog_facility
 from .net.sender import TransferResult
+from .sysconf import load_host_config
 from .target import RemoteTarget, parse_target
 from .units import format_bytes, format_rate, parse_rate, parse_size
+
+log = logging.getLogger("escp")
 
 EPILOG = """exit codes: 0 success, 1 failure, 2 usage error, 3 some files failed.
 destinations: [user@]host:[path], [user@][v6addr]:path, scp://[user@]host[:port][/path];
@@ -31,23 +40,66 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _int(flag: str) -> Callable[[str], int]:
+    def conv(text: str) -> int:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise UsageError(f"{flag}: {text!r} is not a whole number") from None
+
+    return conv
+
+
+def _float(flag: str) -> Callable[[str], float]:
+    def conv(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"{flag}: {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise UsageError(f"{flag}: {text!r} is not a finite number")
+        return value
+
+    return conv
+
+
+def check_output_path(path: str | None, flag: str) -> None:
+    """An output file's directory must exist before anything runs."""
+    if path is None:
+        return
+    if not path:
+        raise UsageError(f"{flag}: empty path")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag}: directory {parent} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{flag}: {path} is a directory")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="escp", description="High-speed verified file transfer over parallel encrypted streams.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", metavar="SRC... DEST")
     p.add_argument("-r", "--recursive", action="store_true", help="copy directories recursively")
-    p.add_argument("-t", "--parallel", type=int, default=4, metavar="N", help="data streams (default 4)")
+    p.add_argument("-t", "--parallel", type=_int("-t/--parallel"), default=4, metavar="N",
+                   help="data streams (default 4)")
     p.add_argument("--blocksize", default="1M", help="block size, minimum 256K (default 1M)")
     p.add_argument("-C", "--compress", action="store_true", help="zstd-compress blocks")
-    p.add_argument("--compress-level", type=int, default=3, help="zstd level (default 3)")
+    p.add_argument("--compress-level", type=_int("--compress-level"), default=3, help="zstd level (default 3)")
     p.add_argument("--sparse", action="store_true", help="skip holes and all-zero blocks")
     p.add_argument("-p", "--preserve", action="store_true", help="preserve modes and times (and owners as root)")
     p.add_argument("--nochecksum", action="store_true", help="do not verify per-file digests")
+    p.add_argument("--checksum-file", metavar="PATH", help="write a manifest (content digest, size, name) "
+                   "of the files sent; check it later with --verify-manifest")
+    p.add_argument("--verify-manifest", nargs=2, metavar=("MANIFEST", "DIR"),
+                   help="check the files below DIR against a manifest and exit (0 all good, 3 some differ)")
+    p.add_argument("--filelist", metavar="FILE", help="read sources from FILE ('-' = stdin): one path per line, "
+                   "or YAML '- SRC' / '- [SRC, DST]' items; then give only DEST")
     p.add_argument("--fsync", action="store_true", help="fsync files and directories before reporting success")
     p.add_argument("--ioengine", default="posix", help="posix|dummy, or TX::RX for each side")
     p.add_argument("--nodirect", action="store_true", help="do not try O_DIRECT")
     p.add_argument("-l", "--limit", help="pacing per stream, e.g. 100M (bytes/s) or 1Gbit")
-    p.add_argument("-P", "--port", type=int, help="ssh port")
+    p.add_argument("-P", "--port", type=_int("-P/--port"), help="ssh port")
     p.add_argument("-i", dest="identity", help="ssh identity file")
     p.add_argument("-o", dest="ssh_options", action="append", default=[], help="ssh option (repeatable)")
     p.add_argument("-F", dest="ssh_config", help="ssh config file")
@@ -58,31 +110,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 only")
     p.add_argument("-S", "--ssh", default="ssh", help="ssh program")
     p.add_argument("-D", "--escp", default="escp", help="remote escp program (default escp)")
-    p.add_argument("--escp_port", type=int, default=1232, help="first receiver port (default 1232)")
-    p.add_argument("--escp_portrange", type=int, default=10, help="ports to try (default 10)")
+    p.add_argument("--escp_port", type=_int("--escp_port"), default=1232, help="first receiver port (default 1232)")
+    p.add_argument("--escp_portrange", type=_int("--escp_portrange"), default=10, help="ports to try (default 10)")
     p.add_argument("--bind", default="", help="receiver bind address (default: the ssh server address)")
     p.add_argument("--connect-to", metavar="ADDR:PORT",
                    help="open the data streams to ADDR:PORT instead of the address the receiver reports "
                         "(NAT, port forwarding, test proxies)")
-    p.add_argument("--timeout", type=float, default=60.0, help="idle deadline in seconds (default 60)")
+    p.add_argument("--timeout", type=_float("--timeout"), default=60.0, help="idle deadline in seconds (default 60)")
     p.add_argument("--local", action="store_true", help="DEST is a local path; receiver runs locally, no ssh")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write a JSON report of the transfer")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace of both sides")
     p.add_argument("--stats", action="store_true", help="print per-stage statistics and a verdict")
     p.add_argument("--bits", action="store_true", help="show rates in bit/s")
-    p.add_argument("--logfile", help="log to PATH.client and PATH.server")
+    p.add_argument("--logfile", metavar="PATH|LOCAL0-7",
+                   help="log to PATH.client and PATH.server, or to syslog facility LOCAL0..LOCAL7")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-V", "--version", action="version", version=f"escp {__version__}")
     p.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--rekey-bytes", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rekey-bytes", type=_int("--rekey-bytes"), default=None, help=argparse.SUPPRESS)
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> TransferConfig:
     engines = a.ioengine.split("::") if "::" in a.ioengine else [a.ioengine, a.ioengine]
-    if len(engines) != 2:
-        raise UsageError(f"invalid --ioengine {a.ioengine!r}")
+    if len(engines) != 2 or not all(e in ENGINES for e in engines):
+        raise UsageError(f"invalid --ioengine {a.ioengine!r} (posix, dummy, or TX::RX such as posix::dummy)")
+    if a.logfile is not None and syslog_facility(a.logfile) is None:
+        if a.logfile.upper().startswith("LOCAL"):
+            raise UsageError(f"--logfile {a.logfile!r}: syslog facilities are LOCAL0 to LOCAL7")
+        check_output_path(a.logfile + ".client", "--logfile")
+    for path, flag in ((a.json_path, "--json"), (a.trace, "--trace"), (a.checksum_file, "--checksum-file")):
+        check_output_path(path, flag)
+    filelist = None
+    if a.filelist is not None:
+        filelist = tuple(parse_filelist(read_list_file(a.filelist)))
     if a.ipv4 and a.ipv6:
         raise UsageError("-4 and -6 exclude each other")
     ssh = SshOptions(program=a.ssh, port=a.port, identity=a.identity, options=tuple(a.ssh_options),
@@ -101,21 +163,9 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
         rx_engine=engines[1], port_start=a.escp_port, port_range=a.escp_portrange, bind_address=a.bind,
         limit_bytes_per_s=parse_rate(a.limit) if a.limit else 0, idle_timeout=a.timeout, quiet=a.quiet,
         verbose=a.verbose, bits=a.bits, trace_path=a.trace, stats=a.stats, json_path=a.json_path,
-        log_path=a.logfile, ssh=ssh, **extra,  # type: ignore[arg-type]
+        log_path=a.logfile, filelist=filelist, checksum_file=a.checksum_file, ssh=ssh,
+        **extra,  # type: ignore[arg-type]
     )
-
-
-def setup_logging(verbose: bool, logfile: str | None) -> None:
-    root = logging.getLogger("escp")
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    h = logging.StreamHandler(sys.stderr)
-    h.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    h.setFormatter(logging.Formatter("escp: %(message)s"))
-    root.addHandler(h)
-    if logfile:
-        fh = logging.FileHandler(logfile)
-        fh.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        root.addHandler(fh)
 
 
 class Progress:
@@ -162,6 +212,8 @@ def exit_code(result: TransferResult) -> int:
 
 def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[str, object]:
     rate = result.bytes_payload / result.seconds if result.seconds > 0 else 0.0
+    outcomes = [{"name": o.name, "size": o.size, "ok": o.ok, "cause": o.cause or None,
+                 "message": o.message or None} for o in result.outcomes]
     return {
         "schema": 1,
         "ok": code == EXIT_OK,
@@ -178,8 +230,22 @@ def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[
         "compress": cfg.compress,
         "failures": [{"path": f.name, "cause": f.cause, "message": f.message} for f in result.failures],
         "warnings": result.warnings,
+        "outcomes": outcomes,  # every file, in completion order, up to MAX_OUTCOMES
+        "outcomes_total": len(outcomes) + result.outcomes_dropped,
+        "outcomes_truncated": result.outcomes_dropped > 0,
         "stats": result.stats.to_dict() if result.stats is not None else None,  # type: ignore[attr-defined]
     }
+
+
+def verify_manifest(manifest: str, root: str) -> int:
+    if not os.path.isdir(root):
+        raise UsageError(f"--verify-manifest: {root} is not a directory")
+    good = bad = 0
+    for ok, line in verify_tree(manifest, root):
+        print(line)
+        good, bad = good + ok, bad + (not ok)
+    print(f"{good} files OK, {bad} failed", file=sys.stderr)
+    return EXIT_OK if bad == 0 else EXIT_PARTIAL
 
 
 def run(argv: list[str]) -> int:
@@ -188,8 +254,15 @@ def run(argv: list[str]) -> int:
         from .net.receiver import serve
 
         return serve()
+    if a.verify_manifest:
+        if a.paths:
+            raise UsageError("--verify-manifest takes only MANIFEST and DIR")
+        return verify_manifest(*a.verify_manifest)
     cfg = config_from_args(a)
-    if len(a.paths) < 2:
+    if cfg.filelist is not None:
+        if len(a.paths) != 1:
+            raise UsageError("with --filelist, give only the destination")
+    elif len(a.paths) < 2:
         raise UsageError("need at least one source and a destination")
     *sources, dest_text = a.paths
     dest: RemoteTarget | str = dest_text if a.local else parse_target(dest_text)
@@ -197,7 +270,10 @@ def run(argv: list[str]) -> int:
         from .net.spawn import check_host
 
         check_host(dest.user, dest.host)
-    setup_logging(cfg.verbose, cfg.log_path + ".client" if cfg.log_path else None)
+    host = load_host_config()
+    cfg = replace(cfg, cpus=host.cpus)
+    setup_logging(cfg.verbose, cfg.log_path, "client")
+    log.debug("%s", host.describe())
     total = None
     try:
         sizes = [os.stat(s).st_size for s in sources if os.path.isfile(s)]

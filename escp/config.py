@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .engine.filelist import ListEntry
+from .engine.pacing import MIN_RATE
 from .errors import UsageError
 from .protocol.wire import (
     DEFAULT_BLOCK,
@@ -70,6 +72,9 @@ class TransferConfig:
     stats: bool = False
     json_path: str | None = None
     log_path: str | None = None
+    filelist: tuple[ListEntry, ...] | None = None  # --filelist entries (sources come only from here)
+    checksum_file: str | None = None  # --checksum-file: write a manifest of what was sent
+    cpus: tuple[int, ...] | None = None  # stream workers' CPUs (cpumask of /etc/escp.conf)
     ssh: SshOptions = field(default_factory=SshOptions)
 
     def __post_init__(self) -> None:
@@ -89,7 +94,9 @@ class TransferConfig:
             raise UsageError("rekey limit out of range")
         if self.connect_to is not None and not 1 <= self.connect_to[1] <= 65535:
             raise UsageError("--connect-to port out of range 1-65535")
-        if self.limit_bytes_per_s < 0:
-            raise UsageError("--limit must be positive")
+        if self.limit_bytes_per_s < 0 or 0 < self.limit_bytes_per_s < MIN_RATE:
+            raise UsageError(f"--limit must be at least {MIN_RATE // 1024} KiB/s per stream")
+        if self.checksum_file is not None and not self.checksum:
+            raise UsageError("--checksum-file needs checksums (drop --nochecksum)")
         if not 0 < self.idle_timeout <= 86400 or not 0 < self.connect_timeout <= 3600:
             raise UsageError("timeouts must be positive")

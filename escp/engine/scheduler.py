@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from ..errors import TransferIOError
 from ..protocol.messages import FileEnd, FileEntry
 from ..protocol.wire import KIND_DIR, KIND_FILE, STATUS_FAILED, STATUS_OK
-from .checksum import NO_DIGEST, FileDigest
+from .checksum import NO_DIGEST, FileDigest, content_digest
+from .directio import open_direct
 from .reader import data_block_offsets, open_source, same_source
 from .sources import SourceItem, SourceProblem
 
@@ -36,6 +37,8 @@ class OpenFile:
     sent_blocks: int = 0
     error: TransferIOError | None = None
     cancelled: bool = False
+    dfd: int = -1  # O_DIRECT fd of the same file, or -1
+    direct_off: bool = False  # set by a worker when dfd refused a read
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -63,6 +66,8 @@ class BlockScheduler:
         file_end: Callable[[FileEnd], None],
         problem: Callable[[SourceProblem], None],
         preserve_ids: bool,
+        direct: bool = False,
+        content_digests: bool = False,
     ) -> None:
         self._items = items
         self.block_size = block_size
@@ -73,6 +78,9 @@ class BlockScheduler:
         self._file_end = file_end
         self._problem = problem
         self.preserve_ids = preserve_ids
+        self.direct = direct
+        self.record_content = content_digests
+        self.content: dict[int, bytes] = {}  # fino -> checksum.content_digest (for manifests)
         self._lock = threading.Lock()
         self._current: OpenFile | None = None
         self._exhausted = False
@@ -146,6 +154,8 @@ class BlockScheduler:
             offsets = list(range(0, size, self.block_size))
         entry = self._entry(item, st, size)
         f = OpenFile(entry, item.path, fd, st if fd >= 0 else None, offsets, FileDigest(entry.fino, size))
+        if self.direct and fd >= 0 and offsets:
+            f.dfd = open_direct(item.path, st)
         self.files[entry.fino] = f
         self._announce(entry, item.path)
         assert entry.kind == KIND_FILE
@@ -189,6 +199,9 @@ class BlockScheduler:
                     f.error = TransferIOError(f"cannot stat source: {exc.strerror}", path=f.path)
             if f.fd >= 0:
                 os.close(f.fd)
+            if f.dfd >= 0:
+                os.close(f.dfd)
+                f.dfd = -1
             f.fd = -2
         self.files.pop(f.entry.fino, None)
         if f.error is not None or f.cancelled:
@@ -196,4 +209,6 @@ class BlockScheduler:
             self._file_end(FileEnd(f.entry.fino, STATUS_FAILED, f.sent_blocks, NO_DIGEST, msg))
         else:
             digest = f.digest.digest() if self.checksums else NO_DIGEST
+            if self.record_content:
+                self.content[f.entry.fino] = content_digest(f.entry.size, self.block_size, f.digest.block_digests())
             self._file_end(FileEnd(f.entry.fino, STATUS_OK, f.sent_blocks, digest))

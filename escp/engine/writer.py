@@ -6,7 +6,8 @@ directory fd, so a planted symlink is never followed and nothing is written outs
 the root. A file is written to `.NAME.escp-SESSION.part` (O_EXCL, mode 0600) in its
 final directory and renamed over the final name only after all blocks arrived and the
 digest matched; metadata is applied through the open fd; setuid/setgid bits are
-stripped unless running as root with --preserve.
+stripped unless running as root with --preserve. With --sparse only non-zero pages are
+written and the final size is set with ftruncate, so holes stay holes.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class DestinationPlan:
     dest_is_dir: bool
 
 
-def plan_destination(dest: bytes, top_level_count: int, top_is_dir: bool) -> DestinationPlan:
+def plan_destination(dest: bytes, top_level_count: int, top_is_dir: bool,
+                     must_be_dir: bool = False) -> DestinationPlan:
     """Apply scp's destination rules; UsageError when they cannot be met."""
     dest = dest or b"."
     try:
@@ -49,6 +51,8 @@ def plan_destination(dest: bytes, top_level_count: int, top_is_dir: bool) -> Des
         raise UsageError(f"cannot access destination: {exc.strerror}", path=dest) from None
     if st is not None and stat.S_ISDIR(st.st_mode):
         return DestinationPlan(dest, None, None, True)
+    if must_be_dir:
+        raise UsageError("destination must be an existing directory (with --filelist)", path=dest)
     if top_level_count != 1:
         why = "is not a directory" if st is not None else "does not exist (several sources need a directory)"
         raise UsageError(f"destination {why}", path=dest)
@@ -82,7 +86,8 @@ class DestinationTree:
         self._rename_from = plan.rename_from
         self._dirs: OrderedDict[tuple[bytes, ...], int] = OrderedDict()
         self._lock = threading.RLock()  # held while any cached dir fd is in use
-        self.created_dirs: list[tuple[tuple[bytes, ...], int, int, int]] = []  # parts, mode, atime, mtime
+        # parts, mode, atime, mtime, (uid, gid) or None: applied by finish_dirs after the contents
+        self.created_dirs: list[tuple[tuple[bytes, ...], int, int, int, tuple[int, int] | None]] = []
 
     # --- names -------------------------------------------------------------------
     def map_name(self, name: bytes) -> tuple[bytes, ...]:
@@ -129,36 +134,40 @@ class DestinationTree:
                 os.close(old)
             return fd
 
-    def make_dir(self, parts: tuple[bytes, ...], mode: int, atime_ns: int, mtime_ns: int) -> None:
+    def make_dir(self, parts: tuple[bytes, ...], mode: int, atime_ns: int, mtime_ns: int,
+                 owner: tuple[int, int] | None = None) -> None:
         with self._lock:
-            self._make_dir(parts, mode, atime_ns, mtime_ns)
+            self._make_dir(parts, mode, atime_ns, mtime_ns, owner)
 
-    def _make_dir(self, parts: tuple[bytes, ...], mode: int, atime_ns: int, mtime_ns: int) -> None:
+    def _make_dir(self, parts: tuple[bytes, ...], mode: int, atime_ns: int, mtime_ns: int,
+                  owner: tuple[int, int] | None) -> None:
         parent = self.dir_fd(parts[:-1])
         try:
             os.mkdir(parts[-1], 0o700, dir_fd=parent)
-            self.created_dirs.append((parts, mode, atime_ns, mtime_ns))
+            self.created_dirs.append((parts, mode, atime_ns, mtime_ns, owner))
         except FileExistsError:
             st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
                 raise TransferIOError("exists and is not a directory", path=self.display(parts)) from None
             if self.preserve:
-                self.created_dirs.append((parts, mode, atime_ns, mtime_ns))
+                self.created_dirs.append((parts, mode, atime_ns, mtime_ns, owner))
         except OSError as exc:
             raise io_error(exc, "cannot create directory", self.display(parts)) from None
 
     def finish_dirs(self) -> list[TransferIOError]:
         """Apply modes (and times with --preserve) to directories, deepest first."""
-        errors = []
+        errors: list[TransferIOError] = []
         with self._lock:
             self._finish_dirs(errors)
         return errors
 
     def _finish_dirs(self, errors: list[TransferIOError]) -> None:
-        for parts, mode, atime_ns, mtime_ns in sorted(self.created_dirs, key=lambda d: -len(d[0])):
+        for parts, mode, atime_ns, mtime_ns, owner in sorted(self.created_dirs, key=lambda d: -len(d[0])):
             try:
                 fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=self.dir_fd(parts[:-1]))
                 try:
+                    if owner is not None and self.preserve and self.is_root:
+                        os.fchown(fd, *owner)
                     os.fchmod(fd, self.final_mode(mode, True))
                     if self.preserve:
                         os.utime(fd, ns=(atime_ns, mtime_ns))
@@ -173,7 +182,7 @@ class DestinationTree:
     def temp_name(self, base: bytes) -> bytes:
         return b"." + base[:180] + b".escp-" + self.session_tag + b".part"
 
-    def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, int, bytes]:
+    def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, bytes]:
         """(file fd, temp name) of a new temp file for parts."""
         tmp = self.temp_name(parts[-1])
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -239,3 +248,39 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
             done += os.pwrite(fd, data[done:], offset + done)
         except InterruptedError:
             continue
+
+
+SPARSE_PAGE = 4096
+_ZERO_PAGE = bytes(SPARSE_PAGE)
+
+
+def nonzero_runs(data: memoryview | bytes, offset: int) -> list[tuple[int, int]]:
+    """(start, end) ranges of data (relative) covering every file page that is not all zero.
+
+    Pages are aligned to the file (multiples of SPARSE_PAGE from offset 0), so writing only
+    these ranges allocates no filesystem block the source did not need.
+    """
+    raw = data if isinstance(data, bytes) else data.tobytes()
+    n = len(raw)
+    runs: list[tuple[int, int]] = []
+    start = -1
+    pos = 0
+    first = SPARSE_PAGE - offset % SPARSE_PAGE
+    while pos < n:
+        end = min(n, pos + (first if pos == 0 else SPARSE_PAGE))
+        zero = raw[pos:end] == _ZERO_PAGE[: end - pos]
+        if zero and start >= 0:
+            runs.append((start, pos))
+            start = -1
+        elif not zero and start < 0:
+            start = pos
+        pos = end
+    if start >= 0:
+        runs.append((start, n))
+    return runs
+
+
+def pwrite_sparse(fd: int, data: memoryview, offset: int) -> None:
+    """Write only the non-zero pages of data: all-zero pages stay holes (--sparse)."""
+    for start, end in nonzero_runs(data, offset):
+        pwrite_all(fd, data[start:end], offset + start)

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 
 from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
 from ..engine.compress import BlockDecompressor
-from ..engine.writer import DestinationPlan, DestinationTree, io_error, plan_destination, pwrite_all
+from ..engine.writer import (
+    DestinationPlan,
+    DestinationTree,
+    io_error,
+    plan_destination,
+    pwrite_all,
+    pwrite_sparse,
+)
 from ..errors import (
     AuthError,
     ConnectionFailure,
@@ -31,7 +38,9 @@ from ..errors import (
     ProtocolError,
     TimeoutError_,
     TransferIOError,
+    UsageError,
 )
+from ..logsetup import set_session, setup_logging
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
 from ..protocol.state import ReceiverCore, RxFile
@@ -40,6 +49,7 @@ from ..protocol.wire import (
     BOOT_SESSION_INIT,
     DATA_FLAG_ZSTD,
     DATA_HDR,
+    FLAG_DEST_DIR,
     FLAG_FSYNC,
     FLAG_NO_CHECKSUM,
     FLAG_PRESERVE,
@@ -47,6 +57,7 @@ from ..protocol.wire import (
     FLAG_TOP_DIR,
     FLAG_TRACE,
     FLAG_TRACE_EVENTS,
+    FLAG_VERBOSE,
     KIND_DIR,
     META_STREAM,
     STATUS_FAILED,
@@ -58,6 +69,7 @@ from ..protocol.wire import (
     cause_code,
     max_frame_len,
 )
+from ..sysconf import apply_cpumask, load_host_config
 from ..trace import NULL_TRACER, Tracer
 from .conn import StreamConn, accept_stream
 from .control import SessionControl
@@ -133,6 +145,7 @@ class ReceiverSession:
         self.dummy = init.rx_engine == "dummy"
         self.fsync = bool(init.flags & FLAG_FSYNC)
         self.preserve = bool(init.flags & FLAG_PRESERVE)
+        self.sparse = bool(init.flags & FLAG_SPARSE)
         self.taken: set[int] = set()
         self.eos_streams: set[int] = set()
         self.meta: StreamConn | None = None
@@ -143,6 +156,7 @@ class ReceiverSession:
         self.files_ok = 0
         self.files_failed = 0
         self.started = time.monotonic()
+        self.cpus: tuple[int, ...] | None = None  # stream workers' CPUs (host configuration)
 
     # --- set-up ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -151,7 +165,7 @@ class ReceiverSession:
         umask = os.umask(0o022)
         os.umask(umask)
         self.plan = plan_destination(self.init.dest_path, self.init.top_level_count,
-                                     bool(self.init.flags & FLAG_TOP_DIR))
+                                     bool(self.init.flags & FLAG_TOP_DIR), bool(self.init.flags & FLAG_DEST_DIR))
         self.tree = DestinationTree(self.plan, self.init.session_id, umask, self.preserve)
 
     def claim(self, index: int) -> bool:
@@ -215,6 +229,7 @@ class ReceiverSession:
 
     def data_loop(self, conn: StreamConn) -> None:
         worker = f"rx-{conn.index}"
+        apply_cpumask(self.cpus)
         tr = self.tracer
         bs = self.init.block_size
         body = memoryview(bytearray(max_frame_len(bs)))
@@ -270,7 +285,11 @@ class ReceiverSession:
             if sink is not None:
                 t0 = tr.now()
                 try:
-                    if not self.dummy:
+                    if self.dummy:
+                        pass
+                    elif self.sparse:
+                        pwrite_sparse(sink.fd, data, offset)
+                    else:
                         pwrite_all(sink.fd, data, offset)
                 except OSError as exc:
                     self.fail_file(f, io_error(exc, "write failed", self.display(f)))
@@ -423,7 +442,8 @@ class ReceiverSession:
         status, cause, message = STATUS_OK, "error", ""
         if self.tree is not None and not self.dummy:
             try:
-                self.tree.make_dir(f.parts, e.mode, e.atime_ns, e.mtime_ns)
+                self.tree.make_dir(f.parts, e.mode, e.atime_ns, e.mtime_ns,
+                                   (e.uid, e.gid) if self.preserve else None)
             except TransferIOError as exc:
                 status, cause, message = STATUS_FAILED, exc.cause, exc.message
         self.send_result(f, status, cause, NO_DIGEST, message)
@@ -513,9 +533,18 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
     except EscpError as exc:
         print(exc.one_line(), file=sys.stderr)
         return exc.exit_code
+    setup_logging(bool(init.flags & FLAG_VERBOSE), init.log_path or None, "server")
+    set_session(init.session_id)
+    try:
+        host = load_host_config()
+    except UsageError as exc:
+        reply(SessionReply("", 0, error=f"receiver host configuration: {exc.message}", error_cause="usage"))
+        return exc.exit_code
+    log.debug("session %016x: %s", init.session_id, host.describe())
     if init.flags & FLAG_TRACE and tracer is NULL_TRACER:
         tracer = _recording_tracer()
     session = ReceiverSession(init, tracer)
+    session.cpus = host.cpus
     listener = None
     try:
         session.prepare()

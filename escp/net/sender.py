@@ -5,6 +5,7 @@ threads over the BlockScheduler and the sans-IO SenderCore.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -13,15 +14,21 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import TransferConfig
 from ..engine.checksum import NO_DIGEST, block_digest
 from ..engine.compress import BlockCompressor
+from ..engine.directio import FrameBuffer
+from ..engine.filelist import iter_filelist
+from ..engine.manifest import ManifestWriter
+from ..engine.pacing import PACE_SLICE, TokenBucket, set_pacing_rate
 from ..engine.reader import read_block
 from ..engine.scheduler import BlockScheduler
-from ..engine.sources import SourceProblem, iter_sources, top_level_kinds
+from ..engine.sources import SourceItem, SourceProblem, iter_sources, top_level_kinds
 from ..errors import ConnectionFailure, EscpError, ProtocolError, TransferIOError
+from ..logsetup import set_session
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit
 from ..protocol.state import SenderCore, TxFile
@@ -29,6 +36,7 @@ from ..protocol.wire import (
     DATA_FLAG_ZSTD,
     DATA_HDR,
     FLAG_COMPRESS,
+    FLAG_DEST_DIR,
     FLAG_FSYNC,
     FLAG_NO_CHECKSUM,
     FLAG_NO_DIRECT,
@@ -38,6 +46,7 @@ from ..protocol.wire import (
     FLAG_TOP_DIR,
     FLAG_TRACE,
     FLAG_TRACE_EVENTS,
+    FLAG_VERBOSE,
     KIND_DIR,
     LEN_PREFIX,
     MAX_FILES_PER_LIST,
@@ -50,12 +59,14 @@ from ..protocol.wire import (
     cause_name,
     max_frame_len,
 )
+from ..sysconf import apply_cpumask
 from ..trace import NULL_TRACER, Tracer
 from .conn import StreamConn, connect_stream
 from .control import SessionControl
 from .spawn import ReceiverProcess
 
 log = logging.getLogger("escp")
+MAX_OUTCOMES = 10_000  # per-file outcomes kept for the --json report
 
 
 @dataclass
@@ -81,6 +92,14 @@ class TransferResult:
     clock_offset_ns: int = 0  # receiver clock + offset = sender clock (estimated at set-up)
     stats: object = None  # escp.trace.summary.TraceSummary when traced
     trace_written: bool = False
+    outcomes: list[FileOutcome] = field(default_factory=list)  # every file, the first MAX_OUTCOMES
+    outcomes_dropped: int = 0  # outcomes beyond MAX_OUTCOMES (counted in files_ok/files_failed)
+
+    def record(self, outcome: FileOutcome) -> None:
+        if len(self.outcomes) < MAX_OUTCOMES:
+            self.outcomes.append(outcome)
+        else:
+            self.outcomes_dropped += 1
 
 
 class SenderSession:
@@ -105,17 +124,18 @@ class SenderSession:
         self.bytes_sent = 0
         self.session_done = threading.Event()
         self.trace_blob = bytearray()
+        self.manifest = ManifestWriter(cfg.checksum_file, cfg.block_size) if cfg.checksum_file else None
 
     # --- set-up ---------------------------------------------------------------------
     def session_init(self) -> SessionInit:
         cfg = self.cfg
         kinds = top_level_kinds(self.sources)
-        flags = 0
+        flags = FLAG_DEST_DIR if cfg.filelist is not None else 0
         for cond, bit in ((cfg.compress, FLAG_COMPRESS), (cfg.sparse, FLAG_SPARSE), (cfg.preserve, FLAG_PRESERVE),
                           (not cfg.checksum, FLAG_NO_CHECKSUM), (not cfg.direct, FLAG_NO_DIRECT),
                           (self.tracer.enabled, FLAG_TRACE), (self.tracer.enabled and bool(cfg.trace_path), FLAG_TRACE_EVENTS),
                 (cfg.recursive, FLAG_RECURSIVE),
-                          (cfg.fsync, FLAG_FSYNC), (len(kinds) == 1 and kinds[0] == KIND_DIR, FLAG_TOP_DIR)):
+                          (cfg.fsync, FLAG_FSYNC), (cfg.verbose, FLAG_VERBOSE), (len(kinds) == 1 and kinds[0] == KIND_DIR, FLAG_TOP_DIR)):
             if cond:
                 flags |= bit
         return SessionInit(
@@ -124,7 +144,7 @@ class SenderSession:
             port_range=cfg.port_range, dest_path=self.dest_path,
             top_level_count=sum(1 for k in kinds if k is not None) or len(kinds),
             bind_address=cfg.bind_address, rx_engine=cfg.rx_engine, rekey_bytes=cfg.rekey_bytes,
-            compress_level=cfg.compress_level, log_path=cfg.log_path + ".server" if cfg.log_path else "",
+            compress_level=cfg.compress_level, log_path=cfg.log_path or "",
             client_time_ns=time.monotonic_ns(),
         )
 
@@ -134,6 +154,9 @@ class SenderSession:
             self._run()
         except EscpError as exc:
             self.ctl.abort(exc)
+        finally:
+            if self.manifest is not None:
+                self.manifest.close()
         self.result.seconds = time.monotonic() - start
         self.result.bytes_sent = self.bytes_sent
         if self.ctl.error is not None and not self.session_done.is_set():
@@ -143,6 +166,9 @@ class SenderSession:
     def _run(self) -> None:
         cfg = self.cfg
         init = self.session_init()
+        set_session(init.session_id)
+        log.debug("session %016x: %d streams, block %d, flags %#x", init.session_id, init.streams,
+                  init.block_size, init.flags)
         t0 = time.monotonic_ns()
         reply = self.proc.exchange(init, cfg.connect_timeout)
         t1 = time.monotonic_ns()
@@ -158,9 +184,10 @@ class SenderSession:
         self.meta = conns[META_STREAM]
         self.ctl.on_abort(self._send_abort)
         self.scheduler = BlockScheduler(
-            iter_sources(self.sources, cfg.recursive), cfg.block_size, sparse=cfg.sparse,
+            self.source_items(), cfg.block_size, sparse=cfg.sparse,
             dummy=cfg.tx_engine == "dummy", checksums=cfg.checksum, announce=self._announce,
             file_end=self._queue_file_end, problem=self._problem, preserve_ids=cfg.preserve,
+            direct=cfg.direct and cfg.tx_engine == "posix", content_digests=self.manifest is not None,
         )
         self.ctl.guard(self.meta_send_loop, "tx-meta-send")
         self.ctl.guard(self.meta_recv_loop, "tx-meta-recv")
@@ -168,6 +195,12 @@ class SenderSession:
         for conn in conns[1:]:
             self.ctl.guard(lambda c=conn: self.worker(c), f"tx-{conn.index}")  # type: ignore[misc]
         self.ctl.wait()
+
+    def source_items(self) -> Iterator[SourceItem | SourceProblem]:
+        items = iter_sources(self.sources, self.cfg.recursive)
+        if self.cfg.filelist is not None:
+            items = itertools.chain(items, iter_filelist(list(self.cfg.filelist), self.cfg.recursive))
+        return items
 
     # --- callbacks from the scheduler (called with the scheduler lock held) ---------------
     def _announce(self, entry: m.FileEntry, path: bytes) -> None:
@@ -190,8 +223,9 @@ class SenderSession:
             self.result.warnings.append(p.error.one_line())
         else:
             self.result.files_failed += 1
-            self.result.failures.append(FileOutcome(os.fsdecode(p.error.path or b""), False, p.error.cause,
-                                                    p.error.message))
+            outcome = FileOutcome(os.fsdecode(p.error.path or b""), False, p.error.cause, p.error.message)
+            self.result.failures.append(outcome)
+            self.result.record(outcome)
         if not self.cfg.quiet:
             print(p.error.one_line(), file=sys.stderr)
 
@@ -202,10 +236,17 @@ class SenderSession:
         assert sched is not None
         tr = self.tracer
         wname = f"tx-{conn.index}"
+        apply_cpumask(cfg.cpus)
         hdr = DATA_HDR.size
-        plain = memoryview(bytearray(hdr + cfg.block_size))
+        buf = FrameBuffer(hdr, cfg.block_size)  # data page-aligned for O_DIRECT
+        plain, block = buf.plain, buf.data
+        zplain = memoryview(bytearray(hdr + cfg.block_size)) if cfg.compress else None
         frame = memoryview(bytearray(LEN_PREFIX.size + hdr + cfg.block_size + TAG_LEN))
         compressor = BlockCompressor(cfg.compress_level) if cfg.compress else None
+        pacer = None
+        if cfg.limit_bytes_per_s:
+            set_pacing_rate(conn.sock, cfg.limit_bytes_per_s)
+            pacer = TokenBucket(cfg.limit_bytes_per_s, PACE_SLICE, sleep=self.ctl.aborted.wait)
         dummy = cfg.tx_engine == "dummy"
         zeros = bytes(cfg.block_size) if cfg.sparse else b""
         frames = nbytes = 0
@@ -217,11 +258,12 @@ class SenderSession:
             if f.cancelled or f.error is not None:
                 sched.block_done(job, None)
                 continue
-            data = plain[hdr : hdr + job.length]
+            data = block[: job.length]
             try:
                 if not dummy:
                     t0 = tr.now()
-                    read_block(f.fd, data, job.offset, job.length, f.path)
+                    if not read_block(f.fd, data, job.offset, job.length, f.path, -1 if f.direct_off else f.dfd):
+                        f.direct_off = True
                     tr.span(wname, "read", t0, job.length)
             except TransferIOError as exc:
                 sched.block_done(job, None, exc)
@@ -234,22 +276,27 @@ class SenderSession:
                 t0 = tr.now()
                 digest = block_digest(data, job.offset)
                 tr.span(wname, "checksum", t0, job.length)
-            flags = 0
-            payload_len = job.length
-            if compressor is not None:
+            out, flags, payload_len = plain, 0, job.length
+            if compressor is not None and zplain is not None:
                 t0 = tr.now()
                 packed = compressor.compress(data)
                 tr.span(wname, "compress", t0, job.length)
                 if packed is not None:
-                    plain[hdr : hdr + len(packed)] = packed
-                    payload_len = len(packed)
-                    flags = DATA_FLAG_ZSTD
-            DATA_HDR.pack_into(plain, 0, T_DATA, flags, 0, f.entry.fino, job.offset, job.length)
+                    zplain[hdr : hdr + len(packed)] = packed  # the read buffer keeps the raw block
+                    out, flags, payload_len = zplain, DATA_FLAG_ZSTD, len(packed)
+            DATA_HDR.pack_into(out, 0, T_DATA, flags, 0, f.entry.fino, job.offset, job.length)
             t0 = tr.now()
-            n = conn.sealer.seal_into(plain[: hdr + payload_len], frame)
+            n = conn.sealer.seal_into(out[: hdr + payload_len], frame)
             tr.span(wname, "encrypt", t0, n)
             t0 = tr.now()
-            conn.sendall(frame[:n])
+            if pacer is None:
+                conn.sendall(frame[:n])
+            else:
+                for start in range(0, n, PACE_SLICE):
+                    if not pacer.take(min(PACE_SLICE, n - start)):
+                        break  # aborted
+                    conn.sendall(frame[start : min(n, start + PACE_SLICE)])
+                    self.ctl.progress()
             tr.span(wname, "send", t0, n)
             frames += 1
             nbytes += job.length
@@ -358,10 +405,15 @@ class SenderSession:
                 if not ok and f.local_error is not None:
                     message = f.local_error
             self.core.close_file(f)
+            content = self.scheduler.content.pop(r.fino, None) if self.scheduler is not None else None
+            if f.entry.kind != KIND_DIR:
+                self.result.record(FileOutcome(name, ok, "" if ok else cause, "" if ok else message, f.entry.size))
             if ok:
                 if f.entry.kind != KIND_DIR:
                     self.result.files_ok += 1
                     self.result.bytes_payload += f.entry.size
+                    if self.manifest is not None and content is not None:
+                        self.manifest.add(f.entry.name, f.entry.size, content)
             else:
                 self.result.files_failed += 1
                 self.result.failures.append(FileOutcome(name, False, cause, message, f.entry.size))

@@ -30,7 +30,7 @@ class FrameDecoder:
         while True:
             if len(self._buf) < LEN_PREFIX.size:
                 return
-            n = self.opener.check_len(self._buf)
+            n = self.opener.check_len(bytes(self._buf[: LEN_PREFIX.size]))
             total = LEN_PREFIX.size + n
             if len(self._buf) < total:
                 return

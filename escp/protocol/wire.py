@@ -29,7 +29,8 @@ FLAG_RECURSIVE = 1 << 7
 FLAG_FSYNC = 1 << 8
 FLAG_TOP_DIR = 1 << 9  # the single top-level source is a directory (scp rename rule)
 FLAG_TRACE_EVENTS = 1 << 10  # with FLAG_TRACE: also send the span log, not only totals
-FLAG_KNOWN = (1 << 11) - 1
+FLAG_DEST_DIR = 1 << 11  # the destination must be an existing directory (--filelist)
+FLAG_KNOWN = (1 << 12) - 1
 
 # --- stream handshake --------------------------------------------------------------
 CHALLENGE_LEN = 32
