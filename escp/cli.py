@@ -212,7 +212,7 @@ def exit_code(result: TransferResult) -> int:
 
 def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[str, object]:
     rate = result.bytes_payload / result.seconds if result.seconds > 0 else 0.0
-    outcomes = [{"name": o.name, "size": o.size, "ok": o.ok, "cause": o.cause or None,
+    outcomes = [{"name": o.name or None, "path": o.path, "size": o.size, "ok": o.ok, "cause": o.cause or None,
                  "message": o.message or None} for o in result.outcomes]
     return {
         "schema": 1,

@@ -6,7 +6,9 @@ Format (text, one file per line, UTF-8 safe):
 The digest is checksum.content_digest: BLAKE2b-128 over the size, the block size and
 every block's (offset, length, XXH3-128 seeded with the offset), zero blocks included,
 so it can be recomputed by re-reading the file with the same block size. <name> is the
-name under the destination, percent-encoded (RFC 3986 style, '/' kept) so that any
+file's path relative to the directory that received the top-level names (DEST when it
+was an existing directory, else DEST's parent, DEST's base name being the first
+component), percent-encoded (RFC 3986 style, '/' kept) so that any
 byte string, newlines included, fits on one line. Lines are written as the receiver
 confirms each file, so only files that arrived verified are listed.
 """

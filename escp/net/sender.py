@@ -76,6 +76,7 @@ class FileOutcome:
     cause: str = ""
     message: str = ""
     size: int = 0
+    path: str = ""  # local source path (name is the destination-relative name in outcomes)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class SenderSession:
         self.bytes_sent = 0
         self.session_done = threading.Event()
         self.trace_blob = bytearray()
+        self.top_rename: bytes | None = None  # DEST's base name when it replaces the top-level name
         self.manifest = ManifestWriter(cfg.checksum_file, cfg.block_size) if cfg.checksum_file else None
 
     # --- set-up ---------------------------------------------------------------------
@@ -172,6 +174,8 @@ class SenderSession:
         t0 = time.monotonic_ns()
         reply = self.proc.exchange(init, cfg.connect_timeout)
         t1 = time.monotonic_ns()
+        if not reply.dest_is_dir:  # scp rule: the single top-level item lands under DEST's name
+            self.top_rename = os.path.basename(self.dest_path.rstrip(b"/")) or None
         if reply.server_time_ns:
             self.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
         conns = []
@@ -195,6 +199,13 @@ class SenderSession:
         for conn in conns[1:]:
             self.ctl.guard(lambda c=conn: self.worker(c), f"tx-{conn.index}")  # type: ignore[misc]
         self.ctl.wait()
+
+    def dest_name(self, name: bytes) -> bytes:
+        """A sent name as it lands below the directory that receives the top-level names."""
+        if self.top_rename is None:
+            return name
+        _, sep, rest = name.partition(b"/")
+        return self.top_rename + sep + rest
 
     def source_items(self) -> Iterator[SourceItem | SourceProblem]:
         items = iter_sources(self.sources, self.cfg.recursive)
@@ -223,9 +234,9 @@ class SenderSession:
             self.result.warnings.append(p.error.one_line())
         else:
             self.result.files_failed += 1
-            outcome = FileOutcome(os.fsdecode(p.error.path or b""), False, p.error.cause, p.error.message)
-            self.result.failures.append(outcome)
-            self.result.record(outcome)
+            path = os.fsdecode(p.error.path or b"")
+            self.result.failures.append(FileOutcome(path, False, p.error.cause, p.error.message))
+            self.result.record(FileOutcome("", False, p.error.cause, p.error.message, 0, path))
         if not self.cfg.quiet:
             print(p.error.one_line(), file=sys.stderr)
 
@@ -407,13 +418,14 @@ class SenderSession:
             self.core.close_file(f)
             content = self.scheduler.content.pop(r.fino, None) if self.scheduler is not None else None
             if f.entry.kind != KIND_DIR:
-                self.result.record(FileOutcome(name, ok, "" if ok else cause, "" if ok else message, f.entry.size))
+                self.result.record(FileOutcome(os.fsdecode(self.dest_name(f.entry.name)), ok, "" if ok else cause,
+                                               "" if ok else message, f.entry.size, name))
             if ok:
                 if f.entry.kind != KIND_DIR:
                     self.result.files_ok += 1
                     self.result.bytes_payload += f.entry.size
                     if self.manifest is not None and content is not None:
-                        self.manifest.add(f.entry.name, f.entry.size, content)
+                        self.manifest.add(self.dest_name(f.entry.name), f.entry.size, content)
             else:
                 self.result.files_failed += 1
                 self.result.failures.append(FileOutcome(name, False, cause, message, f.entry.size))
