@@ -24,7 +24,6 @@ from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
 from ..engine.compress import BlockDecompressor
 from ..engine.writer import DestinationPlan, DestinationTree, io_error, plan_destination, pwrite_all
 from ..errors import (
-    AuthError,
     ConnectionFailure,
     EscpError,
     IntegrityError,
@@ -41,6 +40,7 @@ from ..protocol.wire import (
     BOOT_SESSION_INIT,
     DATA_FLAG_ZSTD,
     DATA_HDR,
+    FLAG_COMPRESS,
     FLAG_FSYNC,
     FLAG_NO_CHECKSUM,
     FLAG_PRESERVE,
@@ -49,6 +49,7 @@ from ..protocol.wire import (
     FLAG_TRACE,
     FLAG_TRACE_EVENTS,
     KIND_DIR,
+    META_MAX_PLAINTEXT,
     META_STREAM,
     STATUS_FAILED,
     STATUS_OK,
@@ -188,7 +189,7 @@ class ReceiverSession:
         try:
             conn = accept_stream(sock, self.init.key, self.init.session_id, self.init.rekey_bytes,
                                  self.init.block_size, HANDSHAKE_DEADLINE, self.claim)
-        except (AuthError, ProtocolError, TimeoutError_, OSError) as exc:
+        except (EscpError, OSError) as exc:
             msg = exc.one_line() if isinstance(exc, EscpError) else str(exc)
             log.warning("connection from %s closed: %s", peer, msg)
             sock.close()
@@ -227,6 +228,7 @@ class ReceiverSession:
         decomp = BlockDecompressor(bs)
         frames = nbytes = 0
         hdr = DATA_HDR.size
+        allowed_flags = DATA_FLAG_ZSTD if self.init.flags & FLAG_COMPRESS else 0
         while True:
             t0 = tr.now()
             k = conn.recv_frame_into(plain)
@@ -249,8 +251,8 @@ class ReceiverSession:
             if ftype != T_DATA or k < hdr:
                 raise ProtocolError(f"unexpected frame type {ftype} on {conn.name}")
             _, flags, _, fino, offset, raw_len = DATA_HDR.unpack_from(plain)
-            if flags & ~DATA_FLAG_ZSTD:
-                raise ProtocolError(f"unknown data flags {flags:#x}")
+            if flags & ~allowed_flags:
+                raise ProtocolError(f"data flags {flags:#x} not allowed in this session")
             with self.lock:
                 f = self.wait_announced(fino)
                 self.core.check_block(f, offset, raw_len)
@@ -378,12 +380,15 @@ class ReceiverSession:
     def meta_loop(self, conn: StreamConn) -> None:
         plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
         while True:
-            msg = conn.recv_message(plain)
+            k = conn.recv_frame_into(plain)
             self.ctl.progress()
-            if msg is None:
+            if k is None:
                 if self.ctl.done.is_set() or self.ctl.aborted.is_set():
                     return
                 raise IntegrityError("metadata stream closed without the session end (truncated)")
+            if k > META_MAX_PLAINTEXT:
+                raise ProtocolError(f"metadata frame of {k} bytes exceeds {META_MAX_PLAINTEXT}")
+            msg = m.decode_message(bytes(plain[:k]))
             if isinstance(msg, list):
                 self.on_file_list(msg)
             elif isinstance(msg, m.FileEnd):
@@ -450,6 +455,9 @@ class ReceiverSession:
             blob = json.dumps(export(include_events=bool(self.init.flags & FLAG_TRACE_EVENTS))).encode()
             if len(blob) > TRACE_TOTAL_MAX:
                 blob = json.dumps(export(include_events=False)).encode()
+            if len(blob) > TRACE_TOTAL_MAX:
+                log.warning("receiver trace too large to send; omitted")
+                return []
         except Exception:  # noqa: BLE001 - a broken trace must not break the transfer
             log.warning("could not export the receiver trace", exc_info=True)
             return []

@@ -47,6 +47,7 @@ from ..protocol.wire import (
     T_DATA,
     TAG_LEN,
     TRACE_TOTAL_MAX,
+    cause_code,
     cause_name,
     max_frame_len,
 )
@@ -390,7 +391,7 @@ class SenderSession:
         if self.meta is not None:
             try:
                 self.meta.sock.settimeout(1.0)
-                self.meta.send_plain(m.encode_abort(m.Abort(0, err.message)))
+                self.meta.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
             except (EscpError, OSError):
                 pass
 
