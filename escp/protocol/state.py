@@ -102,7 +102,7 @@ class ReceiverCore:
     def check_block(self, f: RxFile, offset: int, length: int) -> None:
         """Bounds of a DATA frame, checked before anything is written."""
         size, bs = f.entry.size, self.block_size
-        if offset % bs or offset >= size:
+        if offset < 0 or offset % bs or offset >= size:
             raise ProtocolError(f"block offset {offset} invalid for size {size}", path=f.entry.name)
         if length != min(bs, size - offset):
             raise ProtocolError(f"block at {offset} has length {length}", path=f.entry.name)
