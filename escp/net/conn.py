@@ -94,6 +94,11 @@ class StreamConn:
         except OSError as exc:
             raise ConnectionFailure(f"{self.name}: {exc.strerror or exc}") from None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet consumed as frames."""
+        return self._end - self._start
+
     def _fill(self, need: int) -> bool:
         """Make `need` bytes available from self._start; False on a clean EOF between frames."""
         if self._end - self._start >= need:

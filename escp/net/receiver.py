@@ -142,9 +142,11 @@ class ReceiverSession:
         self.plan: DestinationPlan | None = None
         self.pending_handshakes = threading.Semaphore(MAX_PENDING_HANDSHAKES)
         self.sink_locks = [threading.Lock() for _ in range(64)]
+        self.allowed_data_flags = DATA_FLAG_ZSTD if init.flags & FLAG_COMPRESS else 0
         self.meta_cond = threading.Condition(threading.Lock())
         self.meta_out: list[bytes] = []
         self.meta_last_queued = False
+        self.meta_thread = 0
         self.bytes_written = 0
         self.files_ok = 0
         self.files_failed = 0
@@ -227,8 +229,6 @@ class ReceiverSession:
         unz = memoryview(bytearray(bs))
         decomp = BlockDecompressor(bs)
         frames = nbytes = 0
-        hdr = DATA_HDR.size
-        allowed_flags = DATA_FLAG_ZSTD if self.init.flags & FLAG_COMPRESS else 0
         while True:
             t0 = tr.now()
             k = conn.recv_frame_into(plain)
@@ -248,46 +248,55 @@ class ReceiverSession:
                     self.eos_streams.add(conn.index)
                     self.maybe_done()
                 return
-            if ftype != T_DATA or k < hdr:
+            if ftype != T_DATA:
                 raise ProtocolError(f"unexpected frame type {ftype} on {conn.name}")
-            _, flags, _, fino, offset, raw_len = DATA_HDR.unpack_from(plain)
-            if flags & ~allowed_flags:
-                raise ProtocolError(f"data flags {flags:#x} not allowed in this session")
-            with self.lock:
-                f = self.wait_announced(fino)
-                self.core.check_block(f, offset, raw_len)
-                failed = f.failed
-            sink = None if failed else self.open_sink(f)
-            t0 = tr.now()
-            if flags & DATA_FLAG_ZSTD:
-                decomp.decompress_into(plain[hdr:k], unz, raw_len)
-                data = unz[:raw_len]
-                tr.span(worker, "decompress", t0, raw_len)
-            else:
-                if k - hdr != raw_len:
-                    raise ProtocolError(f"data frame carries {k - hdr} bytes, declares {raw_len}")
-                data = plain[hdr:k]
+            nbytes += self.handle_data(plain, k, worker, decomp, unz)
             frames += 1
-            nbytes += raw_len
-            if sink is not None:
-                digest = NO_DIGEST
-                if self.checksums:
-                    t0 = tr.now()
-                    digest = block_digest(data, offset)
-                    tr.span(worker, "verify", t0, raw_len)
+
+    def handle_data(self, plain: memoryview, k: int, worker: str, decomp: BlockDecompressor,
+                    unz: memoryview) -> int:
+        """One DATA frame (from a data stream or, for small files, the metadata stream)."""
+        tr = self.tracer
+        hdr = DATA_HDR.size
+        if k < hdr:
+            raise ProtocolError("DATA frame shorter than its header")
+        _, flags, _, fino, offset, raw_len = DATA_HDR.unpack_from(plain)
+        if flags & ~self.allowed_data_flags:
+            raise ProtocolError(f"data flags {flags:#x} not allowed in this session")
+        with self.lock:
+            f = self.wait_announced(fino)
+            self.core.check_block(f, offset, raw_len)
+            failed = f.failed
+        sink = None if failed else self.open_sink(f)
+        t0 = tr.now()
+        if flags & DATA_FLAG_ZSTD:
+            decomp.decompress_into(plain[hdr:k], unz, raw_len)
+            data = unz[:raw_len]
+            tr.span(worker, "decompress", t0, raw_len)
+        else:
+            if k - hdr != raw_len:
+                raise ProtocolError(f"data frame carries {k - hdr} bytes, declares {raw_len}")
+            data = plain[hdr:k]
+        if sink is not None:
+            digest = NO_DIGEST
+            if self.checksums:
                 t0 = tr.now()
-                try:
-                    if not self.dummy:
-                        pwrite_all(sink.fd, data, offset)
-                    sink.digest.add(offset, raw_len, digest)
-                except OSError as exc:
-                    self.fail_file(f, io_error(exc, "write failed", self.display(f)))
-                tr.span(worker, "write", t0, raw_len)
-            with self.lock:
-                self.bytes_written += raw_len
-                ready = self.core.block_written(f)
-            if ready:
-                self.complete(f)
+                digest = block_digest(data, offset)
+                tr.span(worker, "verify", t0, raw_len)
+            t0 = tr.now()
+            try:
+                if not self.dummy:
+                    pwrite_all(sink.fd, data, offset)
+                sink.digest.add(offset, raw_len, digest)
+            except OSError as exc:
+                self.fail_file(f, io_error(exc, "write failed", self.display(f)))
+            tr.span(worker, "write", t0, raw_len)
+        with self.lock:
+            self.bytes_written += raw_len
+            ready = self.core.block_written(f)
+        if ready:
+            self.complete(f)
+        return int(raw_len)
 
     def display(self, f: RxFile) -> bytes:
         return self.tree.display(f.parts) if self.tree else f.entry.name
@@ -379,13 +388,21 @@ class ReceiverSession:
     # --- metadata stream ---------------------------------------------------------------
     def meta_loop(self, conn: StreamConn) -> None:
         plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
+        unz = memoryview(bytearray(self.init.block_size))
+        decomp = BlockDecompressor(self.init.block_size)
+        self.meta_thread = threading.get_ident()
         while True:
+            if not conn.buffered:
+                self.flush_meta()  # about to wait for input: send what this batch produced
             k = conn.recv_frame_into(plain)
             self.ctl.progress()
             if k is None:
                 if self.ctl.done.is_set() or self.ctl.aborted.is_set():
                     return
                 raise IntegrityError("metadata stream closed without the session end (truncated)")
+            if plain[0] == T_DATA:  # a small file's block, in order after its entry
+                self.handle_data(plain, k, "rx-meta", decomp, unz)
+                continue
             if k > META_MAX_PLAINTEXT:
                 raise ProtocolError(f"metadata frame of {k} bytes exceeds {META_MAX_PLAINTEXT}")
             msg = m.decode_message(bytes(plain[:k]))
@@ -466,11 +483,19 @@ class ReceiverSession:
 
     # --- metadata writer ------------------------------------------------------------------
     def queue_meta(self, plain: bytes, last: bool = False) -> None:
+        """Queue a frame for the metadata writer. The metadata thread's own results wait for
+        flush_meta() (called when its input runs dry), so they go out in batches."""
         with self.meta_cond:
             self.meta_out.append(plain)
             if last:
                 self.meta_last_queued = True
-            self.meta_cond.notify()
+            if last or threading.get_ident() != self.meta_thread:
+                self.meta_cond.notify()
+
+    def flush_meta(self) -> None:
+        with self.meta_cond:
+            if self.meta_out:
+                self.meta_cond.notify()
 
     def meta_writer(self) -> None:
         """Sends queued results in batches, keepalives when idle, SESSION_DONE last."""
