@@ -123,24 +123,34 @@ def _write_stream(path: Path, size: int, stream: Iterator[Any]) -> str:
 # ---------------------------------------------------------------- digests
 
 
+_ZEROS = b""
+_BUF: bytearray | None = None
+HASH_CHUNK = 8 << 20
+
+
 def file_digest(path: Path) -> str:
     """xxh3-128 of a file's content; holes (SEEK_DATA/SEEK_HOLE) are hashed without reading them."""
-    h = xxhash.xxh3_128()
-    zeros = bytes(CHUNK)
+    global _ZEROS, _BUF
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
+        if size <= HASH_CHUNK and st.st_blocks * 512 >= size:  # small, not sparse: one read
+            return xxhash.xxh3_128(f.read()).hexdigest()
+        if _BUF is None:
+            _BUF = bytearray(HASH_CHUNK)
+            _ZEROS = bytes(HASH_CHUNK)
+        h = xxhash.xxh3_128()
+        view = memoryview(_BUF)
         pos = 0
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         while pos < size:
             try:
                 data = os.lseek(fd, pos, os.SEEK_DATA)
             except OSError:  # ENXIO: only a hole remains (or SEEK_DATA unsupported -> read all)
                 data = size if _seek_supported(fd) else pos
             while pos < data:  # hole: feed zeros
-                n = min(CHUNK, data - pos)
-                h.update(zeros[:n])
+                n = min(HASH_CHUNK, data - pos)
+                h.update(_ZEROS[:n] if n < HASH_CHUNK else _ZEROS)
                 pos += n
             if pos >= size:
                 break
@@ -149,7 +159,7 @@ def file_digest(path: Path) -> str:
             except OSError:
                 hole = size
             while pos < hole:
-                n = os.preadv(fd, [view[: min(CHUNK, hole - pos)]], pos)
+                n = os.preadv(fd, [view[: min(HASH_CHUNK, hole - pos)]], pos)
                 if n <= 0:
                     raise OSError(f"short read in {path} at {pos}")
                 h.update(view[:n])

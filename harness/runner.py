@@ -213,9 +213,8 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
         for tool in active:
             if tools[tool]["status"] == "ok":
                 do(tool, rnd)
-        line = ", ".join(
-            f"{t} {tools[t]['repeats'][-1]['wall_s']:.2f}s" for t in active if tools[t]["repeats"] and rnd >= 0
-        )
+        key = "warmup" if rnd < 0 else "repeats"
+        line = ", ".join(f"{t} {tools[t][key][-1]['wall_s']:.2f}s" for t in active if tools[t][key])
         ctx.log(f"  {sc.name} {'warm-up' if rnd < 0 else f'round {rnd + 1}/{repeats}'}: {line}")
 
     for entry in tools.values():
@@ -275,7 +274,7 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
         "tools": tools,
         "ratios": ratios,
         "instrumented": instrumented,
-        "notes": list(sc.notes),
+        "notes": list(sc.notes) if ctx.repeats_override is None else [f"{repeats} timed repeats (--repeats)"],
         "elapsed_s": round(time.perf_counter() - t_start, 2),
     }
 

@@ -96,7 +96,8 @@ def load(path: Path = DEFAULT_FILE, profile: str = "quick") -> Profile:
         ds = raw["dataset"]
         if ds not in datasets:
             raise ValueError(f"scenario {raw['name']}: dataset {ds!r} not in profile {profile}")
-        peers = tuple(raw.get("peers", ()))
+        raw_peers = raw.get("peers", ())  # a list, or a table per profile
+        peers = tuple(raw_peers.get(profile, ()) if isinstance(raw_peers, dict) else raw_peers)
         unknown = set(peers) - KNOWN_PEERS
         if unknown:
             raise ValueError(f"scenario {raw['name']}: unknown peers {sorted(unknown)}")
