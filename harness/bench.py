@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import datasets, peers, results, runner, scenarios, sshd
+from harness import datasets, peers, report, results, runner, scenarios, sshd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
         results.write_json(run_dir / results.RUN_FILE, meta)
 
-    from harness import report
 
     path = report.render(run_dir)
     print(f"total {meta['elapsed_s']} s (datasets {meta['datasets_s']} s)")
