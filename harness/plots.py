@@ -51,7 +51,7 @@ def throughput(records: list[Record], path: Path) -> Path | None:
     tools = sorted(
         {t for r in recs for t in _ok_tools(r)}, key=lambda t: list(COLORS).index(t) if t in COLORS else 99
     )
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(recs) * max(1, len(tools)) / 2))
+    fig, ax = plt.subplots(figsize=(8, 1.8 + 0.45 * len(recs) * max(1, len(tools)) / 2))
     height = 0.8 / len(tools)
     for i, rec in enumerate(recs):
         ok = _ok_tools(rec)
