@@ -15,6 +15,10 @@ Call pattern in a stage worker:
     tracer.wait(worker, "read", t0, "starved")  # waited for input
     tracer.wait(worker, "send", t0, "blocked")  # waited for the next stage / the peer
 
+Modules: recorder (RecordingTracer, TraceData export/load), chrome (Chrome Trace Event
+JSON of both sides), summary (per-stage table and bottleneck verdict), pyspy (py-spy
+command lines and stage attribution of sampled stacks). See docs/tuning.md.
+
 Stage names: sender read, checksum, compress, encrypt, send; receiver recv, decrypt,
 decompress, verify, write; plus "meta" for the metadata channel. Workers are strings
 such as "tx-0" or "rx-3"; the tracer adds the role (sender/receiver).

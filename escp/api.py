@@ -1,0 +1,80 @@
+"""The public API: escp.transfer() runs one push transfer and returns its result."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from .config import TransferConfig
+from .net.sender import SenderSession, TransferResult
+from .net.spawn import ReceiverProcess, local_argv, ssh_argv
+from .target import RemoteTarget
+from .trace import NULL_TRACER, Tracer
+
+
+def transfer(
+    sources: Sequence[str | bytes],
+    dest: RemoteTarget | str | bytes,
+    config: TransferConfig | None = None,
+    *,
+    tracer: Tracer = NULL_TRACER,
+) -> TransferResult:
+    """Copy sources to dest. A RemoteTarget goes over ssh; a plain path uses a local receiver.
+
+    Never raises for transfer failures: they are in result.error / result.failures.
+    """
+    cfg = config or TransferConfig()
+    if tracer is NULL_TRACER and (cfg.trace_path or cfg.stats):
+        from .trace.recorder import RecordingTracer
+
+        tracer = RecordingTracer("sender")
+    srcs = [os.fsencode(s) for s in sources]
+    if isinstance(dest, RemoteTarget):
+        ssh = cfg.ssh
+        if dest.port is not None and ssh.port is None:
+            from dataclasses import replace
+
+            ssh = replace(ssh, port=dest.port)
+        argv = ssh_argv(ssh, dest.user, dest.host)
+        dest_path = dest.path
+    else:
+        argv = local_argv()
+        dest_path = os.fsencode(dest)
+    result = TransferResult()
+    try:
+        proc = ReceiverProcess(argv)
+    except Exception as exc:  # noqa: BLE001 - surfaced as the result's error
+        from .errors import ConnectionFailure, EscpError
+
+        result.error = exc if isinstance(exc, EscpError) else ConnectionFailure(str(exc))
+        return result
+    session = SenderSession(cfg, srcs, dest_path, proc, tracer)
+    try:
+        result = session.run()
+    finally:
+        proc.finish(timeout=10 if result.error is None else 3)
+    if tracer.enabled:
+        finish_trace(cfg, tracer, result)
+    return result
+
+
+def finish_trace(cfg: TransferConfig, tracer: Tracer, result: TransferResult) -> None:
+    """Summary and verdict from both sides' traces; the Chrome trace file when asked."""
+    import logging
+
+    from .trace.recorder import RecordingTracer, TraceDataError
+    from .trace.summary import summarize
+
+    if not isinstance(tracer, RecordingTracer):
+        return
+    receiver = None
+    if result.receiver_trace is not None:
+        try:
+            receiver = RecordingTracer.load(result.receiver_trace)
+        except TraceDataError as exc:
+            logging.getLogger("escp").warning("receiver trace ignored: %s", exc)
+    mine = tracer.snapshot()
+    result.stats = summarize(mine, receiver)
+    if cfg.trace_path:
+        result.trace_written = tracer.write_chrome(cfg.trace_path, receiver,
+                                                   receiver_offset_ns=result.clock_offset_ns)

@@ -1,0 +1,252 @@
+"""Command line: scp-style arguments -> TransferConfig -> escp.transfer -> exit code.
+
+Usage errors are found here, before ssh runs, and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+from . import __version__
+from .api import transfer
+from .config import SshOptions, TransferConfig
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, UsageError
+from .net.sender import TransferResult
+from .target import RemoteTarget, parse_target
+from .units import format_bytes, format_rate, parse_rate, parse_size
+
+EPILOG = """exit codes: 0 success, 1 failure, 2 usage error, 3 some files failed.
+destinations: [user@]host:[path], [user@][v6addr]:path, scp://[user@]host[:port][/path];
+with --local, DEST is a local path and the receiver runs as a local process."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="escp", description="High-speed verified file transfer over parallel encrypted streams.",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", metavar="SRC... DEST")
+    p.add_argument("-r", "--recursive", action="store_true", help="copy directories recursively")
+    p.add_argument("-t", "--parallel", type=int, default=4, metavar="N", help="data streams (default 4)")
+    p.add_argument("--blocksize", default="1M", help="block size, minimum 256K (default 1M)")
+    p.add_argument("-C", "--compress", action="store_true", help="zstd-compress blocks")
+    p.add_argument("--compress-level", type=int, default=3, help="zstd level (default 3)")
+    p.add_argument("--sparse", action="store_true", help="skip holes and all-zero blocks")
+    p.add_argument("-p", "--preserve", action="store_true", help="preserve modes and times (and owners as root)")
+    p.add_argument("--nochecksum", action="store_true", help="do not verify per-file digests")
+    p.add_argument("--fsync", action="store_true", help="fsync files and directories before reporting success")
+    p.add_argument("--ioengine", default="posix", help="posix|dummy, or TX::RX for each side")
+    p.add_argument("--nodirect", action="store_true", help="do not try O_DIRECT")
+    p.add_argument("-l", "--limit", help="pacing per stream, e.g. 100M (bytes/s) or 1Gbit")
+    p.add_argument("-P", "--port", type=int, help="ssh port")
+    p.add_argument("-i", dest="identity", help="ssh identity file")
+    p.add_argument("-o", dest="ssh_options", action="append", default=[], help="ssh option (repeatable)")
+    p.add_argument("-F", dest="ssh_config", help="ssh config file")
+    p.add_argument("-J", dest="jump", help="ssh jump host")
+    p.add_argument("-c", dest="cipher", help="ssh cipher")
+    p.add_argument("-A", dest="agent", action="store_true", help="forward the ssh agent")
+    p.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 only")
+    p.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 only")
+    p.add_argument("-S", "--ssh", default="ssh", help="ssh program")
+    p.add_argument("-D", "--escp", default="escp", help="remote escp program (default escp)")
+    p.add_argument("--escp_port", type=int, default=1232, help="first receiver port (default 1232)")
+    p.add_argument("--escp_portrange", type=int, default=10, help="ports to try (default 10)")
+    p.add_argument("--bind", default="", help="receiver bind address (default: the ssh server address)")
+    p.add_argument("--connect-to", metavar="ADDR:PORT",
+                   help="open the data streams to ADDR:PORT instead of the address the receiver reports "
+                        "(NAT, port forwarding, test proxies)")
+    p.add_argument("--timeout", type=float, default=60.0, help="idle deadline in seconds (default 60)")
+    p.add_argument("--local", action="store_true", help="DEST is a local path; receiver runs locally, no ssh")
+    p.add_argument("--json", dest="json_path", metavar="FILE", help="write a JSON report of the transfer")
+    p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace of both sides")
+    p.add_argument("--stats", action="store_true", help="print per-stage statistics and a verdict")
+    p.add_argument("--bits", action="store_true", help="show rates in bit/s")
+    p.add_argument("--logfile", help="log to PATH.client and PATH.server")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-V", "--version", action="version", version=f"escp {__version__}")
+    p.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rekey-bytes", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> TransferConfig:
+    engines = a.ioengine.split("::") if "::" in a.ioengine else [a.ioengine, a.ioengine]
+    if len(engines) != 2:
+        raise UsageError(f"invalid --ioengine {a.ioengine!r}")
+    if a.ipv4 and a.ipv6:
+        raise UsageError("-4 and -6 exclude each other")
+    ssh = SshOptions(program=a.ssh, port=a.port, identity=a.identity, options=tuple(a.ssh_options),
+                     config_file=a.ssh_config, jump=a.jump, cipher=a.cipher, forward_agent=a.agent,
+                     ip_version=4 if a.ipv4 else 6 if a.ipv6 else None, remote_escp=a.escp)
+    extra: dict[str, object] = {"rekey_bytes": a.rekey_bytes} if a.rekey_bytes else {}
+    if a.connect_to:
+        host, _, port = a.connect_to.rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError(f"invalid --connect-to {a.connect_to!r} (expected ADDR:PORT)")
+        extra["connect_to"] = (host.strip("[]"), int(port))
+    return TransferConfig(
+        streams=a.parallel, block_size=parse_size(a.blocksize, what="--blocksize"), recursive=a.recursive,
+        compress=a.compress, compress_level=a.compress_level, sparse=a.sparse, preserve=a.preserve,
+        checksum=not a.nochecksum, direct=not a.nodirect, fsync=a.fsync, tx_engine=engines[0],
+        rx_engine=engines[1], port_start=a.escp_port, port_range=a.escp_portrange, bind_address=a.bind,
+        limit_bytes_per_s=parse_rate(a.limit) if a.limit else 0, idle_timeout=a.timeout, quiet=a.quiet,
+        verbose=a.verbose, bits=a.bits, trace_path=a.trace, stats=a.stats, json_path=a.json_path,
+        log_path=a.logfile, ssh=ssh, **extra,  # type: ignore[arg-type]
+    )
+
+
+def setup_logging(verbose: bool, logfile: str | None) -> None:
+    root = logging.getLogger("escp")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    h = logging.StreamHandler(sys.stderr)
+    h.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    h.setFormatter(logging.Formatter("escp: %(message)s"))
+    root.addHandler(h)
+    if logfile:
+        fh = logging.FileHandler(logfile)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(fh)
+
+
+class Progress:
+    """A progress bar on a terminal (tqdm), updated from a background thread."""
+
+    def __init__(self, cfg: TransferConfig, total: int | None) -> None:
+        self.enabled = not cfg.quiet and sys.stderr.isatty()
+        self.total = total
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, read_bytes: object) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                   dynamic_ncols=True, leave=False)
+
+        def loop() -> None:
+            last = 0
+            while not self.stop.wait(0.25):
+                now = read_bytes()  # type: ignore[operator]
+                bar.update(now - last)
+                last = now
+            bar.close()
+
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=2)
+
+
+def exit_code(result: TransferResult) -> int:
+    if result.error is not None:
+        return result.error.exit_code
+    if result.files_failed:
+        return EXIT_PARTIAL if result.files_ok else EXIT_FAILURE
+    return EXIT_OK
+
+
+def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[str, object]:
+    rate = result.bytes_payload / result.seconds if result.seconds > 0 else 0.0
+    return {
+        "schema": 1,
+        "ok": code == EXIT_OK,
+        "exit_code": code,
+        "error": result.error.one_line() if result.error else None,
+        "bytes": result.bytes_payload,
+        "bytes_sent": result.bytes_sent,
+        "files": result.files_ok,
+        "files_failed": result.files_failed,
+        "seconds": result.seconds,
+        "rate_bytes_per_s": rate,
+        "streams": cfg.streams,
+        "block_size": cfg.block_size,
+        "compress": cfg.compress,
+        "failures": [{"path": f.name, "cause": f.cause, "message": f.message} for f in result.failures],
+        "warnings": result.warnings,
+        "stats": result.stats.to_dict() if result.stats is not None else None,  # type: ignore[attr-defined]
+    }
+
+
+def run(argv: list[str]) -> int:
+    a = build_parser().parse_args(argv)
+    if a.server:
+        from .net.receiver import serve
+
+        return serve()
+    cfg = config_from_args(a)
+    if len(a.paths) < 2:
+        raise UsageError("need at least one source and a destination")
+    *sources, dest_text = a.paths
+    dest: RemoteTarget | str = dest_text if a.local else parse_target(dest_text)
+    if isinstance(dest, RemoteTarget):
+        from .net.spawn import check_host
+
+        check_host(dest.user, dest.host)
+    setup_logging(cfg.verbose, cfg.log_path + ".client" if cfg.log_path else None)
+    total = None
+    try:
+        sizes = [os.stat(s).st_size for s in sources if os.path.isfile(s)]
+        if len(sizes) == len(sources):
+            total = sum(sizes)
+    except OSError:
+        total = None
+    progress = Progress(cfg, total)
+    holder: dict[str, object] = {}
+
+    def bytes_now() -> int:
+        s = holder.get("session")
+        return int(getattr(s, "bytes_sent", 0))
+
+    progress.start(bytes_now)
+    try:
+        result = transfer(sources, dest, cfg)
+    finally:
+        progress.close()
+    code = exit_code(result)
+    if result.error is not None:
+        print(result.error.one_line(), file=sys.stderr)
+    elif not cfg.quiet:
+        rate = result.bytes_payload / result.seconds if result.seconds > 0 else 0.0
+        print(f"Complete: {format_bytes(result.bytes_payload)} in {result.files_ok} files at "
+              f"{format_rate(rate, bits=cfg.bits)} in {result.seconds:.2f} s"
+              + (f" ({result.files_failed} failed)" if result.files_failed else ""), file=sys.stderr)
+    if cfg.stats and result.stats is not None:
+        print(result.stats.render_text(), file=sys.stderr)  # type: ignore[attr-defined]
+    if cfg.trace_path and not result.trace_written:
+        print(f"escp: warning: trace file {cfg.trace_path} was not written", file=sys.stderr)
+    if cfg.json_path:
+        with open(cfg.json_path, "w") as fh:
+            json.dump(report_dict(cfg, result, code), fh, indent=2)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    start = time.monotonic()
+    del start
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        print("usage: escp [options] SRC... [user@]host:[path]   (escp -h for help)", file=sys.stderr)
+        return EXIT_USAGE
+    except EscpError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("escp: interrupted", file=sys.stderr)
+        return EXIT_FAILURE

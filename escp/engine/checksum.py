@@ -1,0 +1,53 @@
+"""Checksum stage: per-block digests bound to their offset, and the per-file digest.
+
+A block digest is XXH3-128 of the block's bytes seeded with its offset, so the same
+bytes at another offset give another digest. The file digest is BLAKE2b-128 over the
+file number, size and block count and then, in offset order, each block's (offset,
+length, digest). Swapped, duplicated, missing or moved blocks all change it.
+Both sides compute it independently; the sender compares (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+
+import xxhash
+
+DIGEST_LEN = 16
+NO_DIGEST = bytes(DIGEST_LEN)
+_BLOCK_REC = struct.Struct(">QI16s")
+
+
+def block_digest(data: memoryview | bytes | bytearray, offset: int) -> bytes:
+    return xxhash.xxh3_128_digest(data, seed=offset)
+
+
+class FileDigest:
+    """Collects block digests of one file in any order; thread-safe."""
+
+    __slots__ = ("fino", "size", "_blocks", "_lock")
+
+    def __init__(self, fino: int, size: int) -> None:
+        self.fino = fino
+        self.size = size
+        self._blocks: dict[int, tuple[int, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, offset: int, length: int, digest: bytes) -> None:
+        with self._lock:
+            self._blocks[offset] = (length, digest)
+
+    @property
+    def blocks(self) -> int:
+        return len(self._blocks)
+
+    def digest(self) -> bytes:
+        with self._lock:
+            items = sorted(self._blocks.items())
+        h = hashlib.blake2b(digest_size=DIGEST_LEN, person=b"escp-file-v1")
+        h.update(struct.pack(">IQQ", self.fino, self.size, len(items)))
+        for offset, (length, d) in items:
+            h.update(_BLOCK_REC.pack(offset, length, d))
+        return h.digest()

@@ -1,0 +1,82 @@
+"""Read stage: open sources safely and read blocks into reused buffers.
+
+Sources are opened O_NONBLOCK (a FIFO swapped in after the stat can never hang us)
+and must be regular files by fstat. Blocks are read with os.preadv straight into the
+caller's preallocated frame buffer; a short read means the source shrank. With
+--sparse, SEEK_DATA/SEEK_HOLE finds the blocks that hold data so holes are never read.
+The dummy engine reads nothing (the buffer keeps its zero pattern) to measure the
+network alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from ..errors import TransferIOError
+
+
+class SourceChanged(TransferIOError):
+    pass
+
+
+def open_source(path: bytes) -> tuple[int, os.stat_result]:
+    """Open a regular file for reading; TransferIOError with a clear cause otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise TransferIOError(f"cannot open source: {exc.strerror}", path=path) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise TransferIOError("not a regular file (skipped)", path=path)
+        os.set_blocking(fd, True)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except OSError:
+            pass
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_block(fd: int, buf: memoryview, offset: int, length: int, path: bytes) -> None:
+    """Fill buf[:length] from the file at offset; SourceChanged if the file is shorter."""
+    got = 0
+    while got < length:
+        try:
+            n = os.preadv(fd, [buf[got:length]], offset + got)
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            raise TransferIOError(f"read error: {exc.strerror}", path=path) from None
+        if n == 0:
+            raise SourceChanged("source file shrank during the transfer", path=path)
+        got += n
+
+
+def data_block_offsets(fd: int, size: int, block: int) -> list[int]:
+    """Offsets (multiples of block) of the blocks that contain data, via SEEK_DATA/SEEK_HOLE."""
+    offsets: list[int] = []
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after pos
+                break
+            return list(range(0, size, block))  # filesystem without SEEK_DATA: read everything
+        if data >= size:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+        first = data - data % block
+        start = max(first, offsets[-1] + block if offsets else 0)
+        offsets.extend(range(start, hole, block))
+        pos = hole
+    return offsets
+
+
+def same_source(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns, before.st_ino) == (after.st_size, after.st_mtime_ns, after.st_ino)

@@ -1,0 +1,241 @@
+"""Write stage: the receiver's destination tree, temp files, pwrite and publish.
+
+The destination root is opened once (the operator-given path may be a symlink). Every
+peer-derived component below it is opened with O_NOFOLLOW relative to its parent's
+directory fd, so a planted symlink is never followed and nothing is written outside
+the root. A file is written to `.NAME.escp-SESSION.part` (O_EXCL, mode 0600) in its
+final directory and renamed over the final name only after all blocks arrived and the
+digest matched; metadata is applied through the open fd; setuid/setgid bits are
+stripped unless running as root with --preserve.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..errors import ProtocolError, TransferIOError, UsageError
+from ..paths import split_peer_name
+
+DIR_FD_CACHE = 32
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def io_error(exc: OSError, what: str, path: bytes) -> TransferIOError:
+    cause = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+    return TransferIOError(f"{what}: {cause}", path=path)
+
+
+@dataclass(frozen=True)
+class DestinationPlan:
+    root: bytes  # directory that receives the top-level names
+    rename_from: bytes | None  # the single top-level name to replace ...
+    rename_to: bytes | None  # ... by the destination's base name (scp rule)
+    dest_is_dir: bool
+
+
+def plan_destination(dest: bytes, top_level_count: int, top_is_dir: bool) -> DestinationPlan:
+    """Apply scp's destination rules; UsageError when they cannot be met."""
+    dest = dest or b"."
+    try:
+        st = os.stat(dest)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise UsageError(f"cannot access destination: {exc.strerror}", path=dest) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        return DestinationPlan(dest, None, None, True)
+    if top_level_count != 1:
+        why = "is not a directory" if st is not None else "does not exist (several sources need a directory)"
+        raise UsageError(f"destination {why}", path=dest)
+    if st is not None and top_is_dir:
+        raise UsageError("destination is not a directory", path=dest)
+    parent, base = os.path.split(dest.rstrip(b"/") or dest)
+    parent = parent or b"."
+    if not base or base in (b".", b".."):
+        raise UsageError("destination has no usable name", path=dest)
+    try:
+        if not stat.S_ISDIR(os.stat(parent).st_mode):
+            raise UsageError("destination parent is not a directory", path=parent)
+    except OSError as exc:
+        raise UsageError(f"destination parent: {exc.strerror}", path=parent) from None
+    return DestinationPlan(parent, b"", base, False)
+
+
+class DestinationTree:
+    """Holds the root fd and a small cache of directory fds below it; thread-safe."""
+
+    def __init__(self, plan: DestinationPlan, session_id: int, umask: int, preserve: bool) -> None:
+        self.plan = plan
+        self.session_tag = f"{session_id:016x}".encode()
+        self.umask = umask
+        self.preserve = preserve
+        self.is_root = os.geteuid() == 0
+        try:
+            self.root_fd = os.open(plan.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise UsageError(f"cannot open destination: {exc.strerror}", path=plan.root) from None
+        self._rename_from = plan.rename_from
+        self._dirs: OrderedDict[tuple[bytes, ...], int] = OrderedDict()
+        self._lock = threading.RLock()  # held while any cached dir fd is in use
+        self.created_dirs: list[tuple[tuple[bytes, ...], int, int, int]] = []  # parts, mode, atime, mtime
+
+    # --- names -------------------------------------------------------------------
+    def map_name(self, name: bytes) -> tuple[bytes, ...]:
+        """Peer name -> destination components, after the containment check and scp rename."""
+        parts = split_peer_name(name)
+        if self.plan.rename_to is not None:
+            if self._rename_from == b"":
+                self._rename_from = parts[0]
+            if parts[0] != self._rename_from:
+                raise ProtocolError("name outside the single announced top-level item", path=name)
+            parts = (self.plan.rename_to, *parts[1:])
+        return parts
+
+    def display(self, parts: tuple[bytes, ...]) -> bytes:
+        return os.path.join(self.plan.root, *parts)
+
+    def final_mode(self, mode: int, is_dir: bool) -> int:
+        if self.preserve:
+            keep = 0o7777 if self.is_root else 0o1777
+            return mode & keep
+        return mode & 0o777 & ~self.umask
+
+    # --- directories -------------------------------------------------------------
+    def dir_fd(self, parts: tuple[bytes, ...]) -> int:
+        """fd of the directory root/parts, walked component by component with O_NOFOLLOW."""
+        with self._lock:
+            if not parts:
+                return self.root_fd
+            fd = self._dirs.get(parts)
+            if fd is not None:
+                self._dirs.move_to_end(parts)
+                return fd
+            parent = self.dir_fd(parts[:-1])
+            try:
+                fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise TransferIOError("path component is not a directory (symlinks are not followed)",
+                                          path=self.display(parts)) from None
+                raise io_error(exc, "cannot open directory", self.display(parts)) from None
+            self._dirs[parts] = fd
+            while len(self._dirs) > DIR_FD_CACHE:
+                _, old = self._dirs.popitem(last=False)
+                os.close(old)
+            return fd
+
+    def make_dir(self, parts: tuple[bytes, ...], mode: int, atime_ns: int, mtime_ns: int) -> None:
+        with self._lock:
+            self._make_dir(parts, mode, atime_ns, mtime_ns)
+
+    def _make_dir(self, parts: tuple[bytes, ...], mode: int, atime_ns: int, mtime_ns: int) -> None:
+        parent = self.dir_fd(parts[:-1])
+        try:
+            os.mkdir(parts[-1], 0o700, dir_fd=parent)
+            self.created_dirs.append((parts, mode, atime_ns, mtime_ns))
+        except FileExistsError:
+            st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                raise TransferIOError("exists and is not a directory", path=self.display(parts)) from None
+            if self.preserve:
+                self.created_dirs.append((parts, mode, atime_ns, mtime_ns))
+        except OSError as exc:
+            raise io_error(exc, "cannot create directory", self.display(parts)) from None
+
+    def finish_dirs(self) -> list[TransferIOError]:
+        """Apply modes (and times with --preserve) to directories, deepest first."""
+        errors = []
+        with self._lock:
+            self._finish_dirs(errors)
+        return errors
+
+    def _finish_dirs(self, errors: list[TransferIOError]) -> None:
+        for parts, mode, atime_ns, mtime_ns in sorted(self.created_dirs, key=lambda d: -len(d[0])):
+            try:
+                fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=self.dir_fd(parts[:-1]))
+                try:
+                    os.fchmod(fd, self.final_mode(mode, True))
+                    if self.preserve:
+                        os.utime(fd, ns=(atime_ns, mtime_ns))
+                finally:
+                    os.close(fd)
+            except (OSError, TransferIOError) as exc:
+                if isinstance(exc, OSError):
+                    exc = io_error(exc, "cannot set directory attributes", self.display(parts))
+                errors.append(exc)
+
+    # --- files -------------------------------------------------------------------
+    def temp_name(self, base: bytes) -> bytes:
+        return b"." + base[:180] + b".escp-" + self.session_tag + b".part"
+
+    def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, int, bytes]:
+        """(file fd, temp name) of a new temp file for parts."""
+        tmp = self.temp_name(parts[-1])
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with self._lock:
+            try:
+                fd = os.open(tmp, flags, 0o600, dir_fd=self.dir_fd(parts[:-1]))
+            except OSError as exc:
+                raise io_error(exc, "cannot create file", self.display(parts)) from None
+        return fd, tmp
+
+    def publish(self, parts: tuple[bytes, ...], fd: int, tmp: bytes, size: int, mode: int,
+                times: tuple[int, int] | None, uid_gid: tuple[int, int] | None, fsync: bool) -> None:
+        """Give the temp file its size and metadata, then rename it over the final name."""
+        path = self.display(parts)
+        try:
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+            if uid_gid is not None and self.is_root:
+                os.fchown(fd, *uid_gid)
+            os.fchmod(fd, self.final_mode(mode, False))
+            if times is not None:
+                os.utime(fd, ns=times)
+            if fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            raise io_error(exc, "cannot finish file", path) from None
+        with self._lock:
+            parent = self.dir_fd(parts[:-1])
+            try:
+                st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    raise TransferIOError("destination exists and is a directory", path=path)
+            except FileNotFoundError:
+                pass
+            try:
+                os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+                if fsync:
+                    os.fsync(parent)
+            except OSError as exc:
+                raise io_error(exc, "cannot rename into place", path) from None
+
+    def discard(self, parts: tuple[bytes, ...], tmp: bytes) -> None:
+        with self._lock:
+            try:
+                os.unlink(tmp, dir_fd=self.dir_fd(parts[:-1]))
+            except (OSError, TransferIOError):
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._dirs.values():
+                os.close(fd)
+            self._dirs.clear()
+        os.close(self.root_fd)
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of data at offset, looping over short writes and EINTR."""
+    done = 0
+    n_total = len(data)
+    while done < n_total:
+        try:
+            done += os.pwrite(fd, data[done:], offset + done)
+        except InterruptedError:
+            continue

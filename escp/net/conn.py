@@ -1,0 +1,198 @@
+"""One authenticated TCP stream: handshake, framed send and receive over a socket.
+
+The receiver greets every new connection with a random challenge; the sender answers
+with HELLO(stream index, HMAC proof bound to session, challenge and index); only then
+does the receiver accept the connection as that stream (once per index) and answer
+with an encrypted ACCEPT frame, which proves the key back to the sender. Stream keys
+include the challenge, so a recorded stream cannot be replayed on a new connection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from ..errors import AuthError, ConnectionFailure, IntegrityError, ProtocolError, TimeoutError_
+from ..protocol import messages as m
+from ..protocol.crypto import (
+    DIR_RECEIVER_TO_SENDER,
+    DIR_SENDER_TO_RECEIVER,
+    FrameOpener,
+    FrameSealer,
+    handshake_key,
+    hello_proof,
+)
+from ..protocol.wire import CHALLENGE_LEN, HELLO, HELLO_MAGIC, LEN_PREFIX, PROTOCOL_VERSION, max_frame_len
+
+
+def recv_exact_into(sock: socket.socket, view: memoryview, what: str) -> None:
+    got, n = 0, len(view)
+    while got < n:
+        try:
+            k = sock.recv_into(view[got:], n - got)
+        except TimeoutError:
+            raise TimeoutError_(f"no progress on {what} within the idle deadline") from None
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            raise ConnectionFailure(f"{what}: {exc.strerror or exc}") from None
+        if k == 0:
+            if got == 0:
+                raise EOFError
+            raise IntegrityError(f"{what} truncated mid-frame")
+        got += k
+
+
+class StreamConn:
+    """A stream after its handshake: seals what we send, opens what we receive."""
+
+    def __init__(self, sock: socket.socket, index: int, sealer: FrameSealer, opener: FrameOpener) -> None:
+        self.sock = sock
+        self.index = index
+        self.sealer = sealer
+        self.opener = opener
+        self.name = "metadata stream" if index == 0 else f"data stream {index}"
+        self._send_lock = threading.Lock()
+        self._prefix = bytearray(LEN_PREFIX.size)
+        self.frames_in = 0
+
+    def send_plain(self, plain: bytes) -> None:
+        frame = bytearray(LEN_PREFIX.size + len(plain) + 16)
+        with self._send_lock:
+            n = self.sealer.seal_into(memoryview(plain), memoryview(frame))
+            self.sendall(memoryview(frame)[:n])
+
+    def sendall(self, data: memoryview | bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise TimeoutError_(f"no progress sending on {self.name} within the idle deadline") from None
+        except OSError as exc:
+            raise ConnectionFailure(f"{self.name}: {exc.strerror or exc}") from None
+
+    def recv_frame_into(self, body: memoryview, out: memoryview) -> int | None:
+        """Receive one frame; decrypt into out; plaintext length, or None on clean TCP EOF."""
+        pv = memoryview(self._prefix)
+        try:
+            recv_exact_into(self.sock, pv, self.name)
+        except EOFError:
+            return None
+        n = self.opener.check_len(pv)
+        if n > len(body):
+            raise ProtocolError(f"frame of {n} bytes exceeds the buffer on {self.name}")
+        try:
+            recv_exact_into(self.sock, body[:n], self.name)
+        except EOFError:
+            raise IntegrityError(f"{self.name} truncated mid-frame") from None
+        k = self.opener.open_into(bytes(self._prefix), body[:n], out)
+        self.frames_in += 1
+        return k
+
+    def recv_message(self, body: memoryview, out: memoryview) -> m.Message | None:
+        k = self.recv_frame_into(body, out)
+        if k is None:
+            return None
+        return m.decode_message(bytes(out[:k]))
+
+    def close(self) -> None:
+        for how in (socket.SHUT_RDWR,):
+            try:
+                self.sock.shutdown(how)
+            except OSError:
+                pass
+        self.sock.close()
+
+    def shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _keys(session_key: bytes, session_id: int, index: int, challenge: bytes, rekey: int, block: int,
+          send_dir: int) -> tuple[FrameSealer, FrameOpener]:
+    recv_dir = DIR_RECEIVER_TO_SENDER if send_dir == DIR_SENDER_TO_RECEIVER else DIR_SENDER_TO_RECEIVER
+    sealer = FrameSealer(session_key, session_id, index, send_dir, challenge, rekey)
+    opener = FrameOpener(session_key, session_id, index, recv_dir, challenge, rekey, max_len=max_frame_len(block))
+    return sealer, opener
+
+
+def connect_stream(address: str, port: int, index: int, session_key: bytes, session_id: int,
+                   rekey: int, block: int, timeout: float, idle_timeout: float) -> StreamConn:
+    """Sender side: connect, prove the key for stream `index`, wait for ACCEPT."""
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        raise ConnectionFailure(f"cannot connect to receiver at {address}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        challenge = bytearray(CHALLENGE_LEN)
+        try:
+            recv_exact_into(sock, memoryview(challenge), "handshake")
+        except EOFError:
+            raise ConnectionFailure("receiver closed the connection during the handshake") from None
+        proof = hello_proof(handshake_key(session_key, session_id), session_id, bytes(challenge), index)
+        sock.sendall(HELLO.pack(HELLO_MAGIC, PROTOCOL_VERSION, index, proof))
+        sealer, opener = _keys(session_key, session_id, index, bytes(challenge), rekey, block,
+                               DIR_SENDER_TO_RECEIVER)
+        conn = StreamConn(sock, index, sealer, opener)
+        buf = bytearray(256)
+        out = bytearray(256)
+        msg = conn.recv_message(memoryview(buf), memoryview(out))
+        if not isinstance(msg, m.Accept) or msg.stream_index != index:
+            raise AuthError(f"receiver did not accept stream {index}")
+        sock.settimeout(idle_timeout)
+        return conn
+    except BaseException:
+        sock.close()
+        raise
+
+
+def accept_stream(sock: socket.socket, session_key: bytes, session_id: int, rekey: int, block: int,
+                  deadline_s: float, claim: Callable[[int], bool]) -> StreamConn:
+    """Receiver side: challenge a new connection and verify its HELLO within deadline_s.
+
+    `claim(index)` returns True once per valid stream index (and False for a taken or
+    out-of-range index). Raises AuthError/ProtocolError/TimeoutError_ for bad peers.
+    """
+    end = time.monotonic() + deadline_s
+    challenge = os.urandom(CHALLENGE_LEN)
+    sock.settimeout(deadline_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.sendall(challenge)
+    except OSError as exc:
+        raise AuthError(f"handshake failed: {exc}") from None
+    hello = bytearray(HELLO.size)
+    view = memoryview(hello)
+    got = 0
+    while got < HELLO.size:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError_("handshake deadline passed")
+        sock.settimeout(left)
+        try:
+            k = sock.recv_into(view[got:])
+        except TimeoutError:
+            raise TimeoutError_("handshake deadline passed") from None
+        except OSError as exc:
+            raise AuthError(f"handshake failed: {exc}") from None
+        if k == 0:
+            raise AuthError("connection closed during the handshake")
+        got += k
+    magic, version, index, proof = HELLO.unpack(hello)
+    if magic != HELLO_MAGIC or version != PROTOCOL_VERSION:
+        raise AuthError("not an escp stream (bad magic or version)")
+    expected = hello_proof(handshake_key(session_key, session_id), session_id, challenge, index)
+    if not hmac.compare_digest(proof, expected):
+        raise AuthError("handshake proof does not match the session key")
+    if not claim(index):
+        raise AuthError(f"stream index {index} invalid or already connected")
+    sealer, opener = _keys(session_key, session_id, index, challenge, rekey, block, DIR_RECEIVER_TO_SENDER)
+    conn = StreamConn(sock, index, sealer, opener)
+    conn.send_plain(m.encode_accept(m.Accept(index)))
+    return conn

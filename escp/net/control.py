@@ -1,0 +1,91 @@
+"""Shared session control for the sender and the receiver adapters.
+
+Holds the first fatal error, wakes every blocked thread on abort (by shutting the
+sockets down), and stamps progress so a watchdog can end a stalled session. Uses
+only the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from ..errors import EscpError, TimeoutError_
+
+log = logging.getLogger("escp")
+
+
+class SessionControl:
+    def __init__(self, idle_timeout: float) -> None:
+        self.idle_timeout = idle_timeout
+        self.error: EscpError | None = None
+        self.aborted = threading.Event()
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._on_abort: list[Callable[[EscpError], None]] = []
+        self.last_progress = time.monotonic()
+
+    def progress(self) -> None:
+        self.last_progress = time.monotonic()
+
+    def add_socket(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+        if self.aborted.is_set():
+            self._shutdown(sock)
+
+    def on_abort(self, fn: Callable[[EscpError], None]) -> None:
+        self._on_abort.append(fn)
+
+    def abort(self, err: EscpError) -> None:
+        with self._lock:
+            if self.error is not None or self.done.is_set():
+                return
+            self.error = err
+            socks = list(self._sockets)
+        log.debug("session aborted: %s", err.one_line())
+        for fn in self._on_abort:
+            try:
+                fn(err)
+            except Exception:  # noqa: BLE001 - best effort while aborting
+                log.debug("abort hook failed", exc_info=True)
+        self.aborted.set()
+        for s in socks:
+            self._shutdown(s)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        self.done.set()
+
+    def wait(self, poll: float = 0.2) -> None:
+        """Block until done or aborted; abort with a timeout when nothing progresses."""
+        while not self.done.is_set() and not self.aborted.is_set():
+            self.done.wait(poll)
+            if time.monotonic() - self.last_progress > self.idle_timeout:
+                self.abort(TimeoutError_(f"no progress for {self.idle_timeout:.0f} s"))
+
+    def guard(self, fn: Callable[[], None], name: str) -> threading.Thread:
+        """Run fn in a daemon thread; an exception aborts the session."""
+
+        def body() -> None:
+            try:
+                fn()
+            except EscpError as exc:
+                self.abort(exc)
+            except Exception as exc:  # noqa: BLE001 - an unexpected bug must still end the session
+                log.exception("internal error in %s", name)
+                self.abort(EscpError(f"internal error in {name}: {type(exc).__name__}: {exc}"))
+
+        t = threading.Thread(target=body, name=name, daemon=True)
+        t.start()
+        return t

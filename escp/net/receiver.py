@@ -1,0 +1,558 @@
+"""Receiver adapter (`escp --server`): bootstrap on stdin/stdout, listen, accept
+authenticated streams, and drive the sans-IO ReceiverCore with real files.
+
+Thread layout: one acceptor, one short-lived handshake thread per pending connection
+(bounded), one thread per data stream (recv -> decrypt -> decompress -> verify ->
+write), one metadata thread, a keepalive thread and a stdin watcher: EOF on stdin
+(the ssh channel closed) ends the session.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
+from ..engine.compress import BlockDecompressor
+from ..engine.writer import DestinationPlan, DestinationTree, io_error, plan_destination, pwrite_all
+from ..errors import (
+    AuthError,
+    ConnectionFailure,
+    EscpError,
+    IntegrityError,
+    ProtocolError,
+    TimeoutError_,
+    TransferIOError,
+)
+from ..protocol import messages as m
+from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
+from ..protocol.state import ReceiverCore, RxFile
+from ..protocol.wire import (
+    BOOT_HEADER,
+    BOOT_SESSION_INIT,
+    DATA_FLAG_ZSTD,
+    DATA_HDR,
+    FLAG_FSYNC,
+    FLAG_NO_CHECKSUM,
+    FLAG_PRESERVE,
+    FLAG_SPARSE,
+    FLAG_TOP_DIR,
+    FLAG_TRACE,
+    FLAG_TRACE_EVENTS,
+    KIND_DIR,
+    META_STREAM,
+    STATUS_FAILED,
+    STATUS_OK,
+    T_DATA,
+    T_EOS,
+    TRACE_CHUNK_MAX,
+    TRACE_TOTAL_MAX,
+    cause_code,
+    max_frame_len,
+)
+from ..trace import NULL_TRACER, Tracer
+from .conn import StreamConn, accept_stream
+from .control import SessionControl
+
+log = logging.getLogger("escp.server")
+
+HANDSHAKE_DEADLINE = 10.0
+MAX_PENDING_HANDSHAKES = 32
+ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
+
+
+@dataclass
+class Sink:
+    fd: int
+    tmp: bytes
+    digest: FileDigest
+
+
+def read_exact_fd(fd: int, n: int, deadline: float) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError_("no session set-up received on stdin")
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            continue
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise ConnectionFailure("stdin closed before the session set-up arrived")
+        out += chunk
+    return bytes(out)
+
+
+def choose_bind_address(init: SessionInit) -> str:
+    if init.bind_address:
+        return init.bind_address
+    conn = os.environ.get("SSH_CONNECTION", "").split()
+    if len(conn) == 4:
+        return conn[2]
+    return "127.0.0.1"
+
+
+def bind_listener(address: str, port_start: int, port_range: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    last: OSError | None = None
+    for port in range(port_start, port_start + port_range):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+            sock.listen(64)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                break
+    raise ConnectionFailure(
+        f"no free port in {port_start}-{port_start + port_range - 1} on {address} ({last.strerror if last else ''})"
+    )
+
+
+class ReceiverSession:
+    def __init__(self, init: SessionInit, tracer: Tracer = NULL_TRACER) -> None:
+        self.init = init
+        self.tracer = tracer
+        self.ctl = SessionControl(idle_timeout=60.0)
+        self.core = ReceiverCore(init.block_size, bool(init.flags & FLAG_SPARSE))
+        self.lock = threading.RLock()
+        self.announced = threading.Condition(self.lock)
+        self.checksums = not init.flags & FLAG_NO_CHECKSUM
+        self.dummy = init.rx_engine == "dummy"
+        self.fsync = bool(init.flags & FLAG_FSYNC)
+        self.preserve = bool(init.flags & FLAG_PRESERVE)
+        self.taken: set[int] = set()
+        self.eos_streams: set[int] = set()
+        self.meta: StreamConn | None = None
+        self.tree: DestinationTree | None = None
+        self.plan: DestinationPlan | None = None
+        self.pending_handshakes = threading.Semaphore(MAX_PENDING_HANDSHAKES)
+        self.bytes_written = 0
+        self.files_ok = 0
+        self.files_failed = 0
+        self.started = time.monotonic()
+
+    # --- set-up ------------------------------------------------------------------
+    def prepare(self) -> None:
+        if self.dummy:
+            return
+        umask = os.umask(0o022)
+        os.umask(umask)
+        self.plan = plan_destination(self.init.dest_path, self.init.top_level_count,
+                                     bool(self.init.flags & FLAG_TOP_DIR))
+        self.tree = DestinationTree(self.plan, self.init.session_id, umask, self.preserve)
+
+    def claim(self, index: int) -> bool:
+        with self.lock:
+            if index > self.init.streams or index in self.taken:
+                return False
+            self.taken.add(index)
+            return True
+
+    # --- accepting -----------------------------------------------------------------
+    def acceptor(self, listener: socket.socket) -> None:
+        listener.settimeout(0.5)
+        while not self.ctl.aborted.is_set() and not self.ctl.done.is_set():
+            try:
+                sock, peer = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.ctl.aborted.is_set():
+                    return
+                raise
+            if not self.pending_handshakes.acquire(blocking=False):
+                log.warning("connection from %s closed: too many pending handshakes", peer)
+                sock.close()
+                continue
+            threading.Thread(target=self.handshake, args=(sock, peer), daemon=True).start()
+
+    def handshake(self, sock: socket.socket, peer: object) -> None:
+        try:
+            conn = accept_stream(sock, self.init.key, self.init.session_id, self.init.rekey_bytes,
+                                 self.init.block_size, HANDSHAKE_DEADLINE, self.claim)
+        except (AuthError, ProtocolError, TimeoutError_, OSError) as exc:
+            msg = exc.one_line() if isinstance(exc, EscpError) else str(exc)
+            log.warning("connection from %s closed: %s", peer, msg)
+            sock.close()
+            return
+        finally:
+            self.pending_handshakes.release()
+        sock.settimeout(self.ctl.idle_timeout)
+        self.ctl.add_socket(sock)
+        self.ctl.progress()
+        log.info("stream %d connected from %s", conn.index, peer)
+        if conn.index == META_STREAM:
+            self.meta = conn
+            self.ctl.guard(lambda: self.meta_loop(conn), "rx-meta")
+        else:
+            self.ctl.guard(lambda: self.data_loop(conn), f"rx-{conn.index}")
+
+    # --- data streams --------------------------------------------------------------
+    def wait_announced(self, fino: int) -> RxFile:
+        """Called with self.lock held: the file for a data frame, waiting for its entry."""
+        end = time.monotonic() + ANNOUNCE_WAIT
+        while True:
+            f = self.core.lookup(fino)
+            if f is not None:
+                return f
+            left = end - time.monotonic()
+            if left <= 0 or self.ctl.aborted.is_set():
+                raise ProtocolError(f"data for file {fino}, which was never announced")
+            self.announced.wait(min(left, 0.5))
+
+    def data_loop(self, conn: StreamConn) -> None:
+        worker = f"rx-{conn.index}"
+        tr = self.tracer
+        bs = self.init.block_size
+        body = memoryview(bytearray(max_frame_len(bs)))
+        plain = memoryview(bytearray(max_frame_len(bs)))
+        unz = memoryview(bytearray(bs))
+        decomp = BlockDecompressor(bs)
+        frames = nbytes = 0
+        hdr = DATA_HDR.size
+        while True:
+            t0 = tr.now()
+            k = conn.recv_frame_into(body, plain)
+            if k is None:
+                if self.ctl.aborted.is_set():
+                    return
+                raise IntegrityError(f"{conn.name} closed without an end-of-stream frame (truncated)")
+            tr.span(worker, "recv", t0, k)
+            self.ctl.progress()
+            ftype = plain[0]
+            if ftype == T_EOS:
+                eos = m.decode_message(bytes(plain[:k]))
+                assert isinstance(eos, m.Eos)
+                if (eos.frames, eos.nbytes) != (frames, nbytes):
+                    raise IntegrityError(f"{conn.name}: end-of-stream counts differ from what arrived")
+                with self.lock:
+                    self.eos_streams.add(conn.index)
+                    self.maybe_done()
+                return
+            if ftype != T_DATA or k < hdr:
+                raise ProtocolError(f"unexpected frame type {ftype} on {conn.name}")
+            _, flags, _, fino, offset, raw_len = DATA_HDR.unpack_from(plain)
+            if flags & ~DATA_FLAG_ZSTD:
+                raise ProtocolError(f"unknown data flags {flags:#x}")
+            with self.lock:
+                f = self.wait_announced(fino)
+                self.core.check_block(f, offset, raw_len)
+                sink = self.open_sink(f) if not f.failed else None
+            t0 = tr.now()
+            if flags & DATA_FLAG_ZSTD:
+                decomp.decompress_into(plain[hdr:k], unz, raw_len)
+                data = unz[:raw_len]
+                tr.span(worker, "decompress", t0, raw_len)
+            else:
+                if k - hdr != raw_len:
+                    raise ProtocolError(f"data frame carries {k - hdr} bytes, declares {raw_len}")
+                data = plain[hdr:k]
+            frames += 1
+            nbytes += raw_len
+            digest = NO_DIGEST
+            if self.checksums:
+                t0 = tr.now()
+                digest = block_digest(data, offset)
+                tr.span(worker, "verify", t0, raw_len)
+            if sink is not None:
+                t0 = tr.now()
+                try:
+                    if not self.dummy:
+                        pwrite_all(sink.fd, data, offset)
+                except OSError as exc:
+                    self.fail_file(f, io_error(exc, "write failed", self.display(f)))
+                tr.span(worker, "write", t0, raw_len)
+                sink.digest.add(offset, raw_len, digest)
+            with self.lock:
+                self.bytes_written += raw_len
+                if self.core.block_written(f) or self.retire_ready(f):
+                    self.complete(f)
+
+    def display(self, f: RxFile) -> bytes:
+        return self.tree.display(f.parts) if self.tree else f.entry.name
+
+    def open_sink(self, f: RxFile) -> Sink | None:
+        """With self.lock held: the file's temp file, created on first use."""
+        if f.sink is None:
+            if self.dummy or self.tree is None:
+                f.sink = Sink(-1, b"", FileDigest(f.entry.fino, f.entry.size))
+            else:
+                try:
+                    fd, tmp = self.tree.create_temp(f.parts)
+                except TransferIOError as exc:
+                    self.fail_file(f, exc)
+                    return None
+                f.sink = Sink(fd, tmp, FileDigest(f.entry.fino, f.entry.size))
+        return f.sink  # type: ignore[return-value]
+
+    # --- file completion -------------------------------------------------------------
+    def retire_ready(self, f: RxFile) -> bool:
+        return f.failed and f.end is not None and f.written == len(f.seen)
+
+    def send_result(self, f: RxFile, status: int, cause: str, digest: bytes, message: str) -> None:
+        if f.finished:
+            return
+        if status == STATUS_OK:
+            self.files_ok += 1
+        else:
+            self.files_failed += 1
+            log.warning("file failed: %s: %s", self.display(f), message)
+        if self.meta is not None:
+            self.meta.send_plain(m.encode_file_result(m.FileResult(f.entry.fino, status, cause_code(cause), digest,
+                                                                 message)))
+        self.core.finish(f)
+
+    def fail_file(self, f: RxFile, err: EscpError) -> None:
+        """Mark f failed and report it now; its temp file goes once no block is in flight."""
+        with self.lock:
+            if f.failed:
+                return
+            f.failed = True
+            self.send_result(f, STATUS_FAILED, err.cause, NO_DIGEST, err.message)
+            if self.retire_ready(f):
+                self.complete(f)
+
+    def complete(self, f: RxFile) -> None:
+        """With self.lock held: every block of f is in; verify and publish, or clean up."""
+        sink: Sink | None = f.sink  # type: ignore[assignment]
+        end = f.end
+        assert end is not None
+        if f.failed or end.status != STATUS_OK:
+            self.drop_sink(f, sink)
+            if not f.failed:
+                f.failed = True
+                self.send_result(f, STATUS_FAILED, "I/O", NO_DIGEST, end.message or "failed at the source")
+            self.core.files.pop(f.entry.fino, None)
+            self.maybe_done()
+            return
+        if sink is None:
+            sink = self.open_sink(f)
+            if sink is None:
+                self.core.files.pop(f.entry.fino, None)
+                self.maybe_done()
+                return
+        digest = sink.digest.digest() if self.checksums else NO_DIGEST
+        if self.checksums and digest != end.digest:
+            self.drop_sink(f, sink)
+            f.failed = True
+            self.send_result(f, STATUS_FAILED, "integrity", digest, "checksum mismatch: received data differs")
+        else:
+            try:
+                if not self.dummy and self.tree is not None:
+                    e = f.entry
+                    times = (e.atime_ns, e.mtime_ns) if self.preserve else None
+                    owner = (e.uid, e.gid) if self.preserve else None
+                    self.tree.publish(f.parts, sink.fd, sink.tmp, e.size, e.mode, times, owner, self.fsync)
+                    os.close(sink.fd)
+                    sink.fd = -1
+                self.send_result(f, STATUS_OK, "error", digest, "")
+            except TransferIOError as exc:
+                self.drop_sink(f, sink)
+                f.failed = True
+                self.send_result(f, STATUS_FAILED, exc.cause, digest, exc.message)
+        self.core.files.pop(f.entry.fino, None)
+        self.maybe_done()
+
+    def drop_sink(self, f: RxFile, sink: Sink | None) -> None:
+        if sink is not None and sink.fd >= 0:
+            os.close(sink.fd)
+            sink.fd = -1
+            if self.tree is not None:
+                self.tree.discard(f.parts, sink.tmp)
+
+    # --- metadata stream ---------------------------------------------------------------
+    def meta_loop(self, conn: StreamConn) -> None:
+        body = memoryview(bytearray(max_frame_len(self.init.block_size)))
+        plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
+        while True:
+            msg = conn.recv_message(body, plain)
+            self.ctl.progress()
+            if msg is None:
+                if self.ctl.done.is_set() or self.ctl.aborted.is_set():
+                    return
+                raise IntegrityError("metadata stream closed without the session end (truncated)")
+            if isinstance(msg, list):
+                self.on_file_list(msg)
+            elif isinstance(msg, m.FileEnd):
+                with self.lock:
+                    self.core.event("file_end")
+                    f = self.core.file_end(msg)
+                    if f.failed:
+                        if self.retire_ready(f):
+                            self.complete(f)
+                    elif f.complete:
+                        self.complete(f)
+            elif isinstance(msg, m.SessionEnd):
+                with self.lock:
+                    self.core.session_end(msg.entries)
+                    self.maybe_done()
+            elif isinstance(msg, m.Keepalive):
+                continue
+            elif isinstance(msg, m.Abort):
+                raise ConnectionFailure(f"sender aborted: {msg.message}")
+            else:
+                raise ProtocolError(f"unexpected {type(msg).__name__} on the metadata stream")
+
+    def on_file_list(self, entries: list[m.FileEntry]) -> None:
+        with self.lock:
+            self.core.event("file_list")
+            for e in entries:
+                parts = self.tree.map_name(e.name) if self.tree is not None else tuple(e.name.split(b"/"))
+                f = self.core.add_entry(e, parts)
+                if e.kind == KIND_DIR:
+                    self.make_dir(f)
+                elif e.size == 0:
+                    pass  # completed by its FILE_END with zero blocks
+            self.announced.notify_all()
+
+    def make_dir(self, f: RxFile) -> None:
+        e = f.entry
+        status, cause, message = STATUS_OK, "error", ""
+        if self.tree is not None and not self.dummy:
+            try:
+                self.tree.make_dir(f.parts, e.mode, e.atime_ns, e.mtime_ns)
+            except TransferIOError as exc:
+                status, cause, message = STATUS_FAILED, exc.cause, exc.message
+        self.send_result(f, status, cause, NO_DIGEST, message)
+
+    def maybe_done(self) -> None:
+        """With self.lock held: send SESSION_DONE once everything is in."""
+        if not self.core.all_done or len(self.eos_streams) < self.init.streams or self.ctl.done.is_set():
+            return
+        self.core.event("done")
+        errors = self.tree.finish_dirs() if self.tree is not None and not self.dummy else []
+        for err in errors:
+            log.warning("%s", err.one_line())
+        assert self.meta is not None
+        if self.init.flags & FLAG_TRACE:
+            self.send_trace()
+        self.meta.send_plain(m.encode_session_done(m.SessionDone(self.files_ok, self.files_failed,
+                                                                 self.bytes_written, b"")))
+        self.ctl.finish()
+
+    def send_trace(self) -> None:
+        """The receiver's trace as JSON in TRACE_CHUNK frames; never fails the session."""
+        assert self.meta is not None
+        export = getattr(self.tracer, "export", None)
+        if not callable(export):
+            return
+        try:
+            blob = json.dumps(export(include_events=bool(self.init.flags & FLAG_TRACE_EVENTS))).encode()
+        except Exception:  # noqa: BLE001 - a broken trace must not break the transfer
+            log.warning("could not export the receiver trace", exc_info=True)
+            return
+        if len(blob) > TRACE_TOTAL_MAX:
+            blob = json.dumps(export(include_events=False)).encode()
+        for i in range(0, len(blob), TRACE_CHUNK_MAX):
+            self.meta.send_plain(m.encode_trace_chunk(m.TraceChunk(blob[i : i + TRACE_CHUNK_MAX])))
+
+    # --- background ----------------------------------------------------------------------
+    def keepalive_loop(self) -> None:
+        interval = max(1.0, self.ctl.idle_timeout / 4)
+        while not self.ctl.done.wait(interval) and not self.ctl.aborted.is_set():
+            if self.meta is not None:
+                self.meta.send_plain(m.encode_keepalive())
+
+    def stdin_watch(self) -> None:
+        while True:
+            try:
+                chunk = os.read(0, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if not self.ctl.done.is_set():
+                    self.ctl.abort(ConnectionFailure("ssh channel closed (sender went away)"))
+                return
+
+    def send_abort(self, err: EscpError) -> None:
+        """Tell the sender why the session ends (best effort, before sockets close)."""
+        if self.meta is not None:
+            try:
+                self.meta.sock.settimeout(2.0)
+                self.meta.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
+            except (EscpError, OSError):
+                pass
+
+    def cleanup(self) -> None:
+        with self.lock:
+            for f in list(self.core.files.values()):
+                sink: Sink | None = f.sink  # type: ignore[assignment]
+                self.drop_sink(f, sink)
+        if self.tree is not None:
+            self.tree.close()
+
+
+def serve(tracer: Tracer = NULL_TRACER) -> int:
+    """Entry point of `escp --server`: returns the process exit code."""
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # nothing but bootstrap replies may reach the ssh stdout
+    sys.stdout = sys.stderr
+
+    def reply(r: SessionReply) -> None:
+        data = encode_reply(r)
+        while data:
+            data = data[os.write(out_fd, data):]
+
+    try:
+        header = read_exact_fd(0, BOOT_HEADER.size, time.monotonic() + 60)
+        body = read_exact_fd(0, parse_header(header, BOOT_SESSION_INIT), time.monotonic() + 60)
+        init = decode_init(body)
+    except EscpError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return exc.exit_code
+    if init.flags & FLAG_TRACE and tracer is NULL_TRACER:
+        tracer = _recording_tracer()
+    session = ReceiverSession(init, tracer)
+    listener = None
+    try:
+        session.prepare()
+        listener = bind_listener(choose_bind_address(init), init.port_start, init.port_range)
+        addr, port = listener.getsockname()[:2]
+        reply(SessionReply(addr, port, dest_is_dir=bool(session.plan and session.plan.dest_is_dir),
+                           server_time_ns=time.monotonic_ns()))
+    except EscpError as exc:
+        reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
+        if listener is not None:
+            listener.close()
+        return exc.exit_code
+    ctl = session.ctl
+    ctl.on_abort(session.send_abort)
+    ctl.add_socket(listener)
+    ctl.guard(lambda: session.acceptor(listener), "rx-accept")
+    ctl.guard(session.keepalive_loop, "rx-keepalive")
+    threading.Thread(target=session.stdin_watch, name="rx-stdin", daemon=True).start()
+    ctl.wait()
+    listener.close()
+    session.cleanup()
+    if ctl.error is not None and not ctl.done.is_set():
+        print(ctl.error.one_line(), file=sys.stderr)
+        return ctl.error.exit_code
+    # wait (bounded) for the sender to close the ssh channel so it reads SESSION_DONE first
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([0], [], [], 0.2)
+        if r and not os.read(0, 4096):
+            break
+    return 0 if session.files_failed == 0 else 3
+
+
+def _recording_tracer() -> Tracer:
+    try:
+        from ..trace.recorder import RecordingTracer
+
+        return RecordingTracer("receiver")
+    except Exception:  # noqa: BLE001 - tracing is optional and never breaks a transfer
+        return NULL_TRACER

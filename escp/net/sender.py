@@ -1,0 +1,402 @@
+"""Sender adapter: start the receiver, open the authenticated streams, and run the
+stream workers (read -> checksum -> compress -> encrypt -> send) and the metadata
+threads over the BlockScheduler and the sans-IO SenderCore.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..config import TransferConfig
+from ..engine.checksum import NO_DIGEST, block_digest
+from ..engine.compress import BlockCompressor
+from ..engine.reader import read_block
+from ..engine.scheduler import BlockScheduler
+from ..engine.sources import SourceProblem, iter_sources, top_level_kinds
+from ..errors import ConnectionFailure, EscpError, ProtocolError, TransferIOError
+from ..protocol import messages as m
+from ..protocol.bootstrap import SessionInit
+from ..protocol.state import SenderCore, TxFile
+from ..protocol.wire import (
+    DATA_FLAG_ZSTD,
+    DATA_HDR,
+    FLAG_COMPRESS,
+    FLAG_FSYNC,
+    FLAG_NO_CHECKSUM,
+    FLAG_NO_DIRECT,
+    FLAG_PRESERVE,
+    FLAG_RECURSIVE,
+    FLAG_SPARSE,
+    FLAG_TOP_DIR,
+    FLAG_TRACE,
+    FLAG_TRACE_EVENTS,
+    KIND_DIR,
+    LEN_PREFIX,
+    MAX_FILES_PER_LIST,
+    META_MAX_PLAINTEXT,
+    META_STREAM,
+    STATUS_OK,
+    T_DATA,
+    TAG_LEN,
+    TRACE_TOTAL_MAX,
+    cause_name,
+    max_frame_len,
+)
+from ..trace import NULL_TRACER, Tracer
+from .conn import StreamConn, connect_stream
+from .control import SessionControl
+from .spawn import ReceiverProcess
+
+log = logging.getLogger("escp")
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    ok: bool
+    cause: str = ""
+    message: str = ""
+    size: int = 0
+
+
+@dataclass
+class TransferResult:
+    files_ok: int = 0
+    files_failed: int = 0
+    bytes_sent: int = 0
+    bytes_payload: int = 0
+    seconds: float = 0.0
+    failures: list[FileOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: EscpError | None = None
+    receiver_trace: dict | None = None  # type: ignore[type-arg]
+    clock_offset_ns: int = 0  # receiver clock + offset = sender clock (estimated at set-up)
+    stats: object = None  # escp.trace.summary.TraceSummary when traced
+    trace_written: bool = False
+
+
+class SenderSession:
+    def __init__(self, cfg: TransferConfig, sources: list[bytes], dest_path: bytes,
+                 proc: ReceiverProcess, tracer: Tracer = NULL_TRACER) -> None:
+        self.cfg = cfg
+        self.sources = sources
+        self.dest_path = dest_path
+        self.proc = proc
+        self.tracer = tracer
+        self.ctl = SessionControl(cfg.idle_timeout)
+        self.core = SenderCore()
+        self.result = TransferResult()
+        self.lock = threading.Lock()
+        self.meta_cond = threading.Condition(self.lock)
+        self.meta_queue: deque[m.FileEntry | m.FileEnd] = deque()
+        self.meta: StreamConn | None = None
+        self.scheduler: BlockScheduler | None = None
+        self.entries = 0
+        self.workers_left = cfg.streams
+        self.session_end_sent = False
+        self.bytes_sent = 0
+        self.session_done = threading.Event()
+        self.trace_blob = bytearray()
+
+    # --- set-up ---------------------------------------------------------------------
+    def session_init(self) -> SessionInit:
+        cfg = self.cfg
+        kinds = top_level_kinds(self.sources)
+        flags = 0
+        for cond, bit in ((cfg.compress, FLAG_COMPRESS), (cfg.sparse, FLAG_SPARSE), (cfg.preserve, FLAG_PRESERVE),
+                          (not cfg.checksum, FLAG_NO_CHECKSUM), (not cfg.direct, FLAG_NO_DIRECT),
+                          (self.tracer.enabled, FLAG_TRACE), (self.tracer.enabled and bool(cfg.trace_path), FLAG_TRACE_EVENTS),
+                (cfg.recursive, FLAG_RECURSIVE),
+                          (cfg.fsync, FLAG_FSYNC), (len(kinds) == 1 and kinds[0] == KIND_DIR, FLAG_TOP_DIR)):
+            if cond:
+                flags |= bit
+        return SessionInit(
+            session_id=secrets.randbits(64), key=secrets.token_bytes(16), flags=flags,
+            block_size=cfg.block_size, streams=cfg.streams, port_start=cfg.port_start,
+            port_range=cfg.port_range, dest_path=self.dest_path,
+            top_level_count=sum(1 for k in kinds if k is not None) or len(kinds),
+            bind_address=cfg.bind_address, rx_engine=cfg.rx_engine, rekey_bytes=cfg.rekey_bytes,
+            compress_level=cfg.compress_level, log_path=cfg.log_path + ".server" if cfg.log_path else "",
+            client_time_ns=time.monotonic_ns(),
+        )
+
+    def run(self) -> TransferResult:
+        start = time.monotonic()
+        try:
+            self._run()
+        except EscpError as exc:
+            self.ctl.abort(exc)
+        self.result.seconds = time.monotonic() - start
+        self.result.bytes_sent = self.bytes_sent
+        if self.ctl.error is not None and not self.session_done.is_set():
+            self.result.error = self.ctl.error
+        return self.result
+
+    def _run(self) -> None:
+        cfg = self.cfg
+        init = self.session_init()
+        t0 = time.monotonic_ns()
+        reply = self.proc.exchange(init, cfg.connect_timeout)
+        t1 = time.monotonic_ns()
+        if reply.server_time_ns:
+            self.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
+        conns = []
+        address, port = cfg.connect_to or (reply.address, reply.port)
+        for index in range(cfg.streams + 1):
+            conn = connect_stream(address, port, index, init.key, init.session_id, init.rekey_bytes,
+                                  init.block_size, cfg.connect_timeout, cfg.idle_timeout)
+            self.ctl.add_socket(conn.sock)
+            conns.append(conn)
+        self.meta = conns[META_STREAM]
+        self.ctl.on_abort(self._send_abort)
+        self.scheduler = BlockScheduler(
+            iter_sources(self.sources, cfg.recursive), cfg.block_size, sparse=cfg.sparse,
+            dummy=cfg.tx_engine == "dummy", checksums=cfg.checksum, announce=self._announce,
+            file_end=self._queue_file_end, problem=self._problem, preserve_ids=cfg.preserve,
+        )
+        self.ctl.guard(self.meta_send_loop, "tx-meta-send")
+        self.ctl.guard(self.meta_recv_loop, "tx-meta-recv")
+        self.ctl.guard(self.process_watch, "tx-ssh-watch")
+        for conn in conns[1:]:
+            self.ctl.guard(lambda c=conn: self.worker(c), f"tx-{conn.index}")  # type: ignore[misc]
+        self.ctl.wait()
+
+    # --- callbacks from the scheduler (called with the scheduler lock held) ---------------
+    def _announce(self, entry: m.FileEntry, path: bytes) -> None:
+        with self.lock:
+            self.core.announce(TxFile(entry, path, end_sent=entry.kind == KIND_DIR))
+            self.entries += 1
+            self.meta_queue.append(entry)
+            self.meta_cond.notify()
+
+    def _queue_file_end(self, end: m.FileEnd) -> None:
+        with self.lock:
+            f = self.core.files.get(end.fino)
+            if f is not None:
+                self.core.end_sent(end.fino, end.digest, end.message if end.status != STATUS_OK else None)
+            self.meta_queue.append(end)
+            self.meta_cond.notify()
+
+    def _problem(self, p: SourceProblem) -> None:
+        if p.warning:
+            self.result.warnings.append(p.error.one_line())
+        else:
+            self.result.files_failed += 1
+            self.result.failures.append(FileOutcome(os.fsdecode(p.error.path or b""), False, p.error.cause,
+                                                    p.error.message))
+        if not self.cfg.quiet:
+            print(p.error.one_line(), file=sys.stderr)
+
+    # --- data streams -----------------------------------------------------------------------
+    def worker(self, conn: StreamConn) -> None:
+        cfg = self.cfg
+        sched = self.scheduler
+        assert sched is not None
+        tr = self.tracer
+        wname = f"tx-{conn.index}"
+        hdr = DATA_HDR.size
+        plain = memoryview(bytearray(hdr + cfg.block_size))
+        frame = memoryview(bytearray(LEN_PREFIX.size + hdr + cfg.block_size + TAG_LEN))
+        compressor = BlockCompressor(cfg.compress_level) if cfg.compress else None
+        dummy = cfg.tx_engine == "dummy"
+        zeros = bytes(cfg.block_size) if cfg.sparse else b""
+        frames = nbytes = 0
+        while not self.ctl.aborted.is_set():
+            job = sched.next_job()
+            if job is None:
+                break
+            f = job.file
+            if f.cancelled or f.error is not None:
+                sched.block_done(job, None)
+                continue
+            data = plain[hdr : hdr + job.length]
+            try:
+                if not dummy:
+                    t0 = tr.now()
+                    read_block(f.fd, data, job.offset, job.length, f.path)
+                    tr.span(wname, "read", t0, job.length)
+            except TransferIOError as exc:
+                sched.block_done(job, None, exc)
+                continue
+            if cfg.sparse and data.tobytes() == (zeros if job.length == cfg.block_size else bytes(job.length)):
+                sched.block_done(job, None)
+                continue
+            digest = NO_DIGEST
+            if cfg.checksum:
+                t0 = tr.now()
+                digest = block_digest(data, job.offset)
+                tr.span(wname, "checksum", t0, job.length)
+            flags = 0
+            payload_len = job.length
+            if compressor is not None:
+                t0 = tr.now()
+                packed = compressor.compress(data)
+                tr.span(wname, "compress", t0, job.length)
+                if packed is not None:
+                    plain[hdr : hdr + len(packed)] = packed
+                    payload_len = len(packed)
+                    flags = DATA_FLAG_ZSTD
+            DATA_HDR.pack_into(plain, 0, T_DATA, flags, 0, f.entry.fino, job.offset, job.length)
+            t0 = tr.now()
+            n = conn.sealer.seal_into(plain[: hdr + payload_len], frame)
+            tr.span(wname, "encrypt", t0, n)
+            t0 = tr.now()
+            conn.sendall(frame[:n])
+            tr.span(wname, "send", t0, n)
+            frames += 1
+            nbytes += job.length
+            with self.lock:
+                self.bytes_sent += job.length
+            self.ctl.progress()
+            sched.block_done(job, digest)
+        if self.ctl.aborted.is_set():
+            return
+        conn.send_plain(m.encode_eos(m.Eos(frames, nbytes)))
+        with self.lock:
+            self.workers_left -= 1
+            self.meta_cond.notify()
+
+    # --- metadata ---------------------------------------------------------------------
+    def meta_send_loop(self) -> None:
+        assert self.meta is not None and self.scheduler is not None
+        interval = max(1.0, self.cfg.idle_timeout / 4)
+        while True:
+            with self.lock:
+                while not self.meta_queue and not self._ready_to_end() and not self.ctl.aborted.is_set():
+                    if not self.meta_cond.wait(interval):
+                        break
+                if self.ctl.aborted.is_set():
+                    return
+                batch = list(self.meta_queue)
+                self.meta_queue.clear()
+                end_now = not batch and self._ready_to_end()
+            if end_now:
+                self.meta.send_plain(m.encode_session_end(m.SessionEnd(self.entries)))
+                self.session_end_sent = True
+                self._keepalive_until_done(interval)
+                return
+            if not batch:
+                self.meta.send_plain(m.encode_keepalive())
+                continue
+            self._send_batch(batch)
+
+    def _ready_to_end(self) -> bool:
+        sched = self.scheduler
+        return (sched is not None and sched.exhausted and not sched.files and not self.meta_queue
+                and not self.session_end_sent)
+
+    def _send_batch(self, batch: list[m.FileEntry | m.FileEnd]) -> None:
+        assert self.meta is not None
+        entries: list[m.FileEntry] = []
+        size = 0
+        for item in batch:
+            if isinstance(item, m.FileEntry):
+                if len(entries) >= MAX_FILES_PER_LIST or size + len(item.name) + 128 > META_MAX_PLAINTEXT - 1024:
+                    self.meta.send_plain(m.encode_file_list(entries))
+                    entries, size = [], 0
+                entries.append(item)
+                size += len(item.name) + 128
+            else:
+                if entries:
+                    self.meta.send_plain(m.encode_file_list(entries))
+                    entries, size = [], 0
+                self.meta.send_plain(m.encode_file_end(item))
+        if entries:
+            self.meta.send_plain(m.encode_file_list(entries))
+
+    def _keepalive_until_done(self, interval: float) -> None:
+        assert self.meta is not None
+        while not self.session_done.wait(interval) and not self.ctl.aborted.is_set():
+            self.meta.send_plain(m.encode_keepalive())
+
+    def meta_recv_loop(self) -> None:
+        assert self.meta is not None
+        body = memoryview(bytearray(max_frame_len(self.cfg.block_size)))
+        plain = memoryview(bytearray(max_frame_len(self.cfg.block_size)))
+        while True:
+            msg = self.meta.recv_message(body, plain)
+            self.ctl.progress()
+            if msg is None:
+                if self.session_done.is_set() or self.ctl.aborted.is_set():
+                    return
+                raise ConnectionFailure("the receiver closed the metadata stream before the session ended")
+            if isinstance(msg, m.FileResult):
+                self._on_result(msg)
+            elif isinstance(msg, m.Keepalive):
+                continue
+            elif isinstance(msg, m.TraceChunk):
+                if len(self.trace_blob) + len(msg.data) > TRACE_TOTAL_MAX:
+                    raise ProtocolError("receiver trace exceeds its size limit")
+                self.trace_blob += msg.data
+            elif isinstance(msg, m.SessionDone):
+                self._on_done(msg)
+                return
+            elif isinstance(msg, m.Abort):
+                cause = cause_name(msg.cause)
+                raise ConnectionFailure(f"receiver aborted the session ({cause}): {msg.message}")
+            else:
+                raise ProtocolError(f"unexpected {type(msg).__name__} from the receiver")
+
+    def _on_result(self, r: m.FileResult) -> None:
+        with self.lock:
+            f, ok = self.core.on_result(r)
+            name = os.fsdecode(f.path)
+            if ok and self.cfg.checksum and f.entry.kind != KIND_DIR and r.digest != f.digest:
+                ok, cause, message = False, "integrity", "receiver's digest differs from the sender's"
+            elif ok and f.local_error is not None:
+                ok, cause, message = False, "I/O", f.local_error
+            else:
+                cause, message = cause_name(r.cause), r.message
+                if not ok and f.local_error is not None:
+                    message = f.local_error
+            self.core.close_file(f)
+            if ok:
+                if f.entry.kind != KIND_DIR:
+                    self.result.files_ok += 1
+                    self.result.bytes_payload += f.entry.size
+            else:
+                self.result.files_failed += 1
+                self.result.failures.append(FileOutcome(name, False, cause, message, f.entry.size))
+                if not self.cfg.quiet:
+                    err = EscpError(message, path=f.path)
+                    err.cause = cause
+                    print(err.one_line(), file=sys.stderr)
+        if not ok and self.scheduler is not None:
+            self.scheduler.cancel(r.fino)
+
+    def _on_done(self, msg: m.SessionDone) -> None:
+        with self.lock:
+            if self.core.pending or not self.session_end_sent:
+                raise ProtocolError("receiver ended the session before every file was reported")
+        if self.trace_blob:
+            try:
+                self.result.receiver_trace = json.loads(self.trace_blob)
+            except ValueError:
+                log.warning("receiver sent an unreadable trace; ignored")
+        self.session_done.set()
+        self.ctl.finish()
+
+    def _send_abort(self, err: EscpError) -> None:
+        if self.meta is not None:
+            try:
+                self.meta.sock.settimeout(1.0)
+                self.meta.send_plain(m.encode_abort(m.Abort(0, err.message)))
+            except (EscpError, OSError):
+                pass
+
+    def process_watch(self) -> None:
+        while not self.ctl.done.is_set() and not self.ctl.aborted.is_set():
+            if self.proc.proc.poll() is not None and not self.ctl.done.wait(0.5):
+                errs = self.proc.remote_errors()
+                raise ConnectionFailure(f"ssh channel closed (receiver exited): {errs}" if errs else
+                                        "ssh channel closed (receiver exited)")
+            self.ctl.done.wait(0.2)
+

@@ -1,0 +1,164 @@
+"""Starting the receiver: over ssh (`ssh ... host escp --server`) or as a local
+subprocess (`--local`), then the bootstrap exchange over its stdin/stdout.
+
+The remote command line is fixed (`<escp program> --server`, each word shell-quoted);
+paths and the key travel in the SessionInit on stdin, never on a command line, so
+no remote shell interprets them (CVE-2020-15778 class). Host and user are checked
+before ssh runs (CVE-2017-1000117 class).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+
+from ..config import SshOptions
+from ..errors import ConnectionFailure, EscpError, ProtocolError, TimeoutError_, UsageError, escape_name
+from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
+from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY
+
+_USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
+
+
+def check_host(user: str | None, host: str) -> None:
+    if not host or host.startswith("-") or not _HOST_RE.match(host):
+        raise UsageError(f"invalid host name {escape_name(host)!r}")
+    if user is not None and (not user or user.startswith("-") or not _USER_RE.match(user)):
+        raise UsageError(f"invalid user name {escape_name(user)!r}")
+
+
+def ssh_argv(opts: SshOptions, user: str | None, host: str) -> list[str]:
+    check_host(user, host)
+    argv = [opts.program, "-x", "-T", "-oForwardX11=no", "-oClearAllForwardings=yes"]
+    if opts.port is not None:
+        argv += ["-p", str(opts.port)]
+    if opts.identity:
+        argv += ["-i", opts.identity]
+    for o in opts.options:
+        argv += ["-o", o]
+    if opts.config_file:
+        argv += ["-F", opts.config_file]
+    if opts.jump:
+        argv += ["-J", opts.jump]
+    if opts.cipher:
+        argv += ["-c", opts.cipher]
+    if opts.forward_agent:
+        argv.append("-A")
+    if opts.ip_version:
+        argv.append(f"-{opts.ip_version}")
+    if user:
+        argv += ["-l", user]
+    remote = " ".join(shlex.quote(w) for w in shlex.split(opts.remote_escp)) + " --server"
+    return [*argv, "--", host.strip("[]"), remote]
+
+
+def local_argv() -> list[str]:
+    return [sys.executable, "-m", "escp", "--server"]
+
+
+class ReceiverProcess:
+    """The ssh (or local) child that runs the receiver; owns its pipes."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=env, close_fds=True)
+        except OSError as exc:
+            raise ConnectionFailure(f"cannot start {argv[0]}: {exc.strerror}") from None
+        self.stderr_tail: deque[str] = deque(maxlen=20)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")[:500]
+            self.stderr_tail.append(line)
+
+    def remote_errors(self) -> str:
+        self._stderr_thread.join(timeout=1.0)
+        return "; ".join(escape_name(line) for line in self.stderr_tail if line.strip())
+
+    def exchange(self, init: SessionInit, timeout: float) -> SessionReply:
+        """Send SessionInit, read SessionReply; clear errors for every way this fails."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(encode_init(init))
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the process died; reading the reply explains why
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        header = self._read(fd, BOOT_HEADER.size, deadline, first=True)
+        body = self._read(fd, parse_header(header, BOOT_SESSION_REPLY), deadline, first=False)
+        reply = decode_reply(body)
+        if reply.error:
+            cls = UsageError if reply.error_cause == "usage" else ConnectionFailure
+            err = cls(f"receiver: {reply.error.removeprefix('escp: ')}")
+            raise err
+        return reply
+
+    def _read(self, fd: int, n: int, deadline: float, first: bool) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError_("the receiver did not answer the session set-up in time")
+            r, _, _ = select.select([fd], [], [], min(left, 0.5))
+            if not r:
+                continue
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise self._died()
+            buf += chunk
+            if first and len(buf) >= 4 and bytes(buf[:4]) != BOOT_MAGIC:
+                more = self._peek_more(fd)
+                text = escape_name((bytes(buf) + more)[:120])
+                raise ProtocolError(f"the remote side printed unexpected output instead of the escp greeting "
+                                    f"(a shell start-up file printing text?): '{text}'")
+        return bytes(buf)
+
+    @staticmethod
+    def _peek_more(fd: int) -> bytes:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        return os.read(fd, 200) if r else b""
+
+    def _died(self) -> EscpError:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        errs = self.remote_errors()
+        if code == 127 or "not found" in errs:
+            return ConnectionFailure(f"remote escp not found (use -D/--escp to give its path): {errs}")
+        if code == 255:
+            return ConnectionFailure(f"ssh failed: {errs or 'exit status 255'}")
+        return ConnectionFailure(f"receiver exited (status {code}) before the session started: {errs}")
+
+    def close_stdin(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def finish(self, timeout: float) -> int | None:
+        """Close our side and wait for the child; kill it when it outlives timeout."""
+        self.close_stdin()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            try:
+                return self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                return None

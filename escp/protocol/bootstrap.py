@@ -1,0 +1,199 @@
+"""Session set-up messages carried over the ssh pipe (pure codecs and validation).
+
+Framing on the pipe: BOOT_HEADER (magic "ESCP", version, type, reserved, body length)
+then a FlatBuffer body: SessionInit from the sender, SessionReply from the receiver.
+The session key travels only here (ssh-encrypted stdin), never in argv or environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flatbuffers
+
+from ..errors import ProtocolError
+from .fb import escp_generated as fb
+from .messages import fb_bytes, fb_root
+from .wire import (
+    BOOT_HEADER,
+    BOOT_MAGIC,
+    BOOT_MAX_BODY,
+    BOOT_SESSION_INIT,
+    BOOT_SESSION_REPLY,
+    DEFAULT_REKEY_BYTES,
+    FLAG_KNOWN,
+    MAX_BLOCK,
+    MAX_STREAMS,
+    MIN_BLOCK,
+    MIN_REKEY_BYTES,
+    PROTOCOL_VERSION,
+)
+
+
+@dataclass(frozen=True)
+class SessionInit:
+    session_id: int
+    key: bytes
+    flags: int
+    block_size: int
+    streams: int
+    port_start: int
+    port_range: int
+    dest_path: bytes
+    top_level_count: int
+    bind_address: str = ""
+    rx_engine: str = "posix"
+    rekey_bytes: int = DEFAULT_REKEY_BYTES
+    compress_level: int = 3
+    log_path: str = ""
+    client_time_ns: int = 0
+    version: int = PROTOCOL_VERSION
+
+    def __repr__(self) -> str:  # never print the key
+        return f"SessionInit(session_id={self.session_id:016x}, streams={self.streams}, block={self.block_size})"
+
+    def validate(self) -> None:
+        if self.version != PROTOCOL_VERSION:
+            raise ProtocolError(f"protocol version {self.version} not supported (this is {PROTOCOL_VERSION})")
+        if len(self.key) != 16:
+            raise ProtocolError("session key must be 16 bytes")
+        if self.flags & ~FLAG_KNOWN:
+            raise ProtocolError(f"unknown session flags {self.flags & ~FLAG_KNOWN:#x}")
+        if not MIN_BLOCK <= self.block_size <= MAX_BLOCK:
+            raise ProtocolError(f"block size {self.block_size} out of range")
+        if not 1 <= self.streams <= MAX_STREAMS:
+            raise ProtocolError(f"stream count {self.streams} out of range")
+        if not 1 <= self.port_start <= 65535 or not 1 <= self.port_range <= 1000 \
+                or self.port_start + self.port_range - 1 > 65535:
+            raise ProtocolError("port range out of bounds")
+        if not MIN_REKEY_BYTES <= self.rekey_bytes <= DEFAULT_REKEY_BYTES:
+            raise ProtocolError("rekey limit out of bounds")
+        if self.rx_engine not in ("posix", "dummy"):
+            raise ProtocolError(f"unknown receiver engine {self.rx_engine!r}")
+        if not 1 <= self.compress_level <= 22:
+            raise ProtocolError("compression level out of bounds")
+        if self.top_level_count < 0:
+            raise ProtocolError("bad top-level count")
+
+
+@dataclass(frozen=True)
+class SessionReply:
+    address: str
+    port: int
+    error: str = ""
+    error_cause: str = ""
+    dest_is_dir: bool = False
+    server_time_ns: int = 0
+    version: int = PROTOCOL_VERSION
+
+
+def frame(kind: int, body: bytes) -> bytes:
+    return BOOT_HEADER.pack(BOOT_MAGIC, PROTOCOL_VERSION, kind, 0, len(body)) + body
+
+
+def parse_header(header: bytes, expect: int) -> int:
+    """Body length from a bootstrap header; ProtocolError when it is not ours."""
+    magic, version, kind, _, length = BOOT_HEADER.unpack(header)
+    if magic != BOOT_MAGIC:
+        raise ProtocolError("not an escp bootstrap message")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"peer speaks protocol version {version}, this is {PROTOCOL_VERSION}")
+    if kind != expect:
+        raise ProtocolError(f"unexpected bootstrap message type {kind}")
+    if length > BOOT_MAX_BODY:
+        raise ProtocolError(f"bootstrap body of {length} bytes is too large")
+    return int(length)
+
+
+def encode_init(s: SessionInit) -> bytes:
+    b = flatbuffers.Builder(256 + len(s.dest_path))
+    key = b.CreateByteVector(s.key)
+    dest = b.CreateByteVector(s.dest_path)
+    bind = b.CreateString(s.bind_address)
+    eng = b.CreateString(s.rx_engine)
+    log = b.CreateString(s.log_path)
+    fb.SessionInitStart(b)
+    fb.SessionInitAddVersion(b, s.version)
+    fb.SessionInitAddSessionId(b, s.session_id)
+    fb.SessionInitAddKey(b, key)
+    fb.SessionInitAddFlags(b, s.flags)
+    fb.SessionInitAddBlockSize(b, s.block_size)
+    fb.SessionInitAddStreams(b, s.streams)
+    fb.SessionInitAddPortStart(b, s.port_start)
+    fb.SessionInitAddPortRange(b, s.port_range)
+    fb.SessionInitAddBindAddress(b, bind)
+    fb.SessionInitAddDestPath(b, dest)
+    fb.SessionInitAddTopLevelCount(b, s.top_level_count)
+    fb.SessionInitAddRxEngine(b, eng)
+    fb.SessionInitAddRekeyBytes(b, s.rekey_bytes)
+    fb.SessionInitAddCompressLevel(b, s.compress_level)
+    fb.SessionInitAddLogPath(b, log)
+    fb.SessionInitAddClientTimeNs(b, s.client_time_ns)
+    b.Finish(fb.SessionInitEnd(b))
+    return frame(BOOT_SESSION_INIT, bytes(b.Output()))
+
+
+def _str(v: bytes | None) -> str:
+    return (v or b"").decode("utf-8", "replace")[:1024]
+
+
+def decode_init(body: bytes) -> SessionInit:
+    try:
+        r = fb_root(fb.SessionInit, body)
+        s = SessionInit(
+            version=r.Version(),  # type: ignore[attr-defined]
+            session_id=r.SessionId(),  # type: ignore[attr-defined]
+            key=fb_bytes(r, 8, body),
+            flags=r.Flags(),  # type: ignore[attr-defined]
+            block_size=r.BlockSize(),  # type: ignore[attr-defined]
+            streams=r.Streams(),  # type: ignore[attr-defined]
+            port_start=r.PortStart(),  # type: ignore[attr-defined]
+            port_range=r.PortRange(),  # type: ignore[attr-defined]
+            bind_address=_str(r.BindAddress()),  # type: ignore[attr-defined]
+            dest_path=fb_bytes(r, 22, body),
+            top_level_count=r.TopLevelCount(),  # type: ignore[attr-defined]
+            rx_engine=_str(r.RxEngine()),  # type: ignore[attr-defined]
+            rekey_bytes=r.RekeyBytes(),  # type: ignore[attr-defined]
+            compress_level=r.CompressLevel(),  # type: ignore[attr-defined]
+            log_path=_str(r.LogPath()),  # type: ignore[attr-defined]
+            client_time_ns=r.ClientTimeNs(),  # type: ignore[attr-defined]
+        )
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        raise ProtocolError(f"malformed SessionInit ({type(exc).__name__})") from None
+    s.validate()
+    return s
+
+
+def encode_reply(s: SessionReply) -> bytes:
+    b = flatbuffers.Builder(256)
+    addr = b.CreateString(s.address)
+    err = b.CreateString(s.error[:2000])
+    cause = b.CreateString(s.error_cause)
+    fb.SessionReplyStart(b)
+    fb.SessionReplyAddVersion(b, s.version)
+    fb.SessionReplyAddAddress(b, addr)
+    fb.SessionReplyAddPort(b, s.port)
+    fb.SessionReplyAddError(b, err)
+    fb.SessionReplyAddErrorCause(b, cause)
+    fb.SessionReplyAddDestIsDir(b, s.dest_is_dir)
+    fb.SessionReplyAddServerTimeNs(b, s.server_time_ns)
+    b.Finish(fb.SessionReplyEnd(b))
+    return frame(BOOT_SESSION_REPLY, bytes(b.Output()))
+
+
+def decode_reply(body: bytes) -> SessionReply:
+    try:
+        r = fb_root(fb.SessionReply, body)
+        return SessionReply(
+            version=r.Version(),  # type: ignore[attr-defined]
+            address=_str(r.Address()),  # type: ignore[attr-defined]
+            port=r.Port(),  # type: ignore[attr-defined]
+            error=_str(r.Error()),  # type: ignore[attr-defined]
+            error_cause=_str(r.ErrorCause()),  # type: ignore[attr-defined]
+            dest_is_dir=bool(r.DestIsDir()),  # type: ignore[attr-defined]
+            server_time_ns=r.ServerTimeNs(),  # type: ignore[attr-defined]
+        )
+    except Exception as exc:
+        raise ProtocolError(f"malformed SessionReply ({type(exc).__name__})") from None
