@@ -158,6 +158,10 @@ def measure(
         killer.start()
         try:
             _, status, ru = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: do not leave the tool running
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            raise
         finally:
             killer.cancel()
         wall = time.perf_counter() - t0

@@ -165,7 +165,7 @@ def _seconds(key: str, value: float) -> float:
 
 def _classify(key: str) -> str | None:
     k = key.lower()
-    if any(w in k for w in ("frac", "pct", "percent", "share", "count", "bytes", "n_")):
+    if any(w in k for w in ("frac", "pct", "percent", "share", "count", "bytes", "n_", "util", "per_s")):
         return None
     if "busy" in k:
         return "busy"
@@ -193,6 +193,8 @@ def _stage_figures(d: dict[str, Any]) -> dict[str, float]:
                     )
                     if c:
                         out[c] += _seconds(k2, float(v2))
+    if "wait" in out and ("starved" in out or "blocked" in out):
+        del out["wait"]  # a total of the two kinds (escp's wait_s = starved_s + blocked_s)
     return dict(out)
 
 

@@ -71,20 +71,25 @@ def profile_run(
 
 
 def _attribute(raw: Path | None, outdir: Path) -> Any:
-    """Per-stage attribution by escp.trace.pyspy.attribute(raw_file, out_dir), if available."""
+    """Per-stage shares of the py-spy samples via escp.trace.pyspy.attribute_samples, if available."""
     if raw is None:
         return None
     try:
-        from escp.trace import pyspy  # type: ignore[attr-defined,unused-ignore]
+        from escp.trace import pyspy
     except ImportError:
         return "escp.trace.pyspy not available"
-    fn = getattr(pyspy, "attribute", None)
-    if fn is None:
-        return "escp.trace.pyspy has no attribute(raw_file, out_dir)"
     try:
-        return fn(raw, outdir)
+        shares = pyspy.attribute_samples([raw])
     except Exception as e:  # the helper must never lose the recorded profiles
         return f"attribution failed: {e!r}"
+    doc = {
+        "samples": shares.total,
+        "shares": shares.shares(),
+        "by_root": {root: dict(c) for root, c in shares.by_root.items()},
+        "bad_lines": shares.bad_lines,
+    }
+    results.write_json(outdir / "stages.json", doc)
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
