@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--escp-plain", action="store_true", help="the escp command is a stand-in (e.g. 'cp -r'): pass only SRC DEST"
     )
     ap.add_argument("--repeats", type=int, help="override timed repeats of every scenario")
+    ap.add_argument("--no-budget", action="store_true", help="ignore the profile's per-scenario time budget")
     ap.add_argument("--no-ssh", action="store_true", help="do not start the private sshd (ssh peers skipped)")
     ap.add_argument("--no-instrumented", action="store_true", help="skip the extra escp --stats --trace run")
     ap.add_argument("--datasets", type=Path, default=REPO / "datasets")
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         sshd_reason=reason,
         instrumented=not args.no_instrumented,
         repeats_override=args.repeats,
+        budget_s=None if args.no_budget else prof.scenario_budget_s,
         extra_config={"profile": args.profile},
     )
     meta: dict[str, Any] = {

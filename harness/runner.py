@@ -38,6 +38,8 @@ class RunContext:
     sshd_reason: str | None = None  # why ssh peers are skipped
     instrumented: bool = True  # one extra escp run with --stats --trace after the timed rounds
     repeats_override: int | None = None
+    budget_s: float | None = None  # per-scenario time budget for the timed rounds (None: no limit)
+    min_repeats: int = 3
     log: Callable[[str], None] = print
     extra_config: dict[str, Any] = field(default_factory=dict)
 
@@ -139,7 +141,9 @@ def _one(
     ctx: RunContext, sc: Scenario, ds: Dataset, tool: str, rnd: int, *, extra: list[str] | None = None
 ) -> dict[str, Any]:
     tag = "warmup" if rnd < 0 else f"r{rnd}"
-    base = ctx.scratch / sc.name / f"{tool}-{tag}" if extra is None else ctx.scratch / sc.name / f"{tool}-instr"
+    base = (
+        ctx.scratch / sc.name / f"{tool}-{tag}" if extra is None else ctx.scratch / sc.name / f"{tool}-instr"
+    )
     base.mkdir(parents=True, exist_ok=False)
     dest = base / "out"
     art = ctx.artifacts / sc.name
@@ -147,7 +151,14 @@ def _one(
     suffix = "instr" if extra is not None else tag
     json_report = art / f"{tool}-{suffix}.escp.json" if tool.startswith("escp") else None
     inv = peers.build(
-        tool, ds.source(), dest, escp=ctx.escp, opts=sc.escp, sshd=ctx.sshd, json_report=json_report, extra=extra
+        tool,
+        ds.source(),
+        dest,
+        escp=ctx.escp,
+        opts=sc.escp,
+        sshd=ctx.sshd,
+        json_report=json_report,
+        extra=extra,
     )
     use_sshd = ctx.sshd if tool in peers.SSH_PEERS else None
     m = peers.measure(inv, base / "log.txt", sshd=use_sshd)
@@ -208,12 +219,29 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
             entry["reason"] = rep.get("verify_error") or "failed"
             ctx.log(f"  {sc.name}: {tool} FAILED ({entry['reason']}); {rep.get('stderr_tail', '')[-300:]}")
 
-    rounds = [-(i + 1) for i in range(sc.warmup)] + list(range(repeats))
-    for rnd in rounds:  # A B A B: every tool once per round, same order each round
+    notes = list(sc.notes) if ctx.repeats_override is None else [f"{repeats} timed repeats (--repeats)"]
+    for w in range(sc.warmup):
+        t_round = time.perf_counter()
+        for tool in active:
+            if tools[tool]["status"] == "ok":
+                do(tool, -(w + 1))
+        round_s = time.perf_counter() - t_round
+        line = ", ".join(f"{t} {tools[t]['warmup'][-1]['wall_s']:.2f}s" for t in active if tools[t]["warmup"])
+        ctx.log(f"  {sc.name} warm-up: {line}")
+    if sc.warmup and ctx.budget_s and ctx.repeats_override is None:
+        # keep the profile's time budget: fewer timed rounds when one round is slow (never < min)
+        fit = max(ctx.min_repeats, int(ctx.budget_s // max(round_s, 1e-3)))
+        if fit < repeats:
+            notes.append(
+                f"{fit} timed repeats instead of {repeats}: one round took {round_s:.1f} s "
+                f"and the scenario budget is {ctx.budget_s:.0f} s"
+            )
+            repeats = fit
+    for rnd in range(repeats):  # A B A B: every tool once per round, same order each round
         for tool in active:
             if tools[tool]["status"] == "ok":
                 do(tool, rnd)
-        key = "warmup" if rnd < 0 else "repeats"
+        key = "repeats"
         line = ", ".join(f"{t} {tools[t][key][-1]['wall_s']:.2f}s" for t in active if tools[t][key])
         ctx.log(f"  {sc.name} {'warm-up' if rnd < 0 else f'round {rnd + 1}/{repeats}'}: {line}")
 
@@ -260,6 +288,7 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
             "escp_plain": ctx.escp.plain,
             "repeats": repeats,
             "warmup": sc.warmup,
+            "budget_s": ctx.budget_s,
             "order": "round-robin " + " ".join(active),
             "sshd": "private loopback sshd" if ctx.sshd else f"unavailable: {ctx.sshd_reason}",
             "rss_source": "gnu-time" if peers.GNU_TIME else "wait4",
@@ -274,7 +303,7 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
         "tools": tools,
         "ratios": ratios,
         "instrumented": instrumented,
-        "notes": list(sc.notes) if ctx.repeats_override is None else [f"{repeats} timed repeats (--repeats)"],
+        "notes": notes,
         "elapsed_s": round(time.perf_counter() - t_start, 2),
     }
 

@@ -74,6 +74,7 @@ class Profile:
     name: str
     datasets: dict[str, dict[str, Any]]
     scenarios: list[Scenario]
+    scenario_budget_s: float | None = None  # timed rounds of one scenario should fit in this
 
 
 def _escp_opts(base: dict[str, Any], over: dict[str, Any]) -> EscpOptions:
@@ -134,4 +135,5 @@ def load(path: Path = DEFAULT_FILE, profile: str = "quick") -> Profile:
                     notes=tuple(notes),
                 )
             )
-    return Profile(profile, datasets, out)
+    budget = prof.get("scenario_budget_s")
+    return Profile(profile, datasets, out, float(budget) if budget else None)
