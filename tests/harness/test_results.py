@@ -143,3 +143,14 @@ def test_trace_series_bins_bytes(tmp_path: Path) -> None:
     f = tmp_path / "t.json"
     f.write_text(json.dumps(trace))
     assert plots.trace_throughput(f, tmp_path / "t.png") is not None
+
+
+def test_budget_reduces_repeats_and_says_so(tmp_path: Path, tiny: datasets.Dataset) -> None:
+    ctx = _ctx(tmp_path, peers.EscpCommand(["cp", "-r"], plain=True))
+    ctx.budget_s, ctx.min_repeats = 1e-6, 1
+    sc = Scenario(
+        name="b", dataset="tiny", escp=EscpOptions(), peers=("cp",), repeats=4, warmup=1, ratio_peer="cp"
+    )
+    rec = runner.run_scenario(ctx, sc, tiny)
+    assert len(rec["tools"]["escp"]["repeats"]) == 1
+    assert any("instead of 4" in n for n in rec["notes"])
