@@ -298,6 +298,22 @@ def trace_series(trace: Any, bin_s: float = 0.05) -> dict[str, tuple[list[float]
     return {k: (times, [v / bin_s for v in vals]) for k, vals in series.items()}
 
 
+PREFERRED = ("send", "write", "recv", "read")
+
+
+def _one_per_process(series: dict[str, tuple[list[float], list[float]]]) -> list[str]:
+    """One line per process: its send/write stage when present (all stages carry the same bytes)."""
+    by_proc: dict[str, list[str]] = defaultdict(list)
+    for k in series:
+        by_proc[k.rsplit("/", 1)[0]].append(k)
+    out = []
+    for keys in by_proc.values():
+        stages = {k.rsplit("/", 1)[1]: k for k in keys}
+        pick = next((stages[s] for s in PREFERRED if s in stages), None)
+        out.append(pick or max(keys, key=lambda k: sum(series[k][1])))
+    return out[:8]
+
+
 def trace_throughput(trace_file: Path, path: Path, title: str = "") -> Path | None:
     try:
         trace = json.loads(trace_file.read_text())
@@ -306,14 +322,14 @@ def trace_throughput(trace_file: Path, path: Path, title: str = "") -> Path | No
     series = trace_series(trace)
     if not series:
         return None
-    top = sorted(series, key=lambda k: -sum(series[k][1]))[:8]
+    top = _one_per_process(series)
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for k in top:
         t, v = series[k]
         ax.plot(t, [x / 1e9 for x in v], lw=1, label=k)
     ax.set_xlabel("seconds since first span")
     ax.set_ylabel("GB/s")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7)
     ax.set_title(f"Throughput over time from the trace {title}", fontsize=10)
     return _save(fig, path)
 

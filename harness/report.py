@@ -245,7 +245,9 @@ def render(run_dir: Path) -> Path:
             f"(dataset generation {meta.get('datasets_s', '?')} s)",
             f"commit {git.get('commit', '?')} ({git.get('branch', '?')}{', dirty' if git.get('dirty') else ''})",
             f"machine: {machine.get('cpu_count')} CPUs ({machine.get('cpu_model')}), "
-            f"{(machine.get('memory_bytes') or 0) / 2**30:.1f} GiB, kernel {machine.get('kernel')}, Python {machine.get('python')}",
+            f"{(machine.get('memory_bytes') or 0) / 2**30:.1f} GiB, kernel {machine.get('kernel')}, Python {machine.get('python')}; "
+            f"load average at start {machine.get('loadavg', '?')}"
+            + (f", at end {records[-1]['machine'].get('loadavg')}" if records else ""),
             f"escp command: {meta.get('escp_command', '?')}",
             f"ssh peers: {meta.get('sshd', '?')}",
         ]

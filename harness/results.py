@@ -70,6 +70,7 @@ def machine_info() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "python_impl": platform.python_implementation(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],  # other load skews every figure
     }
 
 
@@ -118,7 +119,10 @@ def load_records(run_dir: Path) -> list[dict[str, Any]]:
 def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     meta_path = run_dir / RUN_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"run_id": run_dir.name}
-    return meta, load_records(run_dir)
+    records = load_records(run_dir)
+    order = {name: i for i, name in enumerate(meta.get("scenarios", []))}  # run order
+    records.sort(key=lambda r: order.get(r["scenario"]["name"], len(order)))
+    return meta, records
 
 
 def latest_run(reports: Path) -> Path | None:
