@@ -190,10 +190,11 @@ class BlockScheduler:
             if f.fd >= 0:
                 os.close(f.fd)
             f.fd = -2
-        self.files.pop(f.entry.fino, None)
         if f.error is not None or f.cancelled:
             msg = f.error.message if f.error is not None else "cancelled after a receiver error"
             self._file_end(FileEnd(f.entry.fino, STATUS_FAILED, f.sent_blocks, NO_DIGEST, msg))
         else:
             digest = f.digest.digest() if self.checksums else NO_DIGEST
             self._file_end(FileEnd(f.entry.fino, STATUS_OK, f.sent_blocks, digest))
+        # only now may the session end be sent: its FILE_END is queued (or already out)
+        self.files.pop(f.entry.fino, None)

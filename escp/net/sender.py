@@ -47,6 +47,7 @@ from ..protocol.wire import (
     T_DATA,
     TAG_LEN,
     TRACE_TOTAL_MAX,
+    cause_code,
     cause_name,
     max_frame_len,
 )
@@ -125,7 +126,7 @@ class SenderSession:
             top_level_count=sum(1 for k in kinds if k is not None) or len(kinds),
             bind_address=cfg.bind_address, rx_engine=cfg.rx_engine, rekey_bytes=cfg.rekey_bytes,
             compress_level=cfg.compress_level, log_path=cfg.log_path + ".server" if cfg.log_path else "",
-            client_time_ns=time.monotonic_ns(),
+            client_time_ns=time.monotonic_ns(), idle_timeout_ms=int(cfg.idle_timeout * 1000),
         )
 
     def run(self) -> TransferResult:
@@ -294,23 +295,26 @@ class SenderSession:
                 and not self.session_end_sent)
 
     def _send_batch(self, batch: list[m.FileEntry | m.FileEnd]) -> None:
+        """Entries go out as FILE_LIST frames, FILE_ENDs in order between them, in one write."""
         assert self.meta is not None
+        frames: list[bytes] = []
         entries: list[m.FileEntry] = []
         size = 0
         for item in batch:
             if isinstance(item, m.FileEntry):
                 if len(entries) >= MAX_FILES_PER_LIST or size + len(item.name) + 128 > META_MAX_PLAINTEXT - 1024:
-                    self.meta.send_plain(m.encode_file_list(entries))
+                    frames.append(m.encode_file_list(entries))
                     entries, size = [], 0
                 entries.append(item)
                 size += len(item.name) + 128
             else:
                 if entries:
-                    self.meta.send_plain(m.encode_file_list(entries))
+                    frames.append(m.encode_file_list(entries))
                     entries, size = [], 0
-                self.meta.send_plain(m.encode_file_end(item))
+                frames.append(m.encode_file_end(item))
         if entries:
-            self.meta.send_plain(m.encode_file_list(entries))
+            frames.append(m.encode_file_list(entries))
+        self.meta.send_many(frames)
 
     def _keepalive_until_done(self, interval: float) -> None:
         assert self.meta is not None
@@ -319,10 +323,9 @@ class SenderSession:
 
     def meta_recv_loop(self) -> None:
         assert self.meta is not None
-        body = memoryview(bytearray(max_frame_len(self.cfg.block_size)))
         plain = memoryview(bytearray(max_frame_len(self.cfg.block_size)))
         while True:
-            msg = self.meta.recv_message(body, plain)
+            msg = self.meta.recv_message(plain)
             self.ctl.progress()
             if msg is None:
                 if self.session_done.is_set() or self.ctl.aborted.is_set():
@@ -388,7 +391,7 @@ class SenderSession:
         if self.meta is not None:
             try:
                 self.meta.sock.settimeout(1.0)
-                self.meta.send_plain(m.encode_abort(m.Abort(0, err.message)))
+                self.meta.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
             except (EscpError, OSError):
                 pass
 
