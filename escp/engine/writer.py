@@ -149,7 +149,7 @@ class DestinationTree:
 
     def finish_dirs(self) -> list[TransferIOError]:
         """Apply modes (and times with --preserve) to directories, deepest first."""
-        errors = []
+        errors: list[TransferIOError] = []
         with self._lock:
             self._finish_dirs(errors)
         return errors

@@ -86,7 +86,7 @@ class StreamConn:
             if out:
                 self.sendall(out)
 
-    def sendall(self, data: memoryview | bytes) -> None:
+    def sendall(self, data: memoryview | bytes | bytearray) -> None:
         try:
             self.sock.sendall(data)
         except TimeoutError:
