@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .config import TransferConfig
 from .errors import ConnectionFailure, EscpError
@@ -19,6 +19,7 @@ def transfer(
     config: TransferConfig | None = None,
     *,
     tracer: Tracer = NULL_TRACER,
+    on_session: Callable[[SenderSession], None] | None = None,
 ) -> TransferResult:
     """Copy sources to dest. A RemoteTarget goes over ssh; a plain path uses a local receiver.
 
@@ -53,6 +54,8 @@ def transfer(
         result.error = exc
         proc.finish(timeout=3)
         return result
+    if on_session is not None:
+        on_session(session)  # e.g. a progress display reading session.bytes_sent
     try:
         result = session.run()
     finally:
