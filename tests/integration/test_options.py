@@ -157,9 +157,12 @@ def test_limit_paces_and_completes_exactly(tmp_path: Path) -> None:
     src.write_bytes(os.urandom(2 * B + 99))
     out = tmp_path / "out"
     out.mkdir()
-    r = local("-l", "4M", "-t", "2", "--blocksize", "256K", src, out)
+    small = tmp_path / "small.txt"  # small files travel on the metadata stream, paced too
+    small.write_bytes(os.urandom(5000))
+    r = local("-l", "4M", "-t", "2", "--blocksize", "256K", src, small, out)
     assert r.code == 0, r.stderr
     assert (out / "paced.bin").read_bytes() == src.read_bytes()
+    assert (out / "small.txt").read_bytes() == small.read_bytes()
     r = local("-l", "8Mbit", "-C", "-t", "1", src, out)
     assert r.code == 0, r.stderr
     assert (out / "paced.bin").read_bytes() == src.read_bytes()
