@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.sshd import (
     SshdServer,
     SshdStartError,
@@ -32,6 +33,8 @@ from tests.sshd import (
     start_sshd,
     write_remote_escp,
 )
+
+pytest_plugins = ["tests.cases"]
 
 FAKESSH_SOURCE = Path(__file__).resolve().parent / "fakessh.py"
 FAKESSH_ENV = ("ESCP_FAKESSH_LOG", "ESCP_FAKESSH_MODE", "ESCP_FAKESSH_SHELL", "ESCP_FAKESSH_HOME")
