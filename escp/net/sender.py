@@ -278,9 +278,12 @@ class SenderSession:
                 batch = list(self.meta_queue)
                 self.meta_queue.clear()
                 end_now = not batch and self._ready_to_end()
+                if end_now:
+                    # mark it before sending: the receiver may answer SESSION_DONE before
+                    # send_plain returns, and _on_done must then see SESSION_END as sent
+                    self.session_end_sent = True
             if end_now:
                 self.meta.send_plain(m.encode_session_end(m.SessionEnd(self.entries)))
-                self.session_end_sent = True
                 self._keepalive_until_done(interval)
                 return
             if not batch:
