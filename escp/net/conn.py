@@ -106,6 +106,12 @@ class StreamConn:
                 pass
         self.sock.close()
 
+    def shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def shutdown(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_RDWR)

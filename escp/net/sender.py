@@ -144,7 +144,8 @@ class SenderSession:
         cfg = self.cfg
         init = self.session_init()
         t0 = time.monotonic_ns()
-        reply = self.proc.exchange(init, cfg.connect_timeout)
+        # the set-up (ssh login, remote start) is bounded by --timeout too: a hung ssh ends
+        reply = self.proc.exchange(init, min(cfg.connect_timeout, cfg.idle_timeout))
         t1 = time.monotonic_ns()
         if reply.server_time_ns:
             self.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
@@ -260,6 +261,7 @@ class SenderSession:
         if self.ctl.aborted.is_set():
             return
         conn.send_plain(m.encode_eos(m.Eos(frames, nbytes)))
+        conn.shutdown_write()  # FIN after the end-of-stream frame: anything more is a forgery
         with self.lock:
             self.workers_left -= 1
             self.meta_cond.notify()
@@ -326,7 +328,10 @@ class SenderSession:
         plain = memoryview(bytearray(max_frame_len(self.cfg.block_size)))
         while True:
             msg = self.meta.recv_message(body, plain)
-            self.ctl.progress()
+            if isinstance(msg, m.Keepalive):
+                self.ctl.alive()
+            else:
+                self.ctl.progress()
             if msg is None:
                 if self.session_done.is_set() or self.ctl.aborted.is_set():
                     return
