@@ -187,7 +187,9 @@ def run(argv: list[str]) -> int:
     if a.server:
         from .net.receiver import serve
 
-        return serve()
+        if not 0 < a.timeout <= 86400:
+            raise UsageError("--timeout out of range")
+        return serve(idle_timeout=a.timeout)
     cfg = config_from_args(a)
     if len(a.paths) < 2:
         raise UsageError("need at least one source and a destination")

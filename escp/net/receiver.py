@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
@@ -31,6 +32,7 @@ from ..errors import (
     ProtocolError,
     TimeoutError_,
     TransferIOError,
+    escape_name,
 )
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
@@ -65,7 +67,7 @@ from .control import SessionControl
 log = logging.getLogger("escp.server")
 
 HANDSHAKE_DEADLINE = 10.0
-MAX_PENDING_HANDSHAKES = 32
+MAX_PENDING_HANDSHAKES = 64
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
 
 
@@ -122,10 +124,11 @@ def bind_listener(address: str, port_start: int, port_range: int) -> socket.sock
 
 
 class ReceiverSession:
-    def __init__(self, init: SessionInit, tracer: Tracer = NULL_TRACER) -> None:
+    def __init__(self, init: SessionInit, tracer: Tracer = NULL_TRACER, idle_timeout: float = 60.0) -> None:
         self.init = init
         self.tracer = tracer
-        self.ctl = SessionControl(idle_timeout=60.0)
+        # the idle deadline is local (the receiver's own command line): no peer field sets it
+        self.ctl = SessionControl(idle_timeout=idle_timeout)
         self.core = ReceiverCore(init.block_size, bool(init.flags & FLAG_SPARSE))
         self.lock = threading.RLock()
         self.announced = threading.Condition(self.lock)
@@ -138,7 +141,9 @@ class ReceiverSession:
         self.meta: StreamConn | None = None
         self.tree: DestinationTree | None = None
         self.plan: DestinationPlan | None = None
-        self.pending_handshakes = threading.Semaphore(MAX_PENDING_HANDSHAKES)
+        self._sweeping = False
+        self.top_names: set[bytes] = set()
+        self.pending: deque[socket.socket] = deque()  # connections still in their handshake
         self.bytes_written = 0
         self.files_ok = 0
         self.files_failed = 0
@@ -173,10 +178,18 @@ class ReceiverSession:
                 if self.ctl.aborted.is_set():
                     return
                 raise
-            if not self.pending_handshakes.acquire(blocking=False):
-                log.warning("connection from %s closed: too many pending handshakes", peer)
-                sock.close()
-                continue
+            with self.lock:
+                self.pending.append(sock)
+                # full: drop the OLDEST pending connection, not the new one, so that idle
+                # strangers cannot lock the sender out (its HELLO follows the challenge at once)
+                while len(self.pending) > MAX_PENDING_HANDSHAKES:
+                    old = self.pending.popleft()
+                    log.warning("pending connection dropped: more than %d handshakes pending",
+                                MAX_PENDING_HANDSHAKES)
+                    try:
+                        old.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
             threading.Thread(target=self.handshake, args=(sock, peer), daemon=True).start()
 
     def handshake(self, sock: socket.socket, peer: object) -> None:
@@ -184,12 +197,16 @@ class ReceiverSession:
             conn = accept_stream(sock, self.init.key, self.init.session_id, self.init.rekey_bytes,
                                  self.init.block_size, HANDSHAKE_DEADLINE, self.claim)
         except (AuthError, ProtocolError, TimeoutError_, OSError) as exc:
-            msg = exc.one_line() if isinstance(exc, EscpError) else str(exc)
+            msg = exc.one_line() if isinstance(exc, EscpError) else escape_name(str(exc))
             log.warning("connection from %s closed: %s", peer, msg)
             sock.close()
             return
         finally:
-            self.pending_handshakes.release()
+            with self.lock:
+                try:
+                    self.pending.remove(sock)
+                except ValueError:
+                    pass
         sock.settimeout(self.ctl.idle_timeout)
         self.ctl.add_socket(sock)
         self.ctl.progress()
@@ -209,7 +226,8 @@ class ReceiverSession:
             if f is not None:
                 return f
             left = end - time.monotonic()
-            if left <= 0 or self.ctl.aborted.is_set():
+            # after SESSION_END no announcement can follow: refuse at once
+            if left <= 0 or self.ctl.aborted.is_set() or self.core.state != "OPEN":
                 raise ProtocolError(f"data for file {fino}, which was never announced")
             self.announced.wait(min(left, 0.5))
 
@@ -309,7 +327,7 @@ class ReceiverSession:
             self.files_ok += 1
         else:
             self.files_failed += 1
-            log.warning("file failed: %s: %s", self.display(f), message)
+            log.warning("escp: %s error: %s: %s", cause, escape_name(self.display(f)), escape_name(message))
         if self.meta is not None:
             self.meta.send_plain(m.encode_file_result(m.FileResult(f.entry.fino, status, cause_code(cause), digest,
                                                                  message)))
@@ -335,13 +353,13 @@ class ReceiverSession:
             if not f.failed:
                 f.failed = True
                 self.send_result(f, STATUS_FAILED, "I/O", NO_DIGEST, end.message or "failed at the source")
-            self.core.files.pop(f.entry.fino, None)
+            self.core.retire(f)
             self.maybe_done()
             return
         if sink is None:
             sink = self.open_sink(f)
             if sink is None:
-                self.core.files.pop(f.entry.fino, None)
+                self.core.retire(f)
                 self.maybe_done()
                 return
         digest = sink.digest.digest() if self.checksums else NO_DIGEST
@@ -363,7 +381,7 @@ class ReceiverSession:
                 self.drop_sink(f, sink)
                 f.failed = True
                 self.send_result(f, STATUS_FAILED, exc.cause, digest, exc.message)
-        self.core.files.pop(f.entry.fino, None)
+        self.core.retire(f)
         self.maybe_done()
 
     def drop_sink(self, f: RxFile, sink: Sink | None) -> None:
@@ -379,7 +397,10 @@ class ReceiverSession:
         plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
         while True:
             msg = conn.recv_message(body, plain)
-            self.ctl.progress()
+            if isinstance(msg, m.Keepalive):
+                self.ctl.alive()
+            else:
+                self.ctl.progress()
             if msg is None:
                 if self.ctl.done.is_set() or self.ctl.aborted.is_set():
                     return
@@ -398,6 +419,7 @@ class ReceiverSession:
             elif isinstance(msg, m.SessionEnd):
                 with self.lock:
                     self.core.session_end(msg.entries)
+                    self.announced.notify_all()  # data waiting for an entry: none will come now
                     self.maybe_done()
             elif isinstance(msg, m.Keepalive):
                 continue
@@ -411,12 +433,23 @@ class ReceiverSession:
             self.core.event("file_list")
             for e in entries:
                 parts = self.tree.map_name(e.name) if self.tree is not None else tuple(e.name.split(b"/"))
+                self.check_top_level(parts, e.name)
                 f = self.core.add_entry(e, parts)
                 if e.kind == KIND_DIR:
                     self.make_dir(f)
                 elif e.size == 0:
                     pass  # completed by its FILE_END with zero blocks
             self.announced.notify_all()
+
+    def check_top_level(self, parts: tuple[bytes, ...], name: bytes) -> None:
+        """With self.lock held: refuse a top-level name beyond the count the sender declared
+        in SessionInit (an unrequested file, CVE-2019-6111 class)."""
+        if parts[0] in self.top_names:
+            return
+        if len(self.top_names) >= max(1, self.init.top_level_count):
+            raise ProtocolError(f"more top-level names than the {self.init.top_level_count} announced "
+                                "at set-up (unrequested file)", path=name)
+        self.top_names.add(parts[0])
 
     def make_dir(self, f: RxFile) -> None:
         e = f.entry
@@ -428,8 +461,33 @@ class ReceiverSession:
                 status, cause, message = STATUS_FAILED, exc.cause, exc.message
         self.send_result(f, status, cause, NO_DIGEST, message)
 
+    def fail_unfinishable(self) -> None:
+        """With self.lock held, once every data stream sent its end-of-stream: no block can
+        arrive any more, so a file still missing blocks (or, after SESSION_END, still without
+        its FILE_END) fails now instead of waiting for the idle deadline."""
+        if len(self.eos_streams) < self.init.streams or self._sweeping:
+            return
+        self._sweeping = True
+        try:
+            self._sweep_unfinishable()
+        finally:
+            self._sweeping = False
+
+    def _sweep_unfinishable(self) -> None:
+        for f in list(self.core.files.values()):
+            if f.failed or f.finished:
+                continue
+            if f.end is not None and len(f.seen) < f.end.blocks:
+                missing = f.end.blocks - len(f.seen)
+                self.fail_file(f, IntegrityError(f"{missing} of {f.end.blocks} blocks never arrived"))
+            elif f.end is None and self.core.state == "ENDING":
+                self.fail_file(f, ProtocolError("the sender ended the session without ending this file"))
+                self.drop_sink(f, f.sink)  # type: ignore[arg-type]
+                self.core.retire(f)
+
     def maybe_done(self) -> None:
         """With self.lock held: send SESSION_DONE once everything is in."""
+        self.fail_unfinishable()
         if not self.core.all_done or len(self.eos_streams) < self.init.streams or self.ctl.done.is_set():
             return
         self.core.event("done")
@@ -495,7 +553,7 @@ class ReceiverSession:
             self.tree.close()
 
 
-def serve(tracer: Tracer = NULL_TRACER) -> int:
+def serve(tracer: Tracer = NULL_TRACER, idle_timeout: float = 60.0) -> int:
     """Entry point of `escp --server`: returns the process exit code."""
     out_fd = os.dup(1)
     os.dup2(2, 1)  # nothing but bootstrap replies may reach the ssh stdout
@@ -515,7 +573,7 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
         return exc.exit_code
     if init.flags & FLAG_TRACE and tracer is NULL_TRACER:
         tracer = _recording_tracer()
-    session = ReceiverSession(init, tracer)
+    session = ReceiverSession(init, tracer, idle_timeout)
     listener = None
     try:
         session.prepare()

@@ -132,10 +132,14 @@ class ReceiverCore:
         return f
 
     def finish(self, f: RxFile) -> None:
-        """The file's result is sent; forget its block state."""
+        """The file's result is sent. A failed file stays known (its late blocks and its
+        FILE_END are still checked and dropped) until retire()."""
         if not f.finished:
             f.finished = True
             self.results_sent += 1
+
+    def retire(self, f: RxFile) -> None:
+        """Forget the file: published, or failed with no block in flight and its end seen."""
         self.files.pop(f.entry.fino, None)
 
     def session_end(self, entries: int) -> None:
