@@ -195,7 +195,7 @@ class ReceiverSession:
     def handshake(self, sock: socket.socket, peer: object) -> None:
         try:
             conn = accept_stream(sock, self.init.key, self.init.session_id, self.init.rekey_bytes,
-                                 self.init.block_size, HANDSHAKE_DEADLINE, self.claim)
+                                 self.init.block_size, HANDSHAKE_DEADLINE, self.claim, send_accept=False)
         except (AuthError, ProtocolError, TimeoutError_, OSError) as exc:
             msg = exc.one_line() if isinstance(exc, EscpError) else escape_name(str(exc))
             log.warning("connection from %s closed: %s", peer, msg)
@@ -208,11 +208,18 @@ class ReceiverSession:
                 except ValueError:
                     pass
         sock.settimeout(self.ctl.idle_timeout)
+        if conn.index == META_STREAM:
+            self.meta = conn  # before ACCEPT: an abort from then on can always reach the sender
+        try:
+            conn.send_plain(m.encode_accept(m.Accept(conn.index)))
+        except EscpError as exc:
+            log.warning("connection from %s closed: %s", peer, exc.one_line())
+            sock.close()
+            return
         self.ctl.add_socket(sock)
         self.ctl.progress()
         log.info("stream %d connected from %s", conn.index, peer)
         if conn.index == META_STREAM:
-            self.meta = conn
             self.ctl.guard(lambda: self.meta_loop(conn), "rx-meta")
         else:
             self.ctl.guard(lambda: self.data_loop(conn), f"rx-{conn.index}")
