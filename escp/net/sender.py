@@ -57,6 +57,8 @@ from .spawn import ReceiverProcess
 
 log = logging.getLogger("escp")
 
+SETUP_MIN_S = 10.0  # shortest wait for the receiver's SessionReply, whatever --timeout says
+
 
 @dataclass
 class FileOutcome:
@@ -144,8 +146,9 @@ class SenderSession:
         cfg = self.cfg
         init = self.session_init()
         t0 = time.monotonic_ns()
-        # the set-up (ssh login, remote start) is bounded by --timeout too: a hung ssh ends
-        reply = self.proc.exchange(init, min(cfg.connect_timeout, cfg.idle_timeout))
+        # the set-up (ssh login, remote start) is bounded by --timeout too (never below
+        # SETUP_MIN_S, so a slow remote start is not a timeout): a hung ssh ends
+        reply = self.proc.exchange(init, min(cfg.connect_timeout, max(cfg.idle_timeout, SETUP_MIN_S)))
         t1 = time.monotonic_ns()
         if reply.server_time_ns:
             self.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
@@ -193,7 +196,7 @@ class SenderSession:
             self.result.files_failed += 1
             self.result.failures.append(FileOutcome(os.fsdecode(p.error.path or b""), False, p.error.cause,
                                                     p.error.message))
-        if not self.cfg.quiet:
+        if not (self.cfg.quiet and p.warning):  # -q hides warnings, never errors (as scp -q)
             print(p.error.one_line(), file=sys.stderr)
 
     # --- data streams -----------------------------------------------------------------------
@@ -373,10 +376,10 @@ class SenderSession:
             else:
                 self.result.files_failed += 1
                 self.result.failures.append(FileOutcome(name, False, cause, message, f.entry.size))
-                if not self.cfg.quiet:
-                    err = EscpError(message, path=f.path)
-                    err.cause = cause
-                    print(err.one_line(), file=sys.stderr)
+                # a failed file is always reported, -q or not (E oracle; scp -q hides only noise)
+                err = EscpError(message, path=f.path)
+                err.cause = cause
+                print(err.one_line(), file=sys.stderr)
         if not ok and self.scheduler is not None:
             self.scheduler.cancel(r.fino)
 
