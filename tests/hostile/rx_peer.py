@@ -19,6 +19,7 @@ scenario named in $ESCP_HOSTILE_RX (a JSON object: {"scenario": ..., "record": p
   banner          print a login banner on stdout before the greeting
   junk_magic      "ESCP" then a garbage header instead of the reply
   session_done_early  SESSION_DONE right after the handshake
+  relay           record the key, then run the real `escp --server` behind the pipe
 With "record", the session key (hex), session id and pid are written there as JSON.
 The program ends when stdin closes (the sender went away) or after 60 s.
 """
@@ -196,6 +197,21 @@ def main() -> int:
         Path(cfg["record"]).write_text(json.dumps({"key": init.key.hex(), "session_id": init.session_id,
                                                    "pid": os.getpid()}))
     out = sys.stdout.buffer
+    if scenario == "relay":  # an honest man in the middle of the ssh pipe: the real receiver behind
+        import subprocess
+
+        child = subprocess.Popen([sys.executable, "-m", "escp", "--server"], stdin=subprocess.PIPE)
+        if cfg.get("record"):
+            rec = json.loads(Path(cfg["record"]).read_text())
+            Path(cfg["record"]).write_text(json.dumps({**rec, "receiver_pid": child.pid}))
+        assert child.stdin is not None
+        child.stdin.write(header + body)
+        child.stdin.flush()
+        while chunk := os.read(0, 65536):
+            child.stdin.write(chunk)
+            child.stdin.flush()
+        child.stdin.close()
+        return child.wait(timeout=30)
     if scenario == "banner":
         out.write(b"Welcome to host! \x1b[1mLast login\x1b[0m: yesterday\r\n")
         out.flush()
