@@ -234,8 +234,9 @@ class ReceiverSession:
             self.ctl.guard(lambda: self.data_loop(conn), f"rx-{conn.index}")
 
     # --- data streams --------------------------------------------------------------
-    def wait_announced(self, fino: int) -> RxFile:
-        """Called with self.lock held: the file for a data frame, waiting for its entry."""
+    def wait_announced(self, fino: int, wait: bool = True) -> RxFile:
+        """Called with self.lock held: the file for a data frame, waiting for its entry
+        (never for a frame on the metadata stream: its entry would have come before it)."""
         end = time.monotonic() + ANNOUNCE_WAIT
         while True:
             f = self.core.lookup(fino)
@@ -243,7 +244,7 @@ class ReceiverSession:
                 return f
             left = end - time.monotonic()
             # after SESSION_END no announcement can follow: refuse at once
-            if left <= 0 or self.ctl.aborted.is_set() or self.core.state != "OPEN":
+            if left <= 0 or not wait or self.ctl.aborted.is_set() or self.core.state != "OPEN":
                 raise ProtocolError(f"data for file {fino}, which was never announced")
             self.announced.wait(min(left, 0.5))
 
@@ -290,7 +291,7 @@ class ReceiverSession:
         if flags & ~self.allowed_data_flags:
             raise ProtocolError(f"data flags {flags:#x} not allowed in this session")
         with self.lock:
-            f = self.wait_announced(fino)
+            f = self.wait_announced(fino, wait=worker != "rx-meta")
             self.core.check_block(f, offset, raw_len)
             failed = f.failed
         sink = None if failed else self.open_sink(f)
