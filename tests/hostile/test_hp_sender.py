@@ -460,7 +460,7 @@ def test_file_end_for_unknown_file(sentinels: Sentinels) -> None:
 @pytest.mark.parametrize("plain", [bytes([99]) + b"?", bytes([W.T_FILE_LIST]) + b"\x08\0\0\0\xff\xff",
                                    bytes([W.T_FILE_END, 1]), bytes([W.T_DATA]) + bytes(40), b"\x0f\x00",
                                    bytes([W.T_SESSION_DONE]) + bytes(12), bytes([W.T_EOS]) + bytes(3)],
-                         ids=["unknown-type", "truncated-flatbuffer", "short-file-end", "data-on-meta",
+                         ids=["unknown-type", "truncated-flatbuffer", "short-file-end", "unannounced-data-on-meta",
                               "keepalive-with-body", "session-done-from-sender", "short-eos"])
 def test_malformed_metadata_frames(sentinels: Sentinels, plain: bytes) -> None:
     hs, meta, data = session(sentinels)
@@ -596,8 +596,11 @@ def test_file_list_claiming_too_many_entries(sentinels: Sentinels, count: int) -
 
 
 @case("HP-13")
-def test_keepalives_cannot_keep_a_dead_session_open(sentinels: Sentinels) -> None:
-    hs = HostileSender(sentinels.dest, server_args=("--timeout", "1"))
+@pytest.mark.parametrize("wish_ms", [0, (1 << 32) - 1], ids=["disable", "max"])
+def test_keepalives_cannot_keep_a_dead_session_open(sentinels: Sentinels, wish_ms: int) -> None:
+    """The sender asks for no deadline / the longest one and then only sends keepalives: the
+    receiver's own --timeout 1 still ends the session (keepalives stretch it 5x at most)."""
+    hs = HostileSender(sentinels.dest, server_args=("--timeout", "1"), idle_timeout_ms=wish_ms)
     hs.start()
     meta, data = hs.connect_all()
     with hs:
@@ -615,14 +618,15 @@ def test_keepalives_cannot_keep_a_dead_session_open(sentinels: Sentinels) -> Non
 
 
 @case("HP-13")
-def test_no_session_field_sets_the_receiver_deadline() -> None:
-    """The protocol has no timeout field: SessionInit's fields are fixed and unknown flags refused."""
-    from dataclasses import fields
+@pytest.mark.parametrize("wish_ms,expect", [(0, 5.0), (1, 5.0), (60_000, 60.0), ((1 << 32) - 1, 3600.0)])
+def test_peer_deadline_wish_is_clamped(wish_ms: int, expect: float) -> None:
+    """SessionInit.idle_timeout_ms is a wish: clamped to 5 s .. 1 h, never 'off'."""
+    from dataclasses import replace
 
     from escp.protocol.bootstrap import SessionInit
 
-    names = {f.name for f in fields(SessionInit)}
-    assert not any("timeout" in n or "deadline" in n or "keepalive" in n for n in names), names
+    init = SessionInit(1, bytes(16), 0, B, 1, 1232, 10, b"/x", 1)
+    assert replace(init, idle_timeout_ms=wish_ms).receiver_idle_timeout == expect
 
 
 # --- HP-14 control characters ----------------------------------------------------------------------
