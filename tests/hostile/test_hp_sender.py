@@ -445,6 +445,18 @@ def test_digest_of_another_file(sentinels: Sentinels) -> None:
     assert r.fino == 1
 
 
+@case("HP-10", "HP-4")
+def test_duplicate_file_end(sentinels: Sentinels) -> None:
+    hs, meta, data = session(sentinels)
+    with hs:
+        meta.send(M.encode_file_list([entry(0, b"f", 2 * B)]))
+        data[0].data(0, 0, os.urandom(B))
+        end = M.FileEnd(0, W.STATUS_OK, 2, bytes(16))
+        meta.send(M.encode_file_end(end))
+        meta.send(M.encode_file_end(end))
+        refused(hs, meta, sentinels, dest_times=False)
+
+
 @case("HP-10")
 def test_file_end_for_unknown_file(sentinels: Sentinels) -> None:
     hs, meta, data = session(sentinels)
