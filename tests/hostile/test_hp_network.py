@@ -300,5 +300,5 @@ GAME_CASE = {"drop-data": "HP-25", "dup-data": "HP-25", "swap-data": "HP-25", "d
 def test_frame_games(tmp_path: Path, tag: str, game: str) -> None:
     key, action, streams = GAMES[game]
     o = proxied(tmp_path, tag, size=6 * B + 5, streams=streams, actions={key: action})
-    assert any(e.startswith(str(action[0])) for e in o.proxy.events), o.proxy.events
+    assert any(e.startswith(str(action[0])) for e in o.proxy.events), (o.proxy.events, o.code, o.stderr)
     assert_refused(o, receiver_may_have_completed=game in ("drop-result", "reflect-meta"))  # s2c tampered
