@@ -254,7 +254,10 @@ def run(argv: list[str]) -> int:
     if a.server:
         from .net.receiver import serve
 
-        return serve()
+        if not 0 < a.timeout <= 86400:
+            raise UsageError("--timeout out of range")
+        explicit = any(w == "--timeout" or w.startswith("--timeout=") for w in argv)
+        return serve(idle_cap=a.timeout if explicit else None)
     if a.verify_manifest:
         if a.paths:
             raise UsageError("--verify-manifest takes only MANIFEST and DIR")

@@ -34,6 +34,8 @@ from tests.sshd import (
     write_remote_escp,
 )
 
+pytest_plugins = ["tests.cases"]
+
 FAKESSH_SOURCE = Path(__file__).resolve().parent / "fakessh.py"
 FAKESSH_ENV = ("ESCP_FAKESSH_LOG", "ESCP_FAKESSH_MODE", "ESCP_FAKESSH_SHELL", "ESCP_FAKESSH_HOME")
 

@@ -156,6 +156,12 @@ class StreamConn:
                 pass
         self.sock.close()
 
+    def shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def shutdown(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
@@ -202,7 +208,7 @@ def connect_stream(address: str, port: int, index: int, session_key: bytes, sess
 
 
 def accept_stream(sock: socket.socket, session_key: bytes, session_id: int, rekey: int, block: int,
-                  deadline_s: float, claim: Callable[[int], bool]) -> StreamConn:
+                  deadline_s: float, claim: Callable[[int], bool], send_accept: bool = True) -> StreamConn:
     """Receiver side: challenge a new connection and verify its HELLO within deadline_s.
 
     `claim(index)` returns True once per valid stream index (and False for a taken or
@@ -243,5 +249,6 @@ def accept_stream(sock: socket.socket, session_key: bytes, session_id: int, reke
         raise AuthError(f"stream index {index} invalid or already connected")
     sealer, opener = _keys(session_key, session_id, index, challenge, rekey, block, DIR_RECEIVER_TO_SENDER)
     conn = StreamConn(sock, index, sealer, opener)
-    conn.send_plain(m.encode_accept(m.Accept(index)))
+    if send_accept:  # else the caller sends ACCEPT once it has registered the stream
+        conn.send_plain(m.encode_accept(m.Accept(index)))
     return conn

@@ -17,6 +17,10 @@ from ..errors import EscpError, TimeoutError_
 
 log = logging.getLogger("escp")
 
+# Keepalives prove the peer is alive but not that the session advances: they can stretch
+# the idle deadline to at most this many times its length, never turn it off (HP-13/HP-18).
+KEEPALIVE_GRACE = 5
+
 
 class SessionControl:
     def __init__(self, idle_timeout: float) -> None:
@@ -28,9 +32,14 @@ class SessionControl:
         self._sockets: list[socket.socket] = []
         self._on_abort: list[Callable[[EscpError], None]] = []
         self.last_progress = time.monotonic()
+        self.last_alive = self.last_progress
 
     def progress(self) -> None:
-        self.last_progress = time.monotonic()
+        self.last_progress = self.last_alive = time.monotonic()
+
+    def alive(self) -> None:
+        """The peer sent a keepalive: it lives, but nothing advanced."""
+        self.last_alive = time.monotonic()
 
     def add_socket(self, sock: socket.socket) -> None:
         with self._lock:
@@ -71,8 +80,11 @@ class SessionControl:
         """Block until done or aborted; abort with a timeout when nothing progresses."""
         while not self.done.is_set() and not self.aborted.is_set():
             self.done.wait(poll)
-            if time.monotonic() - self.last_progress > self.idle_timeout:
-                self.abort(TimeoutError_(f"no progress for {self.idle_timeout:.0f} s"))
+            now = time.monotonic()
+            idle = now - self.last_progress
+            if idle > self.idle_timeout and (now - self.last_alive > self.idle_timeout
+                                             or idle > self.idle_timeout * KEEPALIVE_GRACE):
+                self.abort(TimeoutError_(f"no progress for {idle:.0f} s (idle deadline {self.idle_timeout:g} s)"))
 
     def guard(self, fn: Callable[[], None], name: str) -> threading.Thread:
         """Run fn in a daemon thread; an exception aborts the session."""

@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
@@ -66,6 +67,7 @@ from ..protocol.wire import (
     STATUS_OK,
     T_DATA,
     T_EOS,
+    T_KEEPALIVE,
     TRACE_CHUNK_MAX,
     TRACE_TOTAL_MAX,
     cause_code,
@@ -79,7 +81,7 @@ from .control import SessionControl
 log = logging.getLogger("escp.server")
 
 HANDSHAKE_DEADLINE = 10.0
-MAX_PENDING_HANDSHAKES = 32
+MAX_PENDING_HANDSHAKES = 64
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
 
 
@@ -136,10 +138,13 @@ def bind_listener(address: str, port_start: int, port_range: int) -> socket.sock
 
 
 class ReceiverSession:
-    def __init__(self, init: SessionInit, tracer: Tracer = NULL_TRACER) -> None:
+    def __init__(self, init: SessionInit, tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> None:
         self.init = init
         self.tracer = tracer
-        self.ctl = SessionControl(idle_timeout=init.receiver_idle_timeout)
+        # the sender's wish, clamped (SessionInit.receiver_idle_timeout); the receiver's own
+        # --timeout, when given, caps it: a peer can shorten the deadline, never lift it
+        idle = init.receiver_idle_timeout if idle_cap is None else min(init.receiver_idle_timeout, idle_cap)
+        self.ctl = SessionControl(idle_timeout=idle)
         self.core = ReceiverCore(init.block_size, bool(init.flags & FLAG_SPARSE))
         self.lock = threading.RLock()
         self.announced = threading.Condition(self.lock)
@@ -153,7 +158,8 @@ class ReceiverSession:
         self.meta: StreamConn | None = None
         self.tree: DestinationTree | None = None
         self.plan: DestinationPlan | None = None
-        self.pending_handshakes = threading.Semaphore(MAX_PENDING_HANDSHAKES)
+        self.pending: deque[socket.socket] = deque()  # connections still in their handshake
+        self.top_names: set[bytes] = set()
         self.sink_locks = [threading.Lock() for _ in range(64)]
         self.allowed_data_flags = DATA_FLAG_ZSTD if init.flags & FLAG_COMPRESS else 0
         self.meta_cond = threading.Condition(threading.Lock())
@@ -195,43 +201,64 @@ class ReceiverSession:
                 if self.ctl.aborted.is_set():
                     return
                 raise
-            if not self.pending_handshakes.acquire(blocking=False):
-                log.warning("connection from %s closed: too many pending handshakes", peer)
-                sock.close()
-                continue
+            with self.lock:
+                self.pending.append(sock)
+                # full: drop the OLDEST pending connection, not the new one, so that idle
+                # strangers cannot lock the sender out (its HELLO follows the challenge at once)
+                while len(self.pending) > MAX_PENDING_HANDSHAKES:
+                    old = self.pending.popleft()
+                    log.warning("pending connection dropped: more than %d handshakes pending",
+                                MAX_PENDING_HANDSHAKES)
+                    try:
+                        old.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
             threading.Thread(target=self.handshake, args=(sock, peer), daemon=True).start()
 
     def handshake(self, sock: socket.socket, peer: object) -> None:
         try:
             conn = accept_stream(sock, self.init.key, self.init.session_id, self.init.rekey_bytes,
-                                 self.init.block_size, HANDSHAKE_DEADLINE, self.claim)
+                                 self.init.block_size, HANDSHAKE_DEADLINE, self.claim, send_accept=False)
         except (EscpError, OSError) as exc:
-            msg = exc.one_line() if isinstance(exc, EscpError) else str(exc)
+            msg = exc.one_line() if isinstance(exc, EscpError) else escape_name(str(exc))
             log.warning("connection from %s closed: %s", peer, msg)
             sock.close()
             return
         finally:
-            self.pending_handshakes.release()
+            with self.lock:
+                try:
+                    self.pending.remove(sock)
+                except ValueError:
+                    pass
         sock.settimeout(self.ctl.idle_timeout)
+        if conn.index == META_STREAM:
+            self.meta = conn  # before ACCEPT: an abort from then on can always reach the sender
+        try:
+            conn.send_plain(m.encode_accept(m.Accept(conn.index)))
+        except EscpError as exc:
+            log.warning("connection from %s closed: %s", peer, exc.one_line())
+            sock.close()
+            return
         self.ctl.add_socket(sock)
         self.ctl.progress()
         log.info("stream %d connected from %s", conn.index, peer)
         if conn.index == META_STREAM:
-            self.meta = conn
             self.ctl.guard(lambda: self.meta_loop(conn), "rx-meta")
         else:
             self.ctl.guard(lambda: self.data_loop(conn), f"rx-{conn.index}")
 
     # --- data streams --------------------------------------------------------------
-    def wait_announced(self, fino: int) -> RxFile:
-        """Called with self.lock held: the file for a data frame, waiting for its entry."""
+    def wait_announced(self, fino: int, wait: bool = True) -> RxFile:
+        """Called with self.lock held: the file for a data frame, waiting for its entry
+        (never for a frame on the metadata stream: its entry would have come before it)."""
         end = time.monotonic() + ANNOUNCE_WAIT
         while True:
             f = self.core.lookup(fino)
             if f is not None:
                 return f
             left = end - time.monotonic()
-            if left <= 0 or self.ctl.aborted.is_set():
+            # after SESSION_END no announcement can follow: refuse at once
+            if left <= 0 or not wait or self.ctl.aborted.is_set() or self.core.state != "OPEN":
                 raise ProtocolError(f"data for file {fino}, which was never announced")
             self.announced.wait(min(left, 0.5))
 
@@ -279,7 +306,7 @@ class ReceiverSession:
         if flags & ~self.allowed_data_flags:
             raise ProtocolError(f"data flags {flags:#x} not allowed in this session")
         with self.lock:
-            f = self.wait_announced(fino)
+            f = self.wait_announced(fino, wait=worker != "rx-meta")
             self.core.check_block(f, offset, raw_len)
             failed = f.failed
         sink = None if failed else self.open_sink(f)
@@ -346,7 +373,7 @@ class ReceiverSession:
             self.files_ok += 1
         else:
             self.files_failed += 1
-            log.warning("file failed: %s: %s", escape_name(self.display(f)), escape_name(message))
+            log.warning("escp: %s error: %s: %s", cause, escape_name(self.display(f)), escape_name(message))
         self.queue_meta(m.encode_file_result(m.FileResult(f.entry.fino, status, cause_code(cause), digest, message)))
 
     def fail_file(self, f: RxFile, err: EscpError) -> None:
@@ -414,7 +441,10 @@ class ReceiverSession:
             if not conn.buffered:
                 self.flush_meta()  # about to wait for input: send what this batch produced
             k = conn.recv_frame_into(plain)
-            self.ctl.progress()
+            if k is not None and k == 1 and plain[0] == T_KEEPALIVE:
+                self.ctl.alive()  # liveness only: keepalives cannot hold the idle deadline off
+            else:
+                self.ctl.progress()
             if k is None:
                 if self.ctl.done.is_set() or self.ctl.aborted.is_set():
                     return
@@ -437,6 +467,7 @@ class ReceiverSession:
             elif isinstance(msg, m.SessionEnd):
                 with self.lock:
                     self.core.session_end(msg.entries)
+                    self.announced.notify_all()  # data waiting for an entry: none will come now
                     self.maybe_done()
             elif isinstance(msg, m.Keepalive):
                 continue
@@ -461,6 +492,7 @@ class ReceiverSession:
         with self.lock:
             self.core.event("file_list")
             for e, parts, error in mapped:
+                self.check_top_level(parts, e.name)
                 f = self.core.add_entry(e, parts)
                 if e.kind == KIND_DIR:
                     if error is None:
@@ -469,8 +501,39 @@ class ReceiverSession:
                         self.send_result(f, STATUS_FAILED, error.cause, NO_DIGEST, error.message)
             self.announced.notify_all()
 
+    def check_top_level(self, parts: tuple[bytes, ...], name: bytes) -> None:
+        """With self.lock held: refuse a top-level name beyond the count the sender declared
+        in SessionInit (an unrequested file, CVE-2019-6111 class)."""
+        if parts[0] in self.top_names:
+            return
+        if len(self.top_names) >= max(1, self.init.top_level_count):
+            raise ProtocolError(f"more top-level names than the {self.init.top_level_count} announced "
+                                "at set-up (unrequested file)", path=name)
+        self.top_names.add(parts[0])
+
+    def fail_unfinishable(self) -> None:
+        """With self.lock held, once every data stream sent its end-of-stream: no block can
+        arrive any more, so a file still missing blocks (or, after SESSION_END, still without
+        its FILE_END) fails now instead of waiting for the idle deadline (HP-7, HP-10)."""
+        if len(self.eos_streams) < self.init.streams:
+            return
+        for f in list(self.core.files.values()):
+            if f.claimed:
+                continue
+            if f.end is not None and len(f.seen) < f.end.blocks:
+                err: EscpError = IntegrityError(f"{f.end.blocks - len(f.seen)} of {f.end.blocks} blocks never arrived")
+            elif f.end is None and self.core.state == "ENDING":
+                err = ProtocolError("the sender ended the session without ending this file")
+            else:
+                continue
+            self.fail_file(f, err)
+            f.claimed = True
+            self.drop_sink(f, f.sink)  # type: ignore[arg-type]
+            self.core.retire(f)
+
     def maybe_done(self) -> None:
         """With self.lock held: queue SESSION_DONE once everything is in."""
+        self.fail_unfinishable()
         if not self.core.all_done or len(self.eos_streams) < self.init.streams or self.core.state == "DONE":
             return
         self.core.event("done")
@@ -563,7 +626,7 @@ class ReceiverSession:
             self.tree.close()
 
 
-def serve(tracer: Tracer = NULL_TRACER) -> int:
+def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     """Entry point of `escp --server`: returns the process exit code."""
     out_fd = os.dup(1)
     os.dup2(2, 1)  # nothing but bootstrap replies may reach the ssh stdout
@@ -596,7 +659,7 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
     log.debug("session %016x: %s", init.session_id, host.describe())
     if init.flags & FLAG_TRACE and tracer is NULL_TRACER:
         tracer = _recording_tracer()
-    session = ReceiverSession(init, tracer)
+    session = ReceiverSession(init, tracer, idle_cap)
     session.cpus = host.cpus
     listener = None
     try:

@@ -69,6 +69,7 @@ from .spawn import ReceiverProcess
 log = logging.getLogger("escp")
 MAX_OUTCOMES = 10_000  # per-file outcomes kept for the --json report
 
+SETUP_MIN_S = 10.0  # shortest wait for the receiver's SessionReply, whatever --timeout says
 INLINE_MAX = 64 * 1024  # files up to this size travel whole on the metadata stream
 KEEPALIVE = object()  # a keepalive queued in the metadata order
 MetaItem = m.FileEntry | m.FileEnd | InlineBlock | object
@@ -179,7 +180,9 @@ class SenderSession:
         log.debug("session %016x: %d streams, block %d, flags %#x", init.session_id, init.streams,
                   init.block_size, init.flags)
         t0 = time.monotonic_ns()
-        reply = self.proc.exchange(init, cfg.connect_timeout)
+        # the set-up (ssh login, remote start) is bounded by --timeout too (never below
+        # SETUP_MIN_S, so a slow remote start is not a timeout): a hung ssh ends
+        reply = self.proc.exchange(init, min(cfg.connect_timeout, max(cfg.idle_timeout, SETUP_MIN_S)))
         t1 = time.monotonic_ns()
         if not reply.dest_is_dir:  # scp rule: the single top-level item lands under DEST's name
             self.top_rename = os.path.basename(self.dest_path.rstrip(b"/")) or None
@@ -254,7 +257,7 @@ class SenderSession:
             path = os.fsdecode(p.error.path or b"")
             self.result.failures.append(FileOutcome(path, False, p.error.cause, p.error.message))
             self.result.record(FileOutcome("", False, p.error.cause, p.error.message, 0, path))
-        if not self.cfg.quiet:
+        if not (self.cfg.quiet and p.warning):  # -q hides warnings, never errors (as scp -q)
             print(p.error.one_line(), file=sys.stderr)
 
     # --- data streams -----------------------------------------------------------------------
@@ -335,6 +338,7 @@ class SenderSession:
         if self.ctl.aborted.is_set():
             return
         conn.send_plain(m.encode_eos(m.Eos(frames, nbytes)))
+        conn.shutdown_write()  # FIN after the end-of-stream frame: anything more is a forgery
         with self.lock:
             self.workers_left -= 1
             self.meta_cond.notify()
@@ -356,9 +360,12 @@ class SenderSession:
                 batch = list(self.meta_queue)
                 self.meta_queue.clear()
                 end_now = not batch and self._ready_to_end()
+                if end_now:
+                    # mark it before sending: the receiver may answer SESSION_DONE before
+                    # send_plain returns, and _on_done must then see SESSION_END as sent
+                    self.session_end_sent = True
             if end_now:
                 self.meta.send_plain(m.encode_session_end(m.SessionEnd(self.entries)))
-                self.session_end_sent = True
                 self._keepalive_until_done(interval)
                 return
             if batch:
@@ -429,7 +436,10 @@ class SenderSession:
         plain = memoryview(bytearray(max_frame_len(self.cfg.block_size)))
         while True:
             msg = self.meta.recv_message(plain)
-            self.ctl.progress()
+            if isinstance(msg, m.Keepalive):
+                self.ctl.alive()
+            else:
+                self.ctl.progress()
             if msg is None:
                 if self.session_done.is_set() or self.ctl.aborted.is_set():
                     return
@@ -477,10 +487,10 @@ class SenderSession:
             else:
                 self.result.files_failed += 1
                 self.result.failures.append(FileOutcome(name, False, cause, message, f.entry.size))
-                if not self.cfg.quiet:
-                    err = EscpError(message, path=f.path)
-                    err.cause = cause
-                    print(err.one_line(), file=sys.stderr)
+                # a failed file is always reported, -q or not (E oracle; scp -q hides only noise)
+                err = EscpError(message, path=f.path)
+                err.cause = cause
+                print(err.one_line(), file=sys.stderr)
         if not ok and self.scheduler is not None:
             self.scheduler.cancel(r.fino)
 

@@ -120,19 +120,32 @@ class FrameOpener(_KeySchedule):
             raise ProtocolError(f"frame length {n} out of bounds (max {self.max_len})")
         return n
 
-    def open_into(self, prefix: bytes | memoryview, body: memoryview, out: memoryview) -> int:
-        """Authenticate and decrypt body (ciphertext+tag) into out; return plaintext length."""
+    def open_into(self, prefix: bytes | bytearray | memoryview, body: memoryview, out: memoryview) -> int:
+        """Authenticate and decrypt body (ciphertext+tag) into out; return plaintext length.
+
+        Verify-then-release: the library decrypts into `out` before it checks the tag, so
+        on failure the bytes it wrote are wiped before the error is raised."""
         n = len(body)
+        if len(prefix) != LEN_PREFIX.size or LEN_PREFIX.unpack_from(prefix)[0] != n:
+            raise ProtocolError("frame length prefix does not match the frame")
+        if n < TAG_LEN + 1 or n > self.max_len:
+            raise ProtocolError(f"frame length {n} out of bounds (max {self.max_len})")
+        if len(out) < n - TAG_LEN:
+            raise ProtocolError(f"frame of {n} bytes exceeds the buffer")
         nonce = self.next_nonce(n)
+        if len(nonce) != NONCE_LEN:
+            raise IntegrityError("internal: nonce length is not 12 bytes")
+        dest = out[: n - TAG_LEN]
         try:
-            self.aead.decrypt_into(nonce, body, prefix, out[: n - TAG_LEN])
+            self.aead.decrypt_into(nonce, body, prefix, dest)
         except InvalidTag:
+            dest[:] = bytes(len(dest))
             raise IntegrityError(
                 f"frame {self.counter - 1} failed authentication (corrupted, replayed, reordered or forged)"
             ) from None
         return n - TAG_LEN
 
     def open(self, prefix: bytes, body: bytes) -> bytes:
-        out = bytearray(len(body) - TAG_LEN)
+        out = bytearray(max(0, len(body) - TAG_LEN))
         self.open_into(prefix, memoryview(body), memoryview(out))
         return bytes(out)

@@ -1,0 +1,373 @@
+"""Hostile peer: speaks escp's wire format field by field, as SENDER or as RECEIVER.
+
+SENDER role (`HostileSender`): spawns a real `python -m escp --server` (this checkout,
+SSH_CONNECTION unset, so it binds 127.0.0.1) and drives it: the bootstrap on its
+stdin/stdout (valid SessionInit, or any raw bytes), the stream handshake (any index,
+magic, version or proof), and sealed frames with any content: FILE_LIST entries with
+any field values, DATA frames with any header fields, FILE_END, SESSION_END, EOS...
+
+RECEIVER role: tests/hostile/rx_peer.py is a program the real sender runs as its ssh
+(`-S`); it uses `accept_peer_stream` below and misbehaves as a scenario says.
+
+Both roles use the product's key schedule and codecs only to produce *valid* bytes;
+every field can also be replaced by raw bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from escp.engine.checksum import FileDigest, block_digest
+from escp.protocol import messages as M
+from escp.protocol import wire as W
+from escp.protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
+from escp.protocol.crypto import (
+    DIR_RECEIVER_TO_SENDER,
+    DIR_SENDER_TO_RECEIVER,
+    FrameOpener,
+    FrameSealer,
+    handshake_key,
+    hello_proof,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+DEADLINE = 30.0  # T oracle: every process must be gone within this
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("SSH_CONNECTION", None)
+    env.pop("SSH_CLIENT", None)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def boot_raw(kind: int, body: bytes, *, magic: bytes = W.BOOT_MAGIC, version: int = W.PROTOCOL_VERSION,
+             length: int | None = None) -> bytes:
+    """A bootstrap message with every header field under control."""
+    n = len(body) if length is None else length
+    return W.BOOT_HEADER.pack(magic, version, kind, 0, n) + body
+
+
+def data_plain(fino: int, offset: int, payload: bytes, *, raw_len: int | None = None, flags: int = 0,
+               ftype: int = W.T_DATA, reserved: int = 0) -> bytes:
+    """Plaintext of a DATA frame with every header field under control."""
+    n = len(payload) if raw_len is None else raw_len
+    return W.DATA_HDR.pack(ftype, flags, reserved, fino, offset, n) + payload
+
+
+def file_digest(fino: int, content: bytes, block: int) -> bytes:
+    """The per-file digest an honest sender would send for content."""
+    d = FileDigest(fino, len(content))
+    for off in range(0, len(content), block):
+        chunk = content[off : off + block]
+        d.add(off, len(chunk), block_digest(chunk, off))
+    return d.digest()
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Up to n bytes (fewer only at EOF); socket.timeout propagates."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+class PeerStream:
+    """One handshaken stream from the peer's side: seal what we send, open what we get."""
+
+    def __init__(self, sock: socket.socket, index: int, sealer: FrameSealer, opener: FrameOpener) -> None:
+        self.sock = sock
+        self.index = index
+        self.sealer = sealer
+        self.opener = opener
+        self.data_frames = 0
+        self.data_bytes = 0
+
+    # sending
+    def seal(self, plain: bytes) -> bytes:
+        return self.sealer.seal(plain)
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_plain(self, plain: bytes) -> None:
+        self.sock.sendall(self.sealer.seal(plain))
+
+    def send(self, msg: bytes) -> None:
+        """Alias of send_plain for encoded messages (M.encode_*)."""
+        self.send_plain(msg)
+
+    def data(self, fino: int, offset: int, payload: bytes, **fields: int) -> None:
+        self.send_plain(data_plain(fino, offset, payload, **fields))
+        self.data_frames += 1
+        self.data_bytes += fields.get("raw_len", len(payload))
+
+    def eos(self, frames: int | None = None, nbytes: int | None = None) -> None:
+        self.send_plain(M.encode_eos(M.Eos(self.data_frames if frames is None else frames,
+                                           self.data_bytes if nbytes is None else nbytes)))
+
+    # receiving
+    def recv_plain(self, timeout: float = 10.0) -> bytes | None:
+        """Next frame's plaintext; None at EOF/reset/timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            prefix = recv_exact(self.sock, 4)
+            if len(prefix) < 4:
+                return None
+            n = self.opener.check_len(prefix)
+            body = recv_exact(self.sock, n)
+        except (TimeoutError, OSError):
+            return None
+        if len(body) < n:
+            return None
+        return self.opener.open(prefix, body)
+
+    def recv_message(self, timeout: float = 10.0) -> M.Message | None:
+        plain = self.recv_plain(timeout)
+        return None if plain is None else M.decode_message(plain)
+
+    def closed_by_peer(self, timeout: float = 10.0) -> bool:
+        """True when the other side closes (EOF or reset) within timeout (bytes read are dropped)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.sock.settimeout(max(0.05, end - time.monotonic()))
+            try:
+                if not self.sock.recv(65536):
+                    return True
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+        return False
+
+    def shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def stream_keys(key: bytes, session_id: int, index: int, challenge: bytes, rekey: int, block: int,
+                role: str) -> tuple[FrameSealer, FrameOpener]:
+    send_dir = DIR_SENDER_TO_RECEIVER if role == "sender" else DIR_RECEIVER_TO_SENDER
+    recv_dir = DIR_RECEIVER_TO_SENDER if role == "sender" else DIR_SENDER_TO_RECEIVER
+    sealer = FrameSealer(key, session_id, index, send_dir, challenge, rekey)
+    opener = FrameOpener(key, session_id, index, recv_dir, challenge, rekey, max_len=W.max_frame_len(block))
+    return sealer, opener
+
+
+def accept_peer_stream(sock: socket.socket, init: SessionInit, timeout: float = 10.0) -> PeerStream | None:
+    """Receiver role: challenge, check HELLO, answer ACCEPT. None when the HELLO is bad."""
+    challenge = os.urandom(W.CHALLENGE_LEN)
+    sock.settimeout(timeout)
+    sock.sendall(challenge)
+    hello = recv_exact(sock, W.HELLO.size)
+    if len(hello) < W.HELLO.size:
+        return None
+    magic, _version, index, proof = W.HELLO.unpack(hello)
+    expected = hello_proof(handshake_key(init.key, init.session_id), init.session_id, challenge, index)
+    if magic != W.HELLO_MAGIC or not hmac.compare_digest(proof, expected):
+        return None
+    sealer, opener = stream_keys(init.key, init.session_id, index, challenge, init.rekey_bytes,
+                                 init.block_size, "receiver")
+    ps = PeerStream(sock, index, sealer, opener)
+    ps.send_plain(M.encode_accept(M.Accept(index)))
+    return ps
+
+
+class HostileSender:
+    """A scripted sender driving a real `escp --server` child process."""
+
+    def __init__(self, dest: Path | bytes, *, streams: int = 1, block_size: int = W.MIN_BLOCK, flags: int = 0,
+                 top_level_count: int = 1, port_base: int | None = None, cwd: Path | None = None,
+                 server_args: tuple[str, ...] = (), env: dict[str, str] | None = None, **init_fields: object) -> None:
+        from tests.helpers import free_port_base
+
+        self.block = block_size
+        self.init = SessionInit(
+            session_id=int.from_bytes(os.urandom(8), "big"), key=os.urandom(16), flags=flags,
+            block_size=block_size, streams=streams, port_start=port_base or free_port_base(), port_range=10,
+            dest_path=os.fsencode(dest), top_level_count=top_level_count, **init_fields,  # type: ignore[arg-type]
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "escp", "--server", *server_args], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(cwd or REPO), env=child_env(env),
+        )
+        self.reply: SessionReply | None = None
+        self.streams: list[PeerStream] = []
+        self._stderr: bytes | None = None
+        self.code: int | None = None
+
+    # --- context management ----------------------------------------------------------
+    def __enter__(self) -> HostileSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        for s in self.streams:
+            s.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.communicate(timeout=5)
+        except (subprocess.TimeoutExpired, ValueError, OSError):
+            pass
+
+    # --- bootstrap ------------------------------------------------------------------------
+    def send_boot(self, data: bytes | None = None) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(encode_init(self.init) if data is None else data)
+        self.proc.stdin.flush()
+
+    def read_reply(self, timeout: float = 15.0) -> SessionReply:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        header = self._read(fd, W.BOOT_HEADER.size, timeout)
+        body = self._read(fd, parse_header(header, W.BOOT_SESSION_REPLY), timeout)
+        self.reply = decode_reply(body)
+        return self.reply
+
+    @staticmethod
+    def _read(fd: int, n: int, timeout: float) -> bytes:
+        end = time.monotonic() + timeout
+        buf = b""
+        while len(buf) < n:
+            r, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
+            if not r:
+                raise TimeoutError("receiver did not reply")
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise EOFError("receiver closed stdout")
+            buf += chunk
+        return buf
+
+    def start(self) -> SessionReply:
+        self.send_boot()
+        reply = self.read_reply()
+        assert not reply.error, reply.error
+        return reply
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.reply is not None
+        return (self.reply.address, self.reply.port)
+
+    # --- streams --------------------------------------------------------------------------
+    def raw_connect(self) -> socket.socket:
+        return socket.create_connection(self.address, timeout=10)
+
+    def connect(self, index: int, *, proof: bytes | None = None, magic: bytes = W.HELLO_MAGIC,
+                version: int = W.PROTOCOL_VERSION, key: bytes | None = None) -> PeerStream | None:
+        """Handshake for stream `index`; None when the receiver does not ACCEPT."""
+        sock = self.raw_connect()
+        challenge = recv_exact(sock, W.CHALLENGE_LEN)
+        k = key or self.init.key
+        if proof is None:
+            proof = hello_proof(handshake_key(k, self.init.session_id), self.init.session_id, challenge, index)
+        sock.sendall(W.HELLO.pack(magic, version, index, proof))
+        sealer, opener = stream_keys(k, self.init.session_id, index, challenge, self.init.rekey_bytes,
+                                     self.block, "sender")
+        ps = PeerStream(sock, index, sealer, opener)
+        msg = None
+        try:
+            msg = ps.recv_message(timeout=10)
+        except Exception:  # noqa: BLE001 - anything but a valid ACCEPT means refused
+            msg = None
+        if not isinstance(msg, M.Accept) or msg.stream_index != index:
+            sock.close()
+            return None
+        self.streams.append(ps)
+        return ps
+
+    def connect_all(self) -> tuple[PeerStream, list[PeerStream]]:
+        conns = []
+        for i in range(self.init.streams + 1):
+            c = self.connect(i)
+            assert c is not None, f"stream {i} refused"
+            conns.append(c)
+        return conns[0], conns[1:]
+
+    # --- an honest transfer, as building blocks ------------------------------------------------
+    def send_file(self, meta: PeerStream, data: PeerStream, fino: int, content: bytes) -> bytes:
+        """DATA frames and FILE_END for an already announced file; returns its digest."""
+        nblocks = 0
+        for off in range(0, len(content), self.block):
+            data.data(fino, off, content[off : off + self.block])
+            nblocks += 1
+        digest = file_digest(fino, content, self.block)
+        meta.send(M.encode_file_end(M.FileEnd(fino, W.STATUS_OK, nblocks, digest)))
+        return digest
+
+    def finish(self, meta: PeerStream, data: list[PeerStream], entries: int) -> None:
+        for d in data:
+            d.eos()
+        meta.send(M.encode_session_end(M.SessionEnd(entries)))
+
+    def collect(self, meta: PeerStream, timeout: float = 15.0) -> list[M.Message]:
+        """Messages from the receiver until SESSION_DONE, ABORT or EOF (keepalives dropped)."""
+        out: list[M.Message] = []
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                msg = meta.recv_message(timeout=max(0.1, end - time.monotonic()))
+            except Exception as exc:  # noqa: BLE001 - recorded for the test to inspect
+                out.append(M.Abort(255, f"peer-side decode failure: {exc}"))
+                break
+            if msg is None:
+                break
+            if isinstance(msg, M.Keepalive):
+                continue
+            out.append(msg)
+            if isinstance(msg, (M.SessionDone, M.Abort)):
+                break
+        return out
+
+    def wait(self, timeout: float = DEADLINE) -> tuple[int, str]:
+        """Close our side (stdin and sockets), wait for exit: (exit code, stderr)."""
+        for s in self.streams:
+            s.close()
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate(timeout=5)
+            raise AssertionError(f"T: receiver did not exit within {timeout} s") from None
+        self.code = self.proc.returncode
+        self._stderr = err
+        return self.proc.returncode, err.decode("utf-8", "replace")
+
+    def wait_exit_alone(self, timeout: float = DEADLINE) -> tuple[int, str]:
+        """Wait for exit WITHOUT closing stdin (the receiver must end the session itself)."""
+        end = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=5)
+            raise AssertionError(f"T: receiver did not end the session within {timeout} s")
+        return self.wait(5)
+
+
+def entry(fino: int, name: bytes, size: int = 0, *, kind: int = W.KIND_FILE, mode: int = 0o644,
+          **fields: int) -> M.FileEntry:
+    return M.FileEntry(fino=fino, name=name, kind=kind, mode=mode, size=size, **fields)

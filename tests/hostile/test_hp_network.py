@@ -1,0 +1,304 @@
+"""HP-20 .. HP-29: a network attacker who does NOT know the key, between or beside a real
+sender and a real receiver on 127.0.0.1 (FrameProxy via --connect-to, stray sockets).
+
+Tampering cases must never end in success: E (integrity/protocol/auth/connection
+cause, exit 1), P (no file published), T (both processes and the listener gone). Off-path
+cases must keep the legitimate transfer intact (S).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from escp.protocol import messages as M
+from escp.protocol import wire as W
+from tests.cases import case
+from tests.helpers import escp_argv, free_port_base
+from tests.hostile.oracles import check_e, check_p, check_t, listening_ports
+from tests.hostile.peer import HostileSender, child_env, entry
+from tests.hostile.proxy import FrameProxy, replay
+
+B = W.MIN_BLOCK
+FIRST_DATA_L = W.DATA_HDR.size + B + W.TAG_LEN  # L of a full data frame with 256K blocks
+BAD = ("integrity", "protocol", "auth", "connection", "timeout")
+
+
+@dataclass
+class Outcome:
+    code: int
+    stderr: str
+    src: Path
+    out: Path
+    proxy: FrameProxy
+    port: int
+
+
+def proxied(tmp_path: Path, tag: str, *, size: int = 4 * B + 5, streams: int = 1, throttle: float = 0.0,
+            actions: dict | None = None, flips: dict | None = None, gate: threading.Event | None = None,
+            during: Callable[[FrameProxy, int], None] | None = None, extra: tuple[str, ...] = ()) -> Outcome:
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(size))
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    port = free_port_base()
+    with FrameProxy(("127.0.0.1", port), actions=actions, flips=flips, throttle=throttle, gate=gate) as proxy:
+        p = subprocess.Popen(escp_argv("--local", "-q", "--escp_port", str(port), "--escp_portrange", "1",
+                                       "--connect-to", proxy.connect_to, "--blocksize", "256K", "-t", str(streams),
+                                       "--timeout", "10", *extra, src, out),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True)
+        try:
+            if during is not None:
+                during(proxy, port)
+            _, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate(timeout=5)
+    check_t(tag, ports=[port])
+    return Outcome(p.returncode, err, src, out, proxy, port)
+
+
+def assert_refused(o: Outcome, *, receiver_may_have_completed: bool = False) -> None:
+    """Never success on the sender; nothing published, or (when only the receiver's answers
+    were tampered with) the complete, verified copy - never corrupt data."""
+    check_e(o.code, o.stderr, cause=BAD, codes=(1,))
+    check_p(o.out, {b"src.bin": o.src.read_bytes()} if receiver_may_have_completed else {})
+
+
+def assert_intact(o: Outcome) -> None:
+    assert o.code == 0, o.stderr
+    check_p(o.out, {b"src.bin": o.src.read_bytes()})
+
+
+def wait_listening(port: int, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while port not in listening_ports():
+        assert time.monotonic() < end, f"receiver never listened on {port}"
+        time.sleep(0.05)
+
+
+# --- HP-20 strangers ------------------------------------------------------------------------------
+
+
+def _strangers(port: int, stop: threading.Event, flood: int = 200) -> list[socket.socket]:
+    held = []
+    addr = ("127.0.0.1", port)
+    held.append(socket.create_connection(addr))  # sends nothing
+    s = socket.create_connection(addr)
+    s.sendall(b"x")
+    s.close()  # one byte and close
+    s = socket.create_connection(addr)
+    s.sendall(os.urandom(16))
+    held.append(s)  # 16 random bytes
+    s = socket.create_connection(addr)
+    s.settimeout(5)
+    s.recv(32)
+    s.sendall(W.HELLO.pack(W.HELLO_MAGIC, W.PROTOCOL_VERSION, 1, os.urandom(32)))  # wrongly keyed
+    held.append(s)
+
+    def trickle() -> None:
+        t = socket.create_connection(addr)
+        for i in range(10):
+            if stop.wait(0.5):
+                break
+            try:
+                t.sendall(bytes([i]))
+            except OSError:
+                break
+        t.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    for _ in range(flood):
+        try:
+            held.append(socket.create_connection(addr, timeout=5))
+        except OSError:
+            pass
+    return held
+
+
+@case("HP-20")
+def test_strangers_before_and_during_the_transfer(tmp_path: Path, tag: str) -> None:
+    gate = threading.Event()
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def during(proxy: FrameProxy, port: int) -> None:
+        wait_listening(port)
+        held.extend(_strangers(port, stop))  # all before the sender's streams reach the receiver
+        gate.set()
+
+    try:
+        o = proxied(tmp_path, tag, size=8 * B + 3, streams=2, gate=gate, during=during)
+    finally:
+        stop.set()
+        for s in held:
+            s.close()
+    assert_intact(o)
+
+
+@case("HP-20")
+def test_strangers_closed_at_their_deadline_and_logged(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    hs = HostileSender(dest)
+    with hs:
+        hs.start()
+        port = hs.address[1]
+        stop = threading.Event()
+        held = _strangers(port, stop, flood=0)
+        idle = held[0]
+        t0 = time.monotonic()
+        idle.settimeout(20)
+        try:
+            idle.recv(32)  # the challenge
+            assert idle.recv(1) == b""  # then EOF at the handshake deadline
+        except ConnectionResetError:
+            pass
+        waited = time.monotonic() - t0
+        assert waited < 16, waited
+        meta, data = hs.connect_all()  # S: the legitimate peer still gets in and completes
+        meta.send(M.encode_file_list([entry(0, b"f", 3)]))
+        hs.send_file(meta, data[0], 0, b"abc")
+        hs.finish(meta, data, 1)
+        msgs = hs.collect(meta)
+        stop.set()
+        for s in held:
+            s.close()
+        code, err = hs.wait()
+    assert code == 0, err
+    assert any(isinstance(m, M.SessionDone) for m in msgs)
+    assert (dest / "f").read_bytes() == b"abc"
+    lines = [ln for ln in err.splitlines() if "connection from ('127.0.0.1'" in ln]
+    assert any("auth error" in ln for ln in lines), err[-3000:]
+    assert any("timeout error" in ln for ln in lines), err[-3000:]
+    assert "Traceback" not in err
+
+
+# --- HP-21 ports ---------------------------------------------------------------------------------------
+
+
+@case("HP-21")
+def test_occupied_ports(tmp_path: Path, tag: str) -> None:
+    from tests.helpers import local
+
+    src = tmp_path / "s.bin"
+    src.write_bytes(os.urandom(1000))
+    out = tmp_path / "out"
+    out.mkdir()
+    port = free_port_base()
+    blockers = []
+    for p in (port, port + 1):
+        s = socket.socket()
+        s.bind(("127.0.0.1", p))
+        s.listen(1)
+        blockers.append(s)
+    try:
+        r = local("--escp_portrange", "3", src, out, port=port)
+        assert r.code == 0, r.stderr
+        assert (out / "s.bin").read_bytes() == src.read_bytes()
+        r = local("--escp_portrange", "2", src, tmp_path / "none.bin", port=port)
+        line = check_e(r.code, r.stderr, cause="connection", codes=(1,))
+        assert "no free port" in line
+        assert not (tmp_path / "none.bin").exists()
+    finally:
+        for s in blockers:
+            s.close()
+    check_t(tag, ports=[port + 2])
+
+
+# --- HP-22 / HP-23 replays -------------------------------------------------------------------------
+
+
+@case("HP-22")
+def test_replayed_handshake_and_stream_in_the_same_session(tmp_path: Path, tag: str) -> None:
+    results: dict[str, str] = {}
+
+    def during(proxy: FrameProxy, port: int) -> None:
+        end = time.monotonic() + 30
+        while proxy.frames_seen.get((1, "c2s"), 0) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        results["stream"] = replay(("127.0.0.1", port), bytes(proxy.recorded[(1, "c2s")]))
+        results["meta"] = replay(("127.0.0.1", port), bytes(proxy.recorded[(0, "c2s")][:40]))
+
+    o = proxied(tmp_path, tag, size=12 * B, throttle=1_000_000, during=during)
+    assert results == {"stream": "closed", "meta": "closed"}, results
+    assert_intact(o)  # S, and no duplicate or foreign write
+
+
+@case("HP-23")
+def test_recorded_session_replayed_against_a_new_receiver(tmp_path: Path, tag: str) -> None:
+    o = proxied(tmp_path, tag, size=2 * B + 1)
+    assert_intact(o)
+    dest = tmp_path / "dest2"
+    dest.mkdir()
+    with HostileSender(dest) as hs:
+        hs.start()
+        for link in (0, 1):
+            assert replay(hs.address, bytes(o.proxy.recorded[(link, "c2s")])) == "closed"
+        assert hs.proc.poll() is None  # the new session goes on, untouched
+    assert os.listdir(dest) == []
+
+
+# --- HP-24 bit flips ---------------------------------------------------------------------------------
+
+FLIPS = {
+    "hello-magic": (1, "c2s", 1, 0x01),
+    "hello-proof": (1, "c2s", 20, 0x10),
+    "len-low-bit": (1, "c2s", 40, 0x01),
+    "len-high-bit": (1, "c2s", 43, 0x80),
+    "data-header": (1, "c2s", 44 + 3, 0x01),
+    "data-payload": (1, "c2s", 44 + 5000, 0x04),
+    "data-tag": (1, "c2s", 44 + FIRST_DATA_L - 1, 0x80),
+    "challenge": (0, "s2c", 7, 0x01),
+    "accept-frame": (0, "s2c", 32 + 4 + 1, 0x01),
+    "file-list": (0, "c2s", 44 + 10, 0x01),
+}
+
+
+@case("HP-24")
+@pytest.mark.parametrize("where", list(FLIPS))
+def test_one_flipped_bit(tmp_path: Path, tag: str, where: str) -> None:
+    link, direction, offset, mask = FLIPS[where]
+    o = proxied(tmp_path, tag, flips={(link, direction): {offset: mask}})
+    assert any(e.startswith("flip") for e in o.proxy.events), o.proxy.events
+    assert_refused(o)
+
+
+# --- HP-25 .. HP-29 frame games --------------------------------------------------------------------
+
+GAMES = {
+    "drop-data": ((1, "c2s", 1), ("drop",), 1),
+    "dup-data": ((1, "c2s", 1), ("dup",), 1),
+    "swap-data": ((1, "c2s", 1), ("swap",), 1),
+    "dup-meta": ((0, "c2s", 0), ("dup",), 1),
+    "drop-result": ((0, "s2c", 1), ("drop",), 1),
+    "cut-data": ((1, "c2s", 2), ("cut",), 1),
+    "forge-eos": ((1, "c2s", 2), ("forge_eos",), 1),
+    "cut-meta": ((0, "c2s", 1), ("cut",), 1),
+    "reflect-meta": ((0, "c2s", 0), ("reflect",), 1),
+    "reflect-accept": ((1, "s2c", 0), ("reflect",), 1),
+    "move-data": ((1, "c2s", 1), ("move", 2), 2),
+    "rst-data": ((1, "c2s", 2), ("rst",), 1),
+    "rst-meta": ((0, "c2s", 1), ("rst",), 1),
+}
+GAME_CASE = {"drop-data": "HP-25", "dup-data": "HP-25", "swap-data": "HP-25", "dup-meta": "HP-25",
+             "drop-result": "HP-25", "cut-data": "HP-26", "forge-eos": "HP-26", "cut-meta": "HP-26",
+             "reflect-meta": "HP-27", "reflect-accept": "HP-27", "move-data": "HP-28", "rst-data": "HP-29",
+             "rst-meta": "HP-29"}
+
+
+@pytest.mark.parametrize("game", [pytest.param(g, marks=case(GAME_CASE[g])) for g in GAMES])
+def test_frame_games(tmp_path: Path, tag: str, game: str) -> None:
+    key, action, streams = GAMES[game]
+    o = proxied(tmp_path, tag, size=6 * B + 5, streams=streams, actions={key: action})
+    assert any(e.startswith(str(action[0])) for e in o.proxy.events), (o.proxy.events, o.code, o.stderr)
+    assert_refused(o, receiver_may_have_completed=game in ("drop-result", "reflect-meta"))  # s2c tampered
