@@ -149,7 +149,7 @@ class DestinationTree:
 
     def finish_dirs(self) -> list[TransferIOError]:
         """Apply modes (and times with --preserve) to directories, deepest first."""
-        errors = []
+        errors: list[TransferIOError] = []
         with self._lock:
             self._finish_dirs(errors)
         return errors
@@ -173,7 +173,7 @@ class DestinationTree:
     def temp_name(self, base: bytes) -> bytes:
         return b"." + base[:180] + b".escp-" + self.session_tag + b".part"
 
-    def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, int, bytes]:
+    def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, bytes]:
         """(file fd, temp name) of a new temp file for parts."""
         tmp = self.temp_name(parts[-1])
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

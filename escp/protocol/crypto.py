@@ -114,7 +114,7 @@ class FrameOpener(_KeySchedule):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.max_len = max_len
 
-    def check_len(self, prefix: bytes | memoryview) -> int:
+    def check_len(self, prefix: bytes | bytearray | memoryview) -> int:
         (n,) = LEN_PREFIX.unpack_from(prefix)
         if n < TAG_LEN + 1 or n > self.max_len:
             raise ProtocolError(f"frame length {n} out of bounds (max {self.max_len})")
