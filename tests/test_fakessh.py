@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import FakeSsh
-from tests.fakessh import BANNER, FLAGS, OPTS_WITH_ARG, SSH_CONNECTION, UsageError, parse_argv
 from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.conftest import FakeSsh
+from tests.fakessh import BANNER, FLAGS, OPTS_WITH_ARG, SSH_CONNECTION, UsageError, parse_argv
 
 
 def ssh(*args: str, input: bytes | None = b"", timeout: float = 30.0) -> subprocess.CompletedProcess[bytes]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.sshd import MISSING_REASON, REPO_ROOT, SshdServer, on_ci, sshd_path, write_python_wrapper
 
 
