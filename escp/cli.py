@@ -16,6 +16,7 @@ import time
 from . import __version__
 from .api import transfer
 from .config import SshOptions, TransferConfig
+from .engine import faults
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, UsageError
 from .net.sender import TransferResult
 from .target import RemoteTarget, parse_target
@@ -189,6 +190,7 @@ def run(argv: list[str]) -> int:
 
         return serve()
     cfg = config_from_args(a)
+    faults.configure()  # test-only fault hook (ESCP_FAULT); inert when unset
     if len(a.paths) < 2:
         raise UsageError("need at least one source and a destination")
     *sources, dest_text = a.paths

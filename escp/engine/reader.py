@@ -15,6 +15,7 @@ import os
 import stat
 
 from ..errors import TransferIOError
+from . import faults
 
 
 class SourceChanged(TransferIOError):
@@ -47,7 +48,10 @@ def read_block(fd: int, buf: memoryview, offset: int, length: int, path: bytes) 
     got = 0
     while got < length:
         try:
-            n = os.preadv(fd, [buf[got:length]], offset + got)
+            if faults.ACTIVE and faults.inject("read", path) == faults.SHORT:
+                n = os.preadv(fd, [buf[got : got + max(1, (length - got) // 2)]], offset + got)
+            else:
+                n = os.preadv(fd, [buf[got:length]], offset + got)
         except InterruptedError:
             continue
         except OSError as exc:

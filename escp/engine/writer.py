@@ -15,13 +15,16 @@ import errno
 import os
 import stat
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..errors import ProtocolError, TransferIOError, UsageError
 from ..paths import split_peer_name
+from . import faults
 
 DIR_FD_CACHE = 32
+EAGAIN_RETRIES = 100  # a regular file should never say EAGAIN; retry a little, then fail
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -136,6 +139,8 @@ class DestinationTree:
     def _make_dir(self, parts: tuple[bytes, ...], mode: int, atime_ns: int, mtime_ns: int) -> None:
         parent = self.dir_fd(parts[:-1])
         try:
+            if faults.ACTIVE:
+                faults.inject("mkdir", self.display(parts))
             os.mkdir(parts[-1], 0o700, dir_fd=parent)
             self.created_dirs.append((parts, mode, atime_ns, mtime_ns))
         except FileExistsError:
@@ -179,6 +184,8 @@ class DestinationTree:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with self._lock:
             try:
+                if faults.ACTIVE:
+                    faults.inject("create", self.display(parts))
                 fd = os.open(tmp, flags, 0o600, dir_fd=self.dir_fd(parts[:-1]))
             except OSError as exc:
                 raise io_error(exc, "cannot create file", self.display(parts)) from None
@@ -197,6 +204,8 @@ class DestinationTree:
             if times is not None:
                 os.utime(fd, ns=times)
             if fsync:
+                if faults.ACTIVE:
+                    faults.inject("fsync", path)
                 os.fsync(fd)
         except OSError as exc:
             raise io_error(exc, "cannot finish file", path) from None
@@ -209,6 +218,8 @@ class DestinationTree:
             except FileNotFoundError:
                 pass
             try:
+                if faults.ACTIVE:
+                    faults.inject("rename", path)
                 os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
                 if fsync:
                     os.fsync(parent)
@@ -230,12 +241,24 @@ class DestinationTree:
         os.close(self.root_fd)
 
 
-def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    """Write all of data at offset, looping over short writes and EINTR."""
+def pwrite_all(fd: int, data: memoryview, offset: int, name: bytes = b"") -> None:
+    """Write all of data at offset, looping over short writes, EINTR and (boundedly) EAGAIN.
+
+    `name` only serves the test fault hook (escp/engine/faults.py).
+    """
     done = 0
     n_total = len(data)
+    again = 0
     while done < n_total:
         try:
+            if faults.ACTIVE and faults.inject("write", name) == faults.SHORT:
+                done += os.pwrite(fd, data[done : done + max(1, (n_total - done) // 2)], offset + done)
+                continue
             done += os.pwrite(fd, data[done:], offset + done)
         except InterruptedError:
             continue
+        except BlockingIOError:
+            again += 1
+            if again > EAGAIN_RETRIES:
+                raise
+            time.sleep(min(0.0005 * again, 0.01))

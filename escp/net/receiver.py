@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..engine import faults
 from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
 from ..engine.compress import BlockDecompressor
 from ..engine.writer import DestinationPlan, DestinationTree, io_error, plan_destination, pwrite_all
@@ -271,7 +272,7 @@ class ReceiverSession:
                 t0 = tr.now()
                 try:
                     if not self.dummy:
-                        pwrite_all(sink.fd, data, offset)
+                        pwrite_all(sink.fd, data, offset, self.display(f) if faults.ACTIVE else b"")
                 except OSError as exc:
                     self.fail_file(f, io_error(exc, "write failed", self.display(f)))
                 tr.span(worker, "write", t0, raw_len)
@@ -507,6 +508,7 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
             data = data[os.write(out_fd, data):]
 
     try:
+        faults.configure()
         header = read_exact_fd(0, BOOT_HEADER.size, time.monotonic() + 60)
         body = read_exact_fd(0, parse_header(header, BOOT_SESSION_INIT), time.monotonic() + 60)
         init = decode_init(body)
