@@ -301,7 +301,9 @@ class ReceiverSession:
 
     # --- file completion -------------------------------------------------------------
     def retire_ready(self, f: RxFile) -> bool:
-        return f.failed and f.end is not None and f.written == len(f.seen)
+        """A failed file can go once FILE_END came and every block it counts was handled
+        (blocks sent before FILE_END may still be in flight on other streams)."""
+        return f.failed and f.end is not None and f.written == len(f.seen) == f.end.blocks
 
     def send_result(self, f: RxFile, status: int, cause: str, digest: bytes, message: str) -> None:
         if f.finished:

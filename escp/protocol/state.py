@@ -132,11 +132,12 @@ class ReceiverCore:
         return f
 
     def finish(self, f: RxFile) -> None:
-        """The file's result is sent; forget its block state."""
+        """The file's result is sent. A file that failed early stays in `files` until its
+        FILE_END and every in-flight block have arrived (the adapter retires it then), so
+        those late frames are still recognised and its temp file is still cleaned up."""
         if not f.finished:
             f.finished = True
             self.results_sent += 1
-        self.files.pop(f.entry.fino, None)
 
     def session_end(self, entries: int) -> None:
         self.event("session_end")
