@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print per-stage statistics and a verdict")
     p.add_argument("--bits", action="store_true", help="show rates in bit/s")
     p.add_argument("--logfile", help="log to PATH.client and PATH.server")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, summary or warnings (errors are still shown)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-V", "--version", action="version", version=f"escp {__version__}")
     p.add_argument("--server", action="store_true", help=argparse.SUPPRESS)

@@ -192,7 +192,7 @@ class SenderSession:
             self.result.files_failed += 1
             self.result.failures.append(FileOutcome(os.fsdecode(p.error.path or b""), False, p.error.cause,
                                                     p.error.message))
-        if not self.cfg.quiet:
+        if not (p.warning and self.cfg.quiet):  # -q hides warnings, never errors
             print(p.error.one_line(), file=sys.stderr)
 
     # --- data streams -----------------------------------------------------------------------
@@ -365,10 +365,9 @@ class SenderSession:
             else:
                 self.result.files_failed += 1
                 self.result.failures.append(FileOutcome(name, False, cause, message, f.entry.size))
-                if not self.cfg.quiet:
-                    err = EscpError(message, path=f.path)
-                    err.cause = cause
-                    print(err.one_line(), file=sys.stderr)
+                err = EscpError(message, path=f.path)
+                err.cause = cause
+                print(err.one_line(), file=sys.stderr)  # even with -q: a failed file is always named
         if not ok and self.scheduler is not None:
             self.scheduler.cancel(r.fino)
 
