@@ -103,8 +103,10 @@ class ReceiverProcess:
         reply = decode_reply(body)
         if reply.error:
             cls = UsageError if reply.error_cause == "usage" else ConnectionFailure
-            err = cls(f"receiver: {reply.error.removeprefix('escp: ')}")
-            raise err
+            text = reply.error.removeprefix("escp: ")
+            if cls is UsageError:
+                text = text.removeprefix("usage error: ")  # printed once, by our own one_line()
+            raise cls(f"receiver: {text}")
         return reply
 
     def _read(self, fd: int, n: int, deadline: float, first: bool) -> bytes:
