@@ -67,7 +67,18 @@ log = logging.getLogger("escp.server")
 
 HANDSHAKE_DEADLINE = 10.0
 MAX_PENDING_HANDSHAKES = 32
+DEFAULT_IDLE_TIMEOUT = 60.0
+MIN_IDLE_TIMEOUT = 1.0
+MAX_IDLE_TIMEOUT = 86400.0
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
+
+
+def receiver_idle_timeout(requested_ms: int) -> float:
+    """The sender's --timeout, clamped to [MIN, MAX]: a peer cannot switch the receiver's
+    stall deadline off or make it unbounded (HP-13); 0 means the default."""
+    if requested_ms <= 0:
+        return DEFAULT_IDLE_TIMEOUT
+    return min(max(requested_ms / 1000.0, MIN_IDLE_TIMEOUT), MAX_IDLE_TIMEOUT)
 
 
 @dataclass
@@ -126,7 +137,7 @@ class ReceiverSession:
     def __init__(self, init: SessionInit, tracer: Tracer = NULL_TRACER) -> None:
         self.init = init
         self.tracer = tracer
-        self.ctl = SessionControl(idle_timeout=60.0)
+        self.ctl = SessionControl(idle_timeout=receiver_idle_timeout(init.idle_timeout_ms))
         self.core = ReceiverCore(init.block_size, bool(init.flags & FLAG_SPARSE))
         self.lock = threading.RLock()
         self.announced = threading.Condition(self.lock)

@@ -126,6 +126,7 @@ class SenderSession:
             bind_address=cfg.bind_address, rx_engine=cfg.rx_engine, rekey_bytes=cfg.rekey_bytes,
             compress_level=cfg.compress_level, log_path=cfg.log_path + ".server" if cfg.log_path else "",
             client_time_ns=time.monotonic_ns(),
+            idle_timeout_ms=min(int(cfg.idle_timeout * 1000), 0xFFFFFFFF),
         )
 
     def run(self) -> TransferResult:

@@ -47,6 +47,7 @@ class SessionInit:
     compress_level: int = 3
     log_path: str = ""
     client_time_ns: int = 0
+    idle_timeout_ms: int = 0  # the sender's --timeout (0: receiver default); clamped by the receiver
     version: int = PROTOCOL_VERSION
 
     def __repr__(self) -> str:  # never print the key
@@ -129,6 +130,7 @@ def encode_init(s: SessionInit) -> bytes:
     fb.SessionInitAddCompressLevel(b, s.compress_level)
     fb.SessionInitAddLogPath(b, log)
     fb.SessionInitAddClientTimeNs(b, s.client_time_ns)
+    fb.SessionInitAddIdleTimeoutMs(b, s.idle_timeout_ms)
     b.Finish(fb.SessionInitEnd(b))
     return frame(BOOT_SESSION_INIT, bytes(b.Output()))
 
@@ -157,6 +159,7 @@ def decode_init(body: bytes) -> SessionInit:
             compress_level=r.CompressLevel(),  # type: ignore[attr-defined]
             log_path=_str(r.LogPath()),  # type: ignore[attr-defined]
             client_time_ns=r.ClientTimeNs(),  # type: ignore[attr-defined]
+            idle_timeout_ms=r.IdleTimeoutMs(),  # type: ignore[attr-defined]
         )
     except ProtocolError:
         raise

@@ -176,8 +176,15 @@ class SessionInit(object):
             return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
         return 0
 
+    # SessionInit
+    def IdleTimeoutMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
 def SessionInitStart(builder):
-    builder.StartObject(16)
+    builder.StartObject(17)
 
 def SessionInitAddVersion(builder, version):
     builder.PrependUint16Slot(0, version, 0)
@@ -232,6 +239,9 @@ def SessionInitAddLogPath(builder, logPath):
 
 def SessionInitAddClientTimeNs(builder, clientTimeNs):
     builder.PrependInt64Slot(15, clientTimeNs, 0)
+
+def SessionInitAddIdleTimeoutMs(builder, idleTimeoutMs):
+    builder.PrependUint32Slot(16, idleTimeoutMs, 0)
 
 def SessionInitEnd(builder):
     return builder.EndObject()
