@@ -29,7 +29,8 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
 
 
 def check_host(user: str | None, host: str) -> None:
-    if not host or host.startswith("-") or not _HOST_RE.match(host):
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [v6addr] form
+    if not bare or bare.startswith("-") or "[" in bare or "]" in bare or not _HOST_RE.match(host):
         raise UsageError(f"invalid host name {escape_name(host)!r}")
     if user is not None and (not user or user.startswith("-") or not _USER_RE.match(user)):
         raise UsageError(f"invalid user name {escape_name(user)!r}")
