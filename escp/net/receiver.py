@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -509,6 +510,18 @@ class ReceiverSession:
             self.tree.close()
 
 
+def install_signal_handlers(ctl: SessionControl) -> None:
+    """SIGTERM, SIGHUP and SIGINT end the session like a fatal error: temp files are removed
+    and the listener closed before exit (the abort runs in a thread, not in the handler)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        err = ConnectionFailure(f"receiver terminated by signal {signal.Signals(signum).name}")
+        threading.Thread(target=ctl.abort, args=(err,), daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 def serve(tracer: Tracer = NULL_TRACER) -> int:
     """Entry point of `escp --server`: returns the process exit code."""
     out_fd = os.dup(1)
@@ -549,6 +562,7 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
     ctl.guard(lambda: session.acceptor(listener), "rx-accept")
     ctl.guard(session.keepalive_loop, "rx-keepalive")
     threading.Thread(target=session.stdin_watch, name="rx-stdin", daemon=True).start()
+    install_signal_handlers(ctl)
     ctl.wait()
     listener.close()
     session.cleanup()

@@ -24,6 +24,7 @@ from ..errors import ConnectionFailure, EscpError, ProtocolError, TimeoutError_,
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
 from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY
 
+TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a receiver that does not exit
 _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
 
@@ -155,13 +156,16 @@ class ReceiverProcess:
             pass
 
     def finish(self, timeout: float) -> int | None:
-        """Close our side and wait for the child; kill it when it outlives timeout."""
+        """Close our side and wait for the child; when it outlives timeout, SIGTERM it (the
+        receiver then cleans up its temp files), and SIGKILL it TERM_GRACE later."""
         self.close_stdin()
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for step in (self.proc.terminate, self.proc.kill):
             try:
-                return self.proc.wait(timeout=5)
+                return self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                return None
+                step()
+                timeout = TERM_GRACE
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
