@@ -6,13 +6,17 @@ directory fd, so a planted symlink is never followed and nothing is written outs
 the root. A file is written to `.NAME.escp-SESSION.part` (O_EXCL, mode 0600) in its
 final directory and renamed over the final name only after all blocks arrived and the
 digest matched; metadata is applied through the open fd; setuid/setgid bits are
-stripped unless running as root with --preserve.
+stripped unless running as root with --preserve. A temp file is flock()ed while its
+session lives; temp files of killed sessions (unlocked, untouched for STALE_AGE s) are
+removed by the next session that writes into the same directory (sweep_stale).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import re
 import stat
 import threading
 import time
@@ -24,6 +28,7 @@ from ..paths import split_peer_name
 from . import faults
 
 DIR_FD_CACHE = 32
+STALE_AGE = 10.0  # seconds a dead session's temp file must be untouched before a sweep removes it
 EAGAIN_RETRIES = 100  # a regular file should never say EAGAIN; retry a little, then fail
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -86,6 +91,7 @@ class DestinationTree:
         self._dirs: OrderedDict[tuple[bytes, ...], int] = OrderedDict()
         self._lock = threading.RLock()  # held while any cached dir fd is in use
         self.created_dirs: list[tuple[tuple[bytes, ...], int, int, int]] = []  # parts, mode, atime, mtime
+        self._swept: set[tuple[bytes, ...]] = set()
 
     # --- names -------------------------------------------------------------------
     def map_name(self, name: bytes) -> tuple[bytes, ...]:
@@ -179,16 +185,28 @@ class DestinationTree:
         return b"." + base[:180] + b".escp-" + self.session_tag + b".part"
 
     def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, bytes]:
-        """(file fd, temp name) of a new temp file for parts."""
+        """(file fd, temp name) of a new temp file for parts.
+
+        The temp file is flock()ed for its whole life, which tells other sessions it is in
+        use; the first temp file this session creates in a directory sweeps that directory
+        of stale temp files left by sessions that were killed (see sweep_stale)."""
         tmp = self.temp_name(parts[-1])
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with self._lock:
             try:
                 if faults.ACTIVE:
                     faults.inject("create", self.display(parts))
-                fd = os.open(tmp, flags, 0o600, dir_fd=self.dir_fd(parts[:-1]))
+                parent = self.dir_fd(parts[:-1])
+                fd = os.open(tmp, flags, 0o600, dir_fd=parent)
             except OSError as exc:
                 raise io_error(exc, "cannot create file", self.display(parts)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # a filesystem without flock: the age rule alone protects the file
+            if parts[:-1] not in self._swept:
+                self._swept.add(parts[:-1])
+                sweep_stale(parent, self.session_tag)
         return fd, tmp
 
     def publish(self, parts: tuple[bytes, ...], fd: int, tmp: bytes, size: int, mode: int,
@@ -239,6 +257,49 @@ class DestinationTree:
                 os.close(fd)
             self._dirs.clear()
         os.close(self.root_fd)
+
+
+_TEMP_RE = re.compile(rb"^\..*\.escp-[0-9a-f]{16}\.part$", re.DOTALL)
+
+
+def sweep_stale(dir_fd: int, own_tag: bytes, min_age: float = STALE_AGE) -> int:
+    """Remove temp files of dead sessions from one directory; returns how many went.
+
+    A temp file is stale when it matches `.NAME.escp-<16 hex>.part`, is a regular file, is
+    not this session's, nobody holds its flock (its writer is gone: locks die with their
+    process) and it was not modified for min_age seconds. Never follows symlinks; errors
+    are ignored (a sweep is housekeeping, never a reason to fail)."""
+    removed = 0
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return 0
+    now = time.time()  # wall-clock: not a deadline (compared with st_mtime)
+    for name in names:
+        bname = os.fsencode(name)
+        if not _TEMP_RE.match(bname) or bname.endswith(b".escp-" + own_tag + b".part"):
+            continue
+        try:
+            fd = os.open(bname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live session holds it
+            here = os.stat(bname, dir_fd=dir_fd, follow_symlinks=False)
+            if (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(bname, dir_fd=dir_fd)
+                removed += 1
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def pwrite_all(fd: int, data: memoryview, offset: int, name: bytes = b"") -> None:
