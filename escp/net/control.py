@@ -8,6 +8,7 @@ only the monotonic clock.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -16,6 +17,14 @@ from collections.abc import Callable
 from ..errors import EscpError, TimeoutError_
 
 log = logging.getLogger("escp")
+
+
+def wait_readable(fd: int, timeout: float) -> bool:
+    """True when fd is readable (or at EOF/error) within timeout seconds. Uses poll(), not
+    select(): select() cannot take descriptors above 1023 (FD_SETSIZE)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(p.poll(max(0, int(timeout * 1000))))
 
 
 class SessionControl:

@@ -13,7 +13,6 @@ import errno
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import sys
@@ -62,7 +61,7 @@ from ..protocol.wire import (
 )
 from ..trace import NULL_TRACER, Tracer
 from .conn import StreamConn, accept_stream
-from .control import SessionControl
+from .control import SessionControl, wait_readable
 
 log = logging.getLogger("escp.server")
 
@@ -95,8 +94,7 @@ def read_exact_fd(fd: int, n: int, deadline: float) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError_("no session set-up received on stdin")
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
+        if not wait_readable(fd, left):
             continue
         chunk = os.read(fd, n - len(out))
         if not chunk:
@@ -572,8 +570,7 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
     # wait (bounded) for the sender to close the ssh channel so it reads SESSION_DONE first
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        r, _, _ = select.select([0], [], [], 0.2)
-        if r and not os.read(0, 4096):
+        if wait_readable(0, 0.2) and not os.read(0, 4096):
             break
     return 0 if session.files_failed == 0 else 3
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shlex
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from ..config import SshOptions
 from ..errors import ConnectionFailure, EscpError, ProtocolError, TimeoutError_, UsageError, escape_name
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
 from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY
+from .control import wait_readable
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a receiver that does not exit
 _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
@@ -117,8 +117,7 @@ class ReceiverProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError_("the receiver did not answer the session set-up in time")
-            r, _, _ = select.select([fd], [], [], min(left, 0.5))
-            if not r:
+            if not wait_readable(fd, min(left, 0.5)):
                 continue
             chunk = os.read(fd, n - len(buf))
             if not chunk:
@@ -133,8 +132,7 @@ class ReceiverProcess:
 
     @staticmethod
     def _peek_more(fd: int) -> bytes:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        return os.read(fd, 200) if r else b""
+        return os.read(fd, 200) if wait_readable(fd, 0.2) else b""
 
     def _died(self) -> EscpError:
         try:
