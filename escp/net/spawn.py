@@ -25,6 +25,7 @@ from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY
 from .control import wait_readable
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a receiver that does not exit
+_ERROR_LINE = re.compile(r"^escp: (\w[\w/]*) error: (.*)$")
 _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
 
@@ -145,6 +146,23 @@ class ReceiverProcess:
         if code == 255:
             return ConnectionFailure(f"ssh failed: {errs or 'exit status 255'}")
         return ConnectionFailure(f"receiver exited (status {code}) before the session started: {errs}")
+
+    def explain(self, exc: EscpError, wait: float = 2.0) -> EscpError:
+        """A set-up failure on our side is often the echo of a receiver that failed first
+        (it closed its listener): prefer the receiver's own error line when it has one."""
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return exc
+        self._stderr_thread.join(timeout=1.0)
+        for line in reversed(self.stderr_tail):
+            m = _ERROR_LINE.match(line)
+            if m:
+                err = EscpError(f"receiver: {m.group(2)}")
+                err.cause = m.group(1)
+                err.exit_code = exc.exit_code
+                return err
+        return exc
 
     def close_stdin(self) -> None:
         try:
