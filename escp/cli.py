@@ -17,7 +17,7 @@ from . import __version__
 from .api import transfer
 from .config import SshOptions, TransferConfig
 from .engine import faults
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, UsageError
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, OutOfMemory, UsageError
 from .net.sender import TransferResult
 from .target import RemoteTarget, parse_target
 from .units import format_bytes, format_rate, parse_rate, parse_size
@@ -251,4 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("escp: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except MemoryError:
+        print(OutOfMemory("out of memory").one_line(), file=sys.stderr)
         return EXIT_FAILURE

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import EscpError, TimeoutError_
+from ..errors import EscpError, OutOfMemory, TimeoutError_
 
 log = logging.getLogger("escp")
 
@@ -91,6 +91,8 @@ class SessionControl:
                 fn()
             except EscpError as exc:
                 self.abort(exc)
+            except MemoryError:
+                self.abort(OutOfMemory(f"out of memory in {name}"))
             except Exception as exc:  # noqa: BLE001 - an unexpected bug must still end the session
                 log.exception("internal error in %s", name)
                 self.abort(EscpError(f"internal error in {name}: {type(exc).__name__}: {exc}"))
