@@ -8,7 +8,7 @@ parsed once, by `configure()`, at the start of `escp` (sender) and `escp --serve
 
     ESCP_FAULT = RULE[;RULE...]
     RULE       = OP:WHAT[:after=N][:times=M][:match=TEXT]
-    OP         = read | write | fsync | rename | create | mkdir
+    OP         = open | read | write | fsync | rename | create | mkdir   (open, read: sender)
     WHAT       = an errno name (EIO, ENOSPC, EDQUOT, EACCES, EPERM, EROFS, EINTR, EAGAIN, ENOMEM ...)
                  or `short` (read/write: transfer about half the bytes asked for)
     after=N    = let the first N matching calls pass (default 0)
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ..errors import UsageError
 
 ENV = "ESCP_FAULT"
-OPS = ("read", "write", "fsync", "rename", "create", "mkdir")
+OPS = ("open", "read", "write", "fsync", "rename", "create", "mkdir")
 SHORT = "short"
 
 ACTIVE = False  # call sites test this first: no cost when no fault is configured

@@ -25,6 +25,8 @@ class SourceChanged(TransferIOError):
 def open_source(path: bytes) -> tuple[int, os.stat_result]:
     """Open a regular file for reading; TransferIOError with a clear cause otherwise."""
     try:
+        if faults.ACTIVE:
+            faults.inject("open", path)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
         raise TransferIOError(f"cannot open source: {exc.strerror}", path=path) from None
