@@ -38,6 +38,18 @@ def test_after_times_and_match() -> None:
     assert faults.inject("fsync", b"sub/a") is None
 
 
+def test_delay_sleeps_then_passes() -> None:
+    import time
+
+    faults.configure("read:delay:ms=50:times=2")
+    t0 = time.monotonic()
+    assert faults.inject("read") is None and faults.inject("read") is None
+    assert time.monotonic() - t0 >= 0.09
+    t0 = time.monotonic()
+    assert faults.inject("read") is None
+    assert time.monotonic() - t0 < 0.04
+
+
 def test_errno_classes_and_short() -> None:
     faults.configure("write:EINTR;read:EAGAIN;write:short:times=inf")
     with pytest.raises(InterruptedError):
