@@ -284,9 +284,12 @@ class SenderSession:
                 batch = list(self.meta_queue)
                 self.meta_queue.clear()
                 end_now = not batch and self._ready_to_end()
+                if end_now:
+                    # set before sending: the receiver's SESSION_DONE may be handled by the
+                    # receiving thread before send_plain() even returns here
+                    self.session_end_sent = True
             if end_now:
                 self.meta.send_plain(m.encode_session_end(m.SessionEnd(self.entries)))
-                self.session_end_sent = True
                 self._keepalive_until_done(interval)
                 return
             if not batch:
