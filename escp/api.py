@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .config import TransferConfig
 from .net.sender import SenderSession, TransferResult
@@ -18,6 +18,7 @@ def transfer(
     config: TransferConfig | None = None,
     *,
     tracer: Tracer = NULL_TRACER,
+    on_session: Callable[[SenderSession], None] | None = None,
 ) -> TransferResult:
     """Copy sources to dest. A RemoteTarget goes over ssh; a plain path uses a local receiver.
 
@@ -58,6 +59,8 @@ def transfer(
         result.error = exc if isinstance(exc, EscpError) else ConnectionFailure(str(exc))
         return result
     session = SenderSession(cfg, srcs, dest_path, proc, tracer)
+    if on_session is not None:
+        on_session(session)  # e.g. a progress display reading session.bytes_sent
     try:
         result = session.run()
     finally:

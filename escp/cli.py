@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", action="store_true", help="show rates in bit/s")
     p.add_argument("--logfile", help="log to PATH.client and PATH.server")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, summary or warnings (errors are still shown)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-V", "--version", action="version", version=f"escp {__version__}")
     p.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
@@ -122,8 +123,8 @@ def setup_logging(verbose: bool, logfile: str | None) -> None:
 class Progress:
     """A progress bar on a terminal (tqdm), updated from a background thread."""
 
-    def __init__(self, cfg: TransferConfig, total: int | None) -> None:
-        self.enabled = not cfg.quiet and sys.stderr.isatty()
+    def __init__(self, cfg: TransferConfig, total: int | None, force: bool = False) -> None:
+        self.enabled = not cfg.quiet and (force or sys.stderr.isatty())
         self.total = total
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -207,7 +208,7 @@ def run(argv: list[str]) -> int:
             total = sum(sizes)
     except OSError:
         total = None
-    progress = Progress(cfg, total)
+    progress = Progress(cfg, total, force=a.progress)
     holder: dict[str, object] = {}
 
     def bytes_now() -> int:
@@ -216,7 +217,7 @@ def run(argv: list[str]) -> int:
 
     progress.start(bytes_now)
     try:
-        result = transfer(sources, dest, cfg)
+        result = transfer(sources, dest, cfg, on_session=lambda s: holder.__setitem__("session", s))
     finally:
         progress.close()
     code = exit_code(result)

@@ -83,7 +83,7 @@ class TransferConfig:
             raise UsageError(f"unknown I/O engine (choose from {', '.join(ENGINES)})")
         if not 1 <= self.port_start <= 65535:
             raise UsageError(f"--escp_port {self.port_start} out of range 1-65535")
-        if not 1 <= self.port_range or self.port_start + self.port_range - 1 > 65535:
+        if not 1 <= self.port_range <= 1000 or self.port_start + self.port_range - 1 > 65535:
             raise UsageError(f"--escp_portrange {self.port_range} leaves the port range 1-65535")
         if not MIN_REKEY_BYTES <= self.rekey_bytes <= DEFAULT_REKEY_BYTES:
             raise UsageError("rekey limit out of range")

@@ -4,7 +4,8 @@ A block digest is XXH3-128 of the block's bytes seeded with its offset, so the s
 bytes at another offset give another digest. The file digest is BLAKE2b-128 over the
 file number, size and block count and then, in offset order, each block's (offset,
 length, digest). Swapped, duplicated, missing or moved blocks all change it.
-Both sides compute it independently; the sender compares (docs/protocol.md).
+Both sides compute it independently and both compare: the receiver before it publishes,
+the sender on the receiver's FILE_RESULT (docs/protocol.md).
 """
 
 from __future__ import annotations

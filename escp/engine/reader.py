@@ -17,6 +17,8 @@ import stat
 from ..errors import TransferIOError
 from . import faults
 
+SEQUENTIAL_HINT_MIN = 8 << 20
+
 
 class SourceChanged(TransferIOError):
     pass
@@ -34,11 +36,9 @@ def open_source(path: bytes) -> tuple[int, os.stat_result]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise TransferIOError("not a regular file (skipped)", path=path)
-        os.set_blocking(fd, True)
-        try:
+        # O_NONBLOCK has no effect on regular files; it only kept a swapped-in FIFO from blocking
+        if st.st_size >= SEQUENTIAL_HINT_MIN:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        except OSError:
-            pass
         return fd, st
     except BaseException:
         os.close(fd)

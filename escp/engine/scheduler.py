@@ -1,24 +1,27 @@
-"""Block scheduler of the sender: files in, (file, offset, length) jobs out.
+"""Block scheduler of the sender: the source walk in, (file, offset, length) jobs out.
 
-All stream workers pull from one scheduler, so a big file is read by every stream at
-once and small files spread over the streams. The scheduler opens a file when it
-first hands out one of its blocks and closes it when its last block is done, so open
-files stay bounded by the number of streams. Each new file's list entry is queued for
-the metadata stream before any of its blocks is handed out; its FILE_END is queued
-after its last block, with the file digest (or the reason it failed at the source).
+The metadata thread drives the walk with `pump()`. Directories and small files (at
+most `inline_max` bytes) are handled right there: a small file is read whole and its
+entry, DATA block and FILE_END go out in order on the metadata stream, so thousands
+of tiny files cost one thread per side and no cross-thread hand-offs. Big files are
+opened, announced and queued (at most `max_ahead` at a time); every stream worker
+pulls blocks from the head of that queue, so a big file is read by all streams at
+once. A file is closed when its last block is done, which bounds open files. Its
+FILE_END (digest, or why it failed at the source) is queued after its last block.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import TransferIOError
 from ..protocol.messages import FileEnd, FileEntry
 from ..protocol.wire import KIND_DIR, KIND_FILE, STATUS_FAILED, STATUS_OK
-from .checksum import NO_DIGEST, FileDigest
+from .checksum import NO_DIGEST, FileDigest, block_digest
 from .reader import data_block_offsets, open_source, same_source
 from .sources import SourceItem, SourceProblem
 
@@ -44,6 +47,15 @@ class OpenFile:
 
 
 @dataclass(frozen=True, slots=True)
+class InlineBlock:
+    """A small file's one block, sent on the metadata stream right after its entry."""
+
+    fino: int
+    data: bytes
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class BlockJob:
     file: OpenFile
     offset: int
@@ -63,6 +75,10 @@ class BlockScheduler:
         file_end: Callable[[FileEnd], None],
         problem: Callable[[SourceProblem], None],
         preserve_ids: bool,
+        inline: Callable[[InlineBlock], None] | None = None,
+        inline_max: int = 0,
+        max_ahead: int = 2,
+        on_room: Callable[[], None] | None = None,
     ) -> None:
         self._items = items
         self.block_size = block_size
@@ -72,9 +88,14 @@ class BlockScheduler:
         self._announce = announce
         self._file_end = file_end
         self._problem = problem
+        self._inline = inline
+        self.inline_max = inline_max if inline is not None else -1
+        self.max_ahead = max_ahead
+        self._on_room = on_room
         self.preserve_ids = preserve_ids
         self._lock = threading.Lock()
-        self._current: OpenFile | None = None
+        self._ready = threading.Condition(self._lock)
+        self._queue: deque[OpenFile] = deque()  # big files with blocks still to hand out
         self._exhausted = False
         self.next_fino = 0
         self.files: dict[int, OpenFile] = {}
@@ -83,37 +104,98 @@ class BlockScheduler:
     def exhausted(self) -> bool:
         return self._exhausted
 
-    def next_job(self) -> BlockJob | None:
-        with self._lock:
+    @property
+    def wants_more(self) -> bool:
+        """True when pump() should run: the walk is not over and workers need big files."""
+        return not self._exhausted and len(self._queue) < self.max_ahead
+
+    # --- worker side -----------------------------------------------------------------
+    def next_job(self, stop: threading.Event | None = None) -> BlockJob | None:
+        """The next block of a big file; None once the walk is over and every block is out."""
+        with self._ready:
             while True:
-                cur = self._current
-                if cur is not None and not cur.dispatched_all:
+                while self._queue and self._queue[0].dispatched_all:
+                    self._queue.popleft()
+                    self._ready.notify_all()
+                    if self._on_room is not None:
+                        self._on_room()  # the walker may queue the next big file
+                if self._queue:
+                    cur = self._queue[0]
                     off = cur.offsets[cur.next_index]
                     cur.next_index += 1
                     cur.outstanding += 1
                     return BlockJob(cur, off, min(self.block_size, cur.entry.size - off))
-                if self._exhausted:
+                if self._exhausted or (stop is not None and stop.is_set()):
                     return None
-                self._advance()
+                self._ready.wait(0.5)
 
-    def _advance(self) -> None:
-        """With the lock held: open and announce the next source."""
-        self._current = None
-        for item in self._items:
+    # --- walker side (the metadata thread) ---------------------------------------------
+    def pump(self, max_items: int = 256) -> None:
+        """Advance the walk by up to max_items sources, stopping early once a big file is queued."""
+        for _ in range(max_items):
+            item = next(self._items, None)
+            if item is None:
+                with self._ready:
+                    self._exhausted = True
+                    self._ready.notify_all()
+                return
             if isinstance(item, SourceProblem):
                 self._problem(item)
-                continue
-            if item.kind == KIND_DIR:
+            elif item.kind == KIND_DIR:
                 self._announce(self._entry(item, item.st, 0), item.path)
-                continue
-            opened = self._open(item)
-            if opened is None:
-                continue
-            self._current = opened
-            if not opened.offsets:
-                self._finish(opened)
+            elif item.st.st_size <= self.inline_max:
+                self._send_inline(item)
+            else:
+                opened = self._open(item)
+                if opened is None:
+                    continue
+                if not opened.offsets:
+                    self._finish(opened)
+                    continue
+                with self._ready:
+                    self._queue.append(opened)
+                    self._ready.notify_all()
+                return
+
+    def _send_inline(self, item: SourceItem) -> None:
+        """Read a small file whole; entry, block and FILE_END go out on the metadata stream."""
+        assert self._inline is not None
+        data = b""
+        error: TransferIOError | None = None
+        if self.dummy:
+            st = item.st
+            data = bytes(st.st_size)
+        else:
+            try:
+                fd, st = open_source(item.path)
+            except TransferIOError as exc:
+                self._problem(SourceProblem(exc))
+                return
+            try:
+                data = os.pread(fd, st.st_size + 1, 0) if st.st_size else b""
+                if len(data) != st.st_size or not same_source(st, os.fstat(fd)):
+                    error = TransferIOError("source file changed during the transfer", path=item.path)
+            except OSError as exc:
+                error = TransferIOError(f"read error: {exc.strerror}", path=item.path)
+            finally:
+                os.close(fd)
+        entry = self._entry(item, st, st.st_size)
+        self._announce(entry, item.path)
+        if error is not None:
+            self._file_end(FileEnd(entry.fino, STATUS_FAILED, 0, NO_DIGEST, error.message))
             return
-        self._exhausted = True
+        if not data or (self.sparse and data.count(0) == len(data)):
+            digest = FileDigest(entry.fino, entry.size).digest() if self.checksums else NO_DIGEST
+            self._file_end(FileEnd(entry.fino, STATUS_OK, 0, digest))
+            return
+        block = block_digest(data, 0) if self.checksums else NO_DIGEST
+        self._inline(InlineBlock(entry.fino, data, block))
+        digest = NO_DIGEST
+        if self.checksums:
+            fd_digest = FileDigest(entry.fino, entry.size)
+            fd_digest.add(0, len(data), block)
+            digest = fd_digest.digest()
+        self._file_end(FileEnd(entry.fino, STATUS_OK, 1, digest))
 
     def _entry(self, item: SourceItem, st: os.stat_result, size: int) -> FileEntry:
         entry = FileEntry(
@@ -174,6 +256,7 @@ class BlockScheduler:
             with self._lock:
                 f.cancelled = True
                 last = f.outstanding == 0
+                self._ready.notify_all()
             if last and f.fd != -2:
                 self._finish(f)
 
@@ -193,10 +276,11 @@ class BlockScheduler:
             if f.fd >= 0:
                 os.close(f.fd)
             f.fd = -2
-        self.files.pop(f.entry.fino, None)
         if f.error is not None or f.cancelled:
             msg = f.error.message if f.error is not None else "cancelled after a receiver error"
             self._file_end(FileEnd(f.entry.fino, STATUS_FAILED, f.sent_blocks, NO_DIGEST, msg))
         else:
             digest = f.digest.digest() if self.checksums else NO_DIGEST
             self._file_end(FileEnd(f.entry.fino, STATUS_OK, f.sent_blocks, digest))
+        # only now may the session end be sent: its FILE_END is queued (or already out)
+        self.files.pop(f.entry.fino, None)

@@ -184,7 +184,7 @@ class DestinationTree:
     def temp_name(self, base: bytes) -> bytes:
         return b"." + base[:180] + b".escp-" + self.session_tag + b".part"
 
-    def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, bytes]:
+    def create_temp(self, parts: tuple[bytes, ...], mode: int = 0o600) -> tuple[int, bytes]:
         """(file fd, temp name) of a new temp file for parts.
 
         The temp file is flock()ed for its whole life, which tells other sessions it is in
@@ -197,7 +197,9 @@ class DestinationTree:
                 if faults.ACTIVE:
                     faults.inject("create", self.display(parts))
                 parent = self.dir_fd(parts[:-1])
-                fd = os.open(tmp, flags, 0o600, dir_fd=parent)
+                # created with its final permission bits (the umask applies, as for scp), but never
+                # group/other-writable or special while it is a temp file
+                fd = os.open(tmp, flags, mode & 0o755 | 0o600, dir_fd=parent)
             except OSError as exc:
                 raise io_error(exc, "cannot create file", self.display(parts)) from None
             try:
@@ -214,11 +216,14 @@ class DestinationTree:
         """Give the temp file its size and metadata, then rename it over the final name."""
         path = self.display(parts)
         try:
-            if os.fstat(fd).st_size != size:
+            st = os.fstat(fd)
+            if st.st_size != size:
                 os.ftruncate(fd, size)
             if uid_gid is not None and self.is_root:
                 os.fchown(fd, *uid_gid)
-            os.fchmod(fd, self.final_mode(mode, False))
+            final = self.final_mode(mode, False)
+            if st.st_mode & 0o7777 != final:
+                os.fchmod(fd, final)
             if times is not None:
                 os.utime(fd, ns=times)
             if fsync:
@@ -230,17 +235,13 @@ class DestinationTree:
         with self._lock:
             parent = self.dir_fd(parts[:-1])
             try:
-                st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    raise TransferIOError("destination exists and is a directory", path=path)
-            except FileNotFoundError:
-                pass
-            try:
                 if faults.ACTIVE:
                     faults.inject("rename", path)
                 os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
                 if fsync:
                     os.fsync(parent)
+            except IsADirectoryError:
+                raise TransferIOError("destination exists and is a directory", path=path) from None
             except OSError as exc:
                 raise io_error(exc, "cannot rename into place", path) from None
 

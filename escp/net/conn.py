@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import AuthError, ConnectionFailure, IntegrityError, ProtocolError, TimeoutError_
+from ..errors import AuthError, ConnectionFailure, IntegrityError, TimeoutError_
 from ..protocol import messages as m
 from ..protocol.crypto import (
     DIR_RECEIVER_TO_SENDER,
@@ -27,6 +27,8 @@ from ..protocol.crypto import (
     hello_proof,
 )
 from ..protocol.wire import CHALLENGE_LEN, HELLO, HELLO_MAGIC, LEN_PREFIX, PROTOCOL_VERSION, max_frame_len
+
+READ_AHEAD = 64 * 1024
 
 
 def recv_exact_into(sock: socket.socket, view: memoryview, what: str) -> None:
@@ -57,7 +59,11 @@ class StreamConn:
         self.opener = opener
         self.name = "metadata stream" if index == 0 else f"data stream {index}"
         self._send_lock = threading.Lock()
-        self._prefix = bytearray(LEN_PREFIX.size)
+        # receive buffer: one whole frame plus read-ahead, so small frames arrive many per recv
+        self._buf = bytearray(LEN_PREFIX.size + opener.max_len + READ_AHEAD)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
         self.frames_in = 0
 
     def send_plain(self, plain: bytes) -> None:
@@ -66,7 +72,21 @@ class StreamConn:
             n = self.sealer.seal_into(memoryview(plain), memoryview(frame))
             self.sendall(memoryview(frame)[:n])
 
-    def sendall(self, data: memoryview | bytes) -> None:
+    def send_many(self, plains: list[bytes]) -> None:
+        """Seal several frames and send them with as few syscalls as possible."""
+        out = bytearray()
+        with self._send_lock:
+            for plain in plains:
+                start = len(out)
+                out += bytes(LEN_PREFIX.size + len(plain) + 16)
+                self.sealer.seal_into(memoryview(plain), memoryview(out)[start:])
+                if len(out) >= 1 << 20:
+                    self.sendall(out)
+                    out = bytearray()
+            if out:
+                self.sendall(out)
+
+    def sendall(self, data: memoryview | bytes | bytearray) -> None:
         try:
             self.sock.sendall(data)
         except TimeoutError:
@@ -74,26 +94,56 @@ class StreamConn:
         except OSError as exc:
             raise ConnectionFailure(f"{self.name}: {exc.strerror or exc}") from None
 
-    def recv_frame_into(self, body: memoryview, out: memoryview) -> int | None:
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet consumed as frames."""
+        return self._end - self._start
+
+    def _fill(self, need: int) -> bool:
+        """Make `need` bytes available from self._start; False on a clean EOF between frames."""
+        if self._end - self._start >= need:
+            return True
+        if self._start + need > len(self._buf):  # move the partial frame to the front
+            avail = self._end - self._start
+            self._buf[:avail] = self._view[self._start : self._end]
+            self._start, self._end = 0, avail
+        while self._end - self._start < need:
+            limit = min(len(self._buf), self._start + need + READ_AHEAD)
+            try:
+                k = self.sock.recv_into(self._view[self._end : limit])
+            except TimeoutError:
+                raise TimeoutError_(f"no progress on {self.name} within the idle deadline") from None
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                raise ConnectionFailure(f"{self.name}: {exc.strerror or exc}") from None
+            if k == 0:
+                if self._end == self._start:
+                    return False
+                raise IntegrityError(f"{self.name} truncated mid-frame")
+            self._end += k
+        return True
+
+    def recv_frame_into(self, out: memoryview) -> int | None:
         """Receive one frame; decrypt into out; plaintext length, or None on clean TCP EOF."""
-        pv = memoryview(self._prefix)
-        try:
-            recv_exact_into(self.sock, pv, self.name)
-        except EOFError:
+        if not self._fill(LEN_PREFIX.size):
             return None
-        n = self.opener.check_len(pv)
-        if n > len(body):
-            raise ProtocolError(f"frame of {n} bytes exceeds the buffer on {self.name}")
-        try:
-            recv_exact_into(self.sock, body[:n], self.name)
-        except EOFError:
-            raise IntegrityError(f"{self.name} truncated mid-frame") from None
-        k = self.opener.open_into(bytes(self._prefix), body[:n], out)
+        p = self._start
+        prefix = self._view[p : p + LEN_PREFIX.size]
+        n = self.opener.check_len(prefix)
+        if not self._fill(LEN_PREFIX.size + n):
+            raise IntegrityError(f"{self.name} truncated mid-frame")
+        p = self._start
+        k = self.opener.open_into(bytes(self._view[p : p + LEN_PREFIX.size]),
+                                  self._view[p + LEN_PREFIX.size : p + LEN_PREFIX.size + n], out)
+        self._start = p + LEN_PREFIX.size + n
+        if self._start == self._end:
+            self._start = self._end = 0
         self.frames_in += 1
         return k
 
-    def recv_message(self, body: memoryview, out: memoryview) -> m.Message | None:
-        k = self.recv_frame_into(body, out)
+    def recv_message(self, out: memoryview) -> m.Message | None:
+        k = self.recv_frame_into(out)
         if k is None:
             return None
         return m.decode_message(bytes(out[:k]))
@@ -140,9 +190,8 @@ def connect_stream(address: str, port: int, index: int, session_key: bytes, sess
         sealer, opener = _keys(session_key, session_id, index, bytes(challenge), rekey, block,
                                DIR_SENDER_TO_RECEIVER)
         conn = StreamConn(sock, index, sealer, opener)
-        buf = bytearray(256)
         out = bytearray(256)
-        msg = conn.recv_message(memoryview(buf), memoryview(out))
+        msg = conn.recv_message(memoryview(out))
         if not isinstance(msg, m.Accept) or msg.stream_index != index:
             raise AuthError(f"receiver did not accept stream {index}")
         sock.settimeout(idle_timeout)

@@ -25,13 +25,13 @@ from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
 from ..engine.compress import BlockDecompressor
 from ..engine.writer import DestinationPlan, DestinationTree, io_error, plan_destination, pwrite_all
 from ..errors import (
-    AuthError,
     ConnectionFailure,
     EscpError,
     IntegrityError,
     ProtocolError,
     TimeoutError_,
     TransferIOError,
+    escape_name,
 )
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
@@ -41,6 +41,7 @@ from ..protocol.wire import (
     BOOT_SESSION_INIT,
     DATA_FLAG_ZSTD,
     DATA_HDR,
+    FLAG_COMPRESS,
     FLAG_FSYNC,
     FLAG_NO_CHECKSUM,
     FLAG_PRESERVE,
@@ -49,6 +50,7 @@ from ..protocol.wire import (
     FLAG_TRACE,
     FLAG_TRACE_EVENTS,
     KIND_DIR,
+    META_MAX_PLAINTEXT,
     META_STREAM,
     STATUS_FAILED,
     STATUS_OK,
@@ -67,18 +69,7 @@ log = logging.getLogger("escp.server")
 
 HANDSHAKE_DEADLINE = 10.0
 MAX_PENDING_HANDSHAKES = 32
-DEFAULT_IDLE_TIMEOUT = 60.0
-MIN_IDLE_TIMEOUT = 1.0
-MAX_IDLE_TIMEOUT = 86400.0
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
-
-
-def receiver_idle_timeout(requested_ms: int) -> float:
-    """The sender's --timeout, clamped to [MIN, MAX]: a peer cannot switch the receiver's
-    stall deadline off or make it unbounded (HP-13); 0 means the default."""
-    if requested_ms <= 0:
-        return DEFAULT_IDLE_TIMEOUT
-    return min(max(requested_ms / 1000.0, MIN_IDLE_TIMEOUT), MAX_IDLE_TIMEOUT)
 
 
 @dataclass
@@ -136,7 +127,7 @@ class ReceiverSession:
     def __init__(self, init: SessionInit, tracer: Tracer = NULL_TRACER) -> None:
         self.init = init
         self.tracer = tracer
-        self.ctl = SessionControl(idle_timeout=receiver_idle_timeout(init.idle_timeout_ms))
+        self.ctl = SessionControl(idle_timeout=init.receiver_idle_timeout)
         self.core = ReceiverCore(init.block_size, bool(init.flags & FLAG_SPARSE))
         self.lock = threading.RLock()
         self.announced = threading.Condition(self.lock)
@@ -150,6 +141,12 @@ class ReceiverSession:
         self.tree: DestinationTree | None = None
         self.plan: DestinationPlan | None = None
         self.pending_handshakes = threading.Semaphore(MAX_PENDING_HANDSHAKES)
+        self.sink_locks = [threading.Lock() for _ in range(64)]
+        self.allowed_data_flags = DATA_FLAG_ZSTD if init.flags & FLAG_COMPRESS else 0
+        self.meta_cond = threading.Condition(threading.Lock())
+        self.meta_out: list[bytes] = []
+        self.meta_last_queued = False
+        self.meta_thread = 0
         self.bytes_written = 0
         self.files_ok = 0
         self.files_failed = 0
@@ -194,7 +191,7 @@ class ReceiverSession:
         try:
             conn = accept_stream(sock, self.init.key, self.init.session_id, self.init.rekey_bytes,
                                  self.init.block_size, HANDSHAKE_DEADLINE, self.claim)
-        except (AuthError, ProtocolError, TimeoutError_, OSError) as exc:
+        except (EscpError, OSError) as exc:
             msg = exc.one_line() if isinstance(exc, EscpError) else str(exc)
             log.warning("connection from %s closed: %s", peer, msg)
             sock.close()
@@ -228,15 +225,13 @@ class ReceiverSession:
         worker = f"rx-{conn.index}"
         tr = self.tracer
         bs = self.init.block_size
-        body = memoryview(bytearray(max_frame_len(bs)))
         plain = memoryview(bytearray(max_frame_len(bs)))
         unz = memoryview(bytearray(bs))
         decomp = BlockDecompressor(bs)
         frames = nbytes = 0
-        hdr = DATA_HDR.size
         while True:
             t0 = tr.now()
-            k = conn.recv_frame_into(body, plain)
+            k = conn.recv_frame_into(plain)
             if k is None:
                 if self.ctl.aborted.is_set():
                     return
@@ -253,131 +248,135 @@ class ReceiverSession:
                     self.eos_streams.add(conn.index)
                     self.maybe_done()
                 return
-            if ftype != T_DATA or k < hdr:
+            if ftype != T_DATA:
                 raise ProtocolError(f"unexpected frame type {ftype} on {conn.name}")
-            _, flags, _, fino, offset, raw_len = DATA_HDR.unpack_from(plain)
-            if flags & ~DATA_FLAG_ZSTD:
-                raise ProtocolError(f"unknown data flags {flags:#x}")
-            with self.lock:
-                f = self.wait_announced(fino)
-                self.core.check_block(f, offset, raw_len)
-                sink = self.open_sink(f) if not f.failed else None
-            t0 = tr.now()
-            if flags & DATA_FLAG_ZSTD:
-                decomp.decompress_into(plain[hdr:k], unz, raw_len)
-                data = unz[:raw_len]
-                tr.span(worker, "decompress", t0, raw_len)
-            else:
-                if k - hdr != raw_len:
-                    raise ProtocolError(f"data frame carries {k - hdr} bytes, declares {raw_len}")
-                data = plain[hdr:k]
+            nbytes += self.handle_data(plain, k, worker, decomp, unz)
             frames += 1
-            nbytes += raw_len
+
+    def handle_data(self, plain: memoryview, k: int, worker: str, decomp: BlockDecompressor,
+                    unz: memoryview) -> int:
+        """One DATA frame (from a data stream or, for small files, the metadata stream)."""
+        tr = self.tracer
+        hdr = DATA_HDR.size
+        if k < hdr:
+            raise ProtocolError("DATA frame shorter than its header")
+        _, flags, _, fino, offset, raw_len = DATA_HDR.unpack_from(plain)
+        if flags & ~self.allowed_data_flags:
+            raise ProtocolError(f"data flags {flags:#x} not allowed in this session")
+        with self.lock:
+            f = self.wait_announced(fino)
+            self.core.check_block(f, offset, raw_len)
+            failed = f.failed
+        sink = None if failed else self.open_sink(f)
+        t0 = tr.now()
+        if flags & DATA_FLAG_ZSTD:
+            decomp.decompress_into(plain[hdr:k], unz, raw_len)
+            data = unz[:raw_len]
+            tr.span(worker, "decompress", t0, raw_len)
+        else:
+            if k - hdr != raw_len:
+                raise ProtocolError(f"data frame carries {k - hdr} bytes, declares {raw_len}")
+            data = plain[hdr:k]
+        if sink is not None:
             digest = NO_DIGEST
             if self.checksums:
                 t0 = tr.now()
                 digest = block_digest(data, offset)
                 tr.span(worker, "verify", t0, raw_len)
-            if sink is not None:
-                t0 = tr.now()
-                try:
-                    if not self.dummy:
-                        pwrite_all(sink.fd, data, offset, self.display(f) if faults.ACTIVE else b"")
-                except OSError as exc:
-                    self.fail_file(f, io_error(exc, "write failed", self.display(f)))
-                tr.span(worker, "write", t0, raw_len)
+            t0 = tr.now()
+            try:
+                if not self.dummy:
+                    pwrite_all(sink.fd, data, offset, self.display(f) if faults.ACTIVE else b"")
                 sink.digest.add(offset, raw_len, digest)
-            with self.lock:
-                self.bytes_written += raw_len
-                if self.core.block_written(f) or self.retire_ready(f):
-                    self.complete(f)
+            except OSError as exc:
+                self.fail_file(f, io_error(exc, "write failed", self.display(f)))
+            tr.span(worker, "write", t0, raw_len)
+        with self.lock:
+            self.bytes_written += raw_len
+            ready = self.core.block_written(f)
+        if ready:
+            self.complete(f)
+        return int(raw_len)
 
     def display(self, f: RxFile) -> bytes:
         return self.tree.display(f.parts) if self.tree else f.entry.name
 
     def open_sink(self, f: RxFile) -> Sink | None:
-        """With self.lock held: the file's temp file, created on first use."""
-        if f.sink is None:
-            if self.dummy or self.tree is None:
-                f.sink = Sink(-1, b"", FileDigest(f.entry.fino, f.entry.size))
-            else:
-                try:
-                    fd, tmp = self.tree.create_temp(f.parts)
-                except TransferIOError as exc:
-                    self.fail_file(f, exc)
-                    return None
-                f.sink = Sink(fd, tmp, FileDigest(f.entry.fino, f.entry.size))
+        """The file's temp file, created on first use (one creator per file)."""
+        if f.sink is not None:
+            return f.sink  # type: ignore[return-value]
+        with self.sink_locks[f.entry.fino % len(self.sink_locks)]:
+            if f.sink is None:
+                if self.dummy or self.tree is None:
+                    f.sink = Sink(-1, b"", FileDigest(f.entry.fino, f.entry.size))
+                else:
+                    try:
+                        fd, tmp = self.tree.create_temp(f.parts, f.entry.mode)
+                    except TransferIOError as exc:
+                        self.fail_file(f, exc)
+                        return None
+                    f.sink = Sink(fd, tmp, FileDigest(f.entry.fino, f.entry.size))
         return f.sink  # type: ignore[return-value]
 
     # --- file completion -------------------------------------------------------------
-    def retire_ready(self, f: RxFile) -> bool:
-        """A failed file can go once FILE_END came and every block it counts was handled
-        (blocks sent before FILE_END may still be in flight on other streams)."""
-        return f.failed and f.end is not None and f.written == len(f.seen) == f.end.blocks
-
     def send_result(self, f: RxFile, status: int, cause: str, digest: bytes, message: str) -> None:
-        if f.finished:
+        """Queue f's one FILE_RESULT (with self.lock held)."""
+        if not self.core.result_sent(f):
             return
         if status == STATUS_OK:
             self.files_ok += 1
         else:
             self.files_failed += 1
-            log.warning("file failed: %s: %s", self.display(f), message)
-        if self.meta is not None:
-            self.meta.send_plain(m.encode_file_result(m.FileResult(f.entry.fino, status, cause_code(cause), digest,
-                                                                 message)))
-        self.core.finish(f)
+            log.warning("file failed: %s: %s", escape_name(self.display(f)), escape_name(message))
+        self.queue_meta(m.encode_file_result(m.FileResult(f.entry.fino, status, cause_code(cause), digest, message)))
 
     def fail_file(self, f: RxFile, err: EscpError) -> None:
-        """Mark f failed and report it now; its temp file goes once no block is in flight."""
+        """Mark f failed and report it now; its temp file goes when its last block is in."""
         with self.lock:
             if f.failed:
                 return
             f.failed = True
             self.send_result(f, STATUS_FAILED, err.cause, NO_DIGEST, err.message)
-            if self.retire_ready(f):
-                self.complete(f)
 
     def complete(self, f: RxFile) -> None:
-        """With self.lock held: every block of f is in; verify and publish, or clean up."""
+        """Called once per file, without self.lock: every block is in; verify and publish or clean up."""
         sink: Sink | None = f.sink  # type: ignore[assignment]
         end = f.end
         assert end is not None
-        if f.failed or end.status != STATUS_OK:
+        outcome: tuple[int, str, bytes, str] | None = None  # status, cause, digest, message
+        if f.failed:
             self.drop_sink(f, sink)
-            if not f.failed:
-                f.failed = True
-                self.send_result(f, STATUS_FAILED, "I/O", NO_DIGEST, end.message or "failed at the source")
-            self.core.files.pop(f.entry.fino, None)
-            self.maybe_done()
-            return
-        if sink is None:
-            sink = self.open_sink(f)
-            if sink is None:
-                self.core.files.pop(f.entry.fino, None)
-                self.maybe_done()
-                return
-        digest = sink.digest.digest() if self.checksums else NO_DIGEST
-        if self.checksums and digest != end.digest:
+        elif end.status != STATUS_OK:
             self.drop_sink(f, sink)
-            f.failed = True
-            self.send_result(f, STATUS_FAILED, "integrity", digest, "checksum mismatch: received data differs")
+            outcome = (STATUS_FAILED, "I/O", NO_DIGEST, end.message or "failed at the source")
         else:
-            try:
-                if not self.dummy and self.tree is not None:
-                    e = f.entry
-                    times = (e.atime_ns, e.mtime_ns) if self.preserve else None
-                    owner = (e.uid, e.gid) if self.preserve else None
-                    self.tree.publish(f.parts, sink.fd, sink.tmp, e.size, e.mode, times, owner, self.fsync)
-                    os.close(sink.fd)
-                    sink.fd = -1
-                self.send_result(f, STATUS_OK, "error", digest, "")
-            except TransferIOError as exc:
-                self.drop_sink(f, sink)
-                f.failed = True
-                self.send_result(f, STATUS_FAILED, exc.cause, digest, exc.message)
-        self.core.files.pop(f.entry.fino, None)
-        self.maybe_done()
+            if sink is None:
+                sink = self.open_sink(f)
+            if sink is not None:
+                outcome = self.verify_and_publish(f, sink, end.digest)
+        with self.lock:
+            if outcome is not None:
+                self.send_result(f, *outcome)
+            self.core.retire(f)
+            self.maybe_done()
+
+    def verify_and_publish(self, f: RxFile, sink: Sink, expected: bytes) -> tuple[int, str, bytes, str]:
+        digest = sink.digest.digest() if self.checksums else NO_DIGEST
+        if self.checksums and digest != expected:
+            self.drop_sink(f, sink)
+            return STATUS_FAILED, "integrity", digest, "checksum mismatch: received data differs"
+        try:
+            if not self.dummy and self.tree is not None:
+                e = f.entry
+                times = (e.atime_ns, e.mtime_ns) if self.preserve else None
+                owner = (e.uid, e.gid) if self.preserve else None
+                self.tree.publish(f.parts, sink.fd, sink.tmp, e.size, e.mode, times, owner, self.fsync)
+                os.close(sink.fd)
+                sink.fd = -1
+        except TransferIOError as exc:
+            self.drop_sink(f, sink)
+            return STATUS_FAILED, exc.cause, digest, exc.message
+        return STATUS_OK, "error", digest, ""
 
     def drop_sink(self, f: RxFile, sink: Sink | None) -> None:
         if sink is not None and sink.fd >= 0:
@@ -388,26 +387,34 @@ class ReceiverSession:
 
     # --- metadata stream ---------------------------------------------------------------
     def meta_loop(self, conn: StreamConn) -> None:
-        body = memoryview(bytearray(max_frame_len(self.init.block_size)))
         plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
+        unz = memoryview(bytearray(self.init.block_size))
+        decomp = BlockDecompressor(self.init.block_size)
+        self.meta_thread = threading.get_ident()
         while True:
-            msg = conn.recv_message(body, plain)
+            if not conn.buffered:
+                self.flush_meta()  # about to wait for input: send what this batch produced
+            k = conn.recv_frame_into(plain)
             self.ctl.progress()
-            if msg is None:
+            if k is None:
                 if self.ctl.done.is_set() or self.ctl.aborted.is_set():
                     return
                 raise IntegrityError("metadata stream closed without the session end (truncated)")
+            if plain[0] == T_DATA:  # a small file's block, in order after its entry
+                self.handle_data(plain, k, "rx-meta", decomp, unz)
+                continue
+            if k > META_MAX_PLAINTEXT:
+                raise ProtocolError(f"metadata frame of {k} bytes exceeds {META_MAX_PLAINTEXT}")
+            msg = m.decode_message(bytes(plain[:k]))
             if isinstance(msg, list):
                 self.on_file_list(msg)
             elif isinstance(msg, m.FileEnd):
                 with self.lock:
                     self.core.event("file_end")
                     f = self.core.file_end(msg)
-                    if f.failed:
-                        if self.retire_ready(f):
-                            self.complete(f)
-                    elif f.complete:
-                        self.complete(f)
+                    ready = self.core.claim(f)
+                if ready:
+                    self.complete(f)
             elif isinstance(msg, m.SessionEnd):
                 with self.lock:
                     self.core.session_end(msg.entries)
@@ -420,64 +427,92 @@ class ReceiverSession:
                 raise ProtocolError(f"unexpected {type(msg).__name__} on the metadata stream")
 
     def on_file_list(self, entries: list[m.FileEntry]) -> None:
+        """Directories are made before their entries are registered, so files inside can be created."""
+        mapped = []
+        for e in entries:
+            parts = self.tree.map_name(e.name) if self.tree is not None else tuple(e.name.split(b"/"))
+            error = None
+            if e.kind == KIND_DIR and self.tree is not None and not self.dummy:
+                try:
+                    self.tree.make_dir(parts, e.mode, e.atime_ns, e.mtime_ns)
+                except TransferIOError as exc:
+                    error = exc
+            mapped.append((e, parts, error))
         with self.lock:
             self.core.event("file_list")
-            for e in entries:
-                parts = self.tree.map_name(e.name) if self.tree is not None else tuple(e.name.split(b"/"))
+            for e, parts, error in mapped:
                 f = self.core.add_entry(e, parts)
                 if e.kind == KIND_DIR:
-                    self.make_dir(f)
-                elif e.size == 0:
-                    pass  # completed by its FILE_END with zero blocks
+                    if error is None:
+                        self.send_result(f, STATUS_OK, "error", NO_DIGEST, "")
+                    else:
+                        self.send_result(f, STATUS_FAILED, error.cause, NO_DIGEST, error.message)
             self.announced.notify_all()
 
-    def make_dir(self, f: RxFile) -> None:
-        e = f.entry
-        status, cause, message = STATUS_OK, "error", ""
-        if self.tree is not None and not self.dummy:
-            try:
-                self.tree.make_dir(f.parts, e.mode, e.atime_ns, e.mtime_ns)
-            except TransferIOError as exc:
-                status, cause, message = STATUS_FAILED, exc.cause, exc.message
-        self.send_result(f, status, cause, NO_DIGEST, message)
-
     def maybe_done(self) -> None:
-        """With self.lock held: send SESSION_DONE once everything is in."""
-        if not self.core.all_done or len(self.eos_streams) < self.init.streams or self.ctl.done.is_set():
+        """With self.lock held: queue SESSION_DONE once everything is in."""
+        if not self.core.all_done or len(self.eos_streams) < self.init.streams or self.core.state == "DONE":
             return
         self.core.event("done")
         errors = self.tree.finish_dirs() if self.tree is not None and not self.dummy else []
         for err in errors:
             log.warning("%s", err.one_line())
-        assert self.meta is not None
         if self.init.flags & FLAG_TRACE:
-            self.send_trace()
-        self.meta.send_plain(m.encode_session_done(m.SessionDone(self.files_ok, self.files_failed,
-                                                                 self.bytes_written, b"")))
-        self.ctl.finish()
+            for chunk in self.trace_chunks():
+                self.queue_meta(chunk)
+        self.queue_meta(m.encode_session_done(m.SessionDone(self.files_ok, self.files_failed,
+                                                            self.bytes_written, b"")), last=True)
 
-    def send_trace(self) -> None:
+    def trace_chunks(self) -> list[bytes]:
         """The receiver's trace as JSON in TRACE_CHUNK frames; never fails the session."""
-        assert self.meta is not None
         export = getattr(self.tracer, "export", None)
         if not callable(export):
-            return
+            return []
         try:
             blob = json.dumps(export(include_events=bool(self.init.flags & FLAG_TRACE_EVENTS))).encode()
+            if len(blob) > TRACE_TOTAL_MAX:
+                blob = json.dumps(export(include_events=False)).encode()
+            if len(blob) > TRACE_TOTAL_MAX:
+                log.warning("receiver trace too large to send; omitted")
+                return []
         except Exception:  # noqa: BLE001 - a broken trace must not break the transfer
             log.warning("could not export the receiver trace", exc_info=True)
-            return
-        if len(blob) > TRACE_TOTAL_MAX:
-            blob = json.dumps(export(include_events=False)).encode()
-        for i in range(0, len(blob), TRACE_CHUNK_MAX):
-            self.meta.send_plain(m.encode_trace_chunk(m.TraceChunk(blob[i : i + TRACE_CHUNK_MAX])))
+            return []
+        return [m.encode_trace_chunk(m.TraceChunk(blob[i : i + TRACE_CHUNK_MAX]))
+                for i in range(0, len(blob), TRACE_CHUNK_MAX)]
 
-    # --- background ----------------------------------------------------------------------
-    def keepalive_loop(self) -> None:
+    # --- metadata writer ------------------------------------------------------------------
+    def queue_meta(self, plain: bytes, last: bool = False) -> None:
+        """Queue a frame for the metadata writer. The metadata thread's own results wait for
+        flush_meta() (called when its input runs dry), so they go out in batches."""
+        with self.meta_cond:
+            self.meta_out.append(plain)
+            if last:
+                self.meta_last_queued = True
+            if last or threading.get_ident() != self.meta_thread:
+                self.meta_cond.notify()
+
+    def flush_meta(self) -> None:
+        with self.meta_cond:
+            if self.meta_out:
+                self.meta_cond.notify()
+
+    def meta_writer(self) -> None:
+        """Sends queued results in batches, keepalives when idle, SESSION_DONE last."""
         interval = max(1.0, self.ctl.idle_timeout / 4)
-        while not self.ctl.done.wait(interval) and not self.ctl.aborted.is_set():
-            if self.meta is not None:
-                self.meta.send_plain(m.encode_keepalive())
+        while not self.ctl.aborted.is_set():
+            with self.meta_cond:
+                if not self.meta_out:
+                    self.meta_cond.wait(interval)
+                batch = list(self.meta_out)
+                self.meta_out.clear()
+                finished = self.meta_last_queued and not self.meta_out
+            if self.meta is None:
+                continue
+            self.meta.send_many(batch or [m.encode_keepalive()])
+            if finished:
+                self.ctl.finish()
+                return
 
     def stdin_watch(self) -> None:
         while True:
@@ -538,6 +573,11 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
         init = decode_init(body)
     except EscpError as exc:
         print(exc.one_line(), file=sys.stderr)
+        if isinstance(exc, ProtocolError):  # tell the sender why, if it speaks our bootstrap
+            try:
+                reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
+            except OSError:
+                pass
         return exc.exit_code
     if init.flags & FLAG_TRACE and tracer is NULL_TRACER:
         tracer = _recording_tracer()
@@ -558,7 +598,7 @@ def serve(tracer: Tracer = NULL_TRACER) -> int:
     ctl.on_abort(session.send_abort)
     ctl.add_socket(listener)
     ctl.guard(lambda: session.acceptor(listener), "rx-accept")
-    ctl.guard(session.keepalive_loop, "rx-keepalive")
+    ctl.guard(session.meta_writer, "rx-meta-writer")
     threading.Thread(target=session.stdin_watch, name="rx-stdin", daemon=True).start()
     install_signal_handlers(ctl)
     ctl.wait()

@@ -19,7 +19,7 @@ from ..config import TransferConfig
 from ..engine.checksum import NO_DIGEST, block_digest
 from ..engine.compress import BlockCompressor
 from ..engine.reader import read_block
-from ..engine.scheduler import BlockScheduler
+from ..engine.scheduler import BlockScheduler, InlineBlock
 from ..engine.sources import SourceProblem, iter_sources, top_level_kinds
 from ..errors import ConnectionFailure, EscpError, ProtocolError, TransferIOError
 from ..protocol import messages as m
@@ -47,6 +47,7 @@ from ..protocol.wire import (
     T_DATA,
     TAG_LEN,
     TRACE_TOTAL_MAX,
+    cause_code,
     cause_name,
     max_frame_len,
 )
@@ -56,6 +57,10 @@ from .control import SessionControl
 from .spawn import ReceiverProcess
 
 log = logging.getLogger("escp")
+
+INLINE_MAX = 64 * 1024  # files up to this size travel whole on the metadata stream
+KEEPALIVE = object()  # a keepalive queued in the metadata order
+MetaItem = m.FileEntry | m.FileEnd | InlineBlock | object
 
 
 @dataclass
@@ -96,7 +101,7 @@ class SenderSession:
         self.result = TransferResult()
         self.lock = threading.Lock()
         self.meta_cond = threading.Condition(self.lock)
-        self.meta_queue: deque[m.FileEntry | m.FileEnd] = deque()
+        self.meta_queue: deque[MetaItem] = deque()
         self.meta: StreamConn | None = None
         self.scheduler: BlockScheduler | None = None
         self.entries = 0
@@ -125,8 +130,7 @@ class SenderSession:
             top_level_count=sum(1 for k in kinds if k is not None) or len(kinds),
             bind_address=cfg.bind_address, rx_engine=cfg.rx_engine, rekey_bytes=cfg.rekey_bytes,
             compress_level=cfg.compress_level, log_path=cfg.log_path + ".server" if cfg.log_path else "",
-            client_time_ns=time.monotonic_ns(),
-            idle_timeout_ms=min(int(cfg.idle_timeout * 1000), 0xFFFFFFFF),
+            client_time_ns=time.monotonic_ns(), idle_timeout_ms=int(cfg.idle_timeout * 1000),
         )
 
     def run(self) -> TransferResult:
@@ -167,6 +171,7 @@ class SenderSession:
             iter_sources(self.sources, cfg.recursive), cfg.block_size, sparse=cfg.sparse,
             dummy=cfg.tx_engine == "dummy", checksums=cfg.checksum, announce=self._announce,
             file_end=self._queue_file_end, problem=self._problem, preserve_ids=cfg.preserve,
+            inline=self._queue_inline, inline_max=min(INLINE_MAX, cfg.block_size), on_room=self._wake_meta,
         )
         self.ctl.guard(self.meta_send_loop, "tx-meta-send")
         self.ctl.guard(self.meta_recv_loop, "tx-meta-recv")
@@ -189,6 +194,15 @@ class SenderSession:
             if f is not None:
                 self.core.end_sent(end.fino, end.digest, end.message if end.status != STATUS_OK else None)
             self.meta_queue.append(end)
+            self.meta_cond.notify()
+
+    def _queue_inline(self, block: InlineBlock) -> None:
+        with self.lock:
+            self.meta_queue.append(block)
+            self.bytes_sent += len(block.data)
+
+    def _wake_meta(self) -> None:
+        with self.lock:
             self.meta_cond.notify()
 
     def _problem(self, p: SourceProblem) -> None:
@@ -216,7 +230,7 @@ class SenderSession:
         zeros = bytes(cfg.block_size) if cfg.sparse else b""
         frames = nbytes = 0
         while not self.ctl.aborted.is_set():
-            job = sched.next_job()
+            job = sched.next_job(self.ctl.aborted)
             if job is None:
                 break
             f = job.file
@@ -272,15 +286,18 @@ class SenderSession:
 
     # --- metadata ---------------------------------------------------------------------
     def meta_send_loop(self) -> None:
+        """Walks the sources (small files inline) and sends entries, blocks and FILE_ENDs in order."""
         assert self.meta is not None and self.scheduler is not None
+        sched = self.scheduler
         interval = max(1.0, self.cfg.idle_timeout / 4)
-        while True:
+        compressor = BlockCompressor(self.cfg.compress_level) if self.cfg.compress else None
+        while not self.ctl.aborted.is_set():
+            if sched.wants_more:
+                sched.pump()
             with self.lock:
-                while not self.meta_queue and not self._ready_to_end() and not self.ctl.aborted.is_set():
-                    if not self.meta_cond.wait(interval):
-                        break
-                if self.ctl.aborted.is_set():
-                    return
+                if not self.meta_queue and not sched.wants_more and not self._ready_to_end():
+                    if not self.meta_cond.wait(interval) and not self.meta_queue:
+                        self.meta_queue.append(KEEPALIVE)
                 batch = list(self.meta_queue)
                 self.meta_queue.clear()
                 end_now = not batch and self._ready_to_end()
@@ -292,34 +309,50 @@ class SenderSession:
                 self.meta.send_plain(m.encode_session_end(m.SessionEnd(self.entries)))
                 self._keepalive_until_done(interval)
                 return
-            if not batch:
-                self.meta.send_plain(m.encode_keepalive())
-                continue
-            self._send_batch(batch)
+            if batch:
+                self._send_batch(batch, compressor)
+                self.ctl.progress()
 
     def _ready_to_end(self) -> bool:
         sched = self.scheduler
         return (sched is not None and sched.exhausted and not sched.files and not self.meta_queue
                 and not self.session_end_sent)
 
-    def _send_batch(self, batch: list[m.FileEntry | m.FileEnd]) -> None:
+    def _send_batch(self, batch: list[MetaItem], compressor: BlockCompressor | None) -> None:
+        """Entries go out as FILE_LIST frames, the rest in order between them, in few writes."""
         assert self.meta is not None
+        frames: list[bytes] = []
         entries: list[m.FileEntry] = []
         size = 0
         for item in batch:
             if isinstance(item, m.FileEntry):
                 if len(entries) >= MAX_FILES_PER_LIST or size + len(item.name) + 128 > META_MAX_PLAINTEXT - 1024:
-                    self.meta.send_plain(m.encode_file_list(entries))
+                    frames.append(m.encode_file_list(entries))
                     entries, size = [], 0
                 entries.append(item)
                 size += len(item.name) + 128
+                continue
+            if entries:
+                frames.append(m.encode_file_list(entries))
+                entries, size = [], 0
+            if isinstance(item, m.FileEnd):
+                frames.append(m.encode_file_end(item))
+            elif isinstance(item, InlineBlock):
+                frames.append(self._inline_frame(item, compressor))
             else:
-                if entries:
-                    self.meta.send_plain(m.encode_file_list(entries))
-                    entries, size = [], 0
-                self.meta.send_plain(m.encode_file_end(item))
+                frames.append(m.encode_keepalive())
         if entries:
-            self.meta.send_plain(m.encode_file_list(entries))
+            frames.append(m.encode_file_list(entries))
+        self.meta.send_many(frames)
+
+    @staticmethod
+    def _inline_frame(block: InlineBlock, compressor: BlockCompressor | None) -> bytes:
+        payload, flags = block.data, 0
+        if compressor is not None:
+            packed = compressor.compress(memoryview(block.data))
+            if packed is not None:
+                payload, flags = packed, DATA_FLAG_ZSTD
+        return DATA_HDR.pack(T_DATA, flags, 0, block.fino, 0, len(block.data)) + payload
 
     def _keepalive_until_done(self, interval: float) -> None:
         assert self.meta is not None
@@ -328,10 +361,9 @@ class SenderSession:
 
     def meta_recv_loop(self) -> None:
         assert self.meta is not None
-        body = memoryview(bytearray(max_frame_len(self.cfg.block_size)))
         plain = memoryview(bytearray(max_frame_len(self.cfg.block_size)))
         while True:
-            msg = self.meta.recv_message(body, plain)
+            msg = self.meta.recv_message(plain)
             self.ctl.progress()
             if msg is None:
                 if self.session_done.is_set() or self.ctl.aborted.is_set():
@@ -396,7 +428,7 @@ class SenderSession:
         if self.meta is not None:
             try:
                 self.meta.sock.settimeout(1.0)
-                self.meta.send_plain(m.encode_abort(m.Abort(0, err.message)))
+                self.meta.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
             except (EscpError, OSError):
                 pass
 

@@ -104,12 +104,16 @@ class ReceiverProcess:
         header = self._read(fd, BOOT_HEADER.size, deadline, first=True)
         body = self._read(fd, parse_header(header, BOOT_SESSION_REPLY), deadline, first=False)
         reply = decode_reply(body)
+        if reply.version != init.version:
+            raise ProtocolError(f"receiver speaks protocol version {reply.version}, this is {init.version}")
         if reply.error:
             cls = UsageError if reply.error_cause == "usage" else ConnectionFailure
             text = reply.error.removeprefix("escp: ")
             if cls is UsageError:
                 text = text.removeprefix("usage error: ")  # printed once, by our own one_line()
             raise cls(f"receiver: {text}")
+        if not 1 <= reply.port <= 65535 or not reply.address:
+            raise ProtocolError("receiver replied without a usable address and port")
         return reply
 
     def _read(self, fd: int, n: int, deadline: float, first: bool) -> bytes:

@@ -29,6 +29,9 @@ from .wire import (
     PROTOCOL_VERSION,
 )
 
+MIN_IDLE_TIMEOUT = 5.0
+MAX_IDLE_TIMEOUT = 3600.0
+
 
 @dataclass(frozen=True)
 class SessionInit:
@@ -47,11 +50,17 @@ class SessionInit:
     compress_level: int = 3
     log_path: str = ""
     client_time_ns: int = 0
-    idle_timeout_ms: int = 0  # the sender's --timeout (0: receiver default); clamped by the receiver
+    idle_timeout_ms: int = 60_000
     version: int = PROTOCOL_VERSION
 
     def __repr__(self) -> str:  # never print the key
         return f"SessionInit(session_id={self.session_id:016x}, streams={self.streams}, block={self.block_size})"
+
+    @property
+    def receiver_idle_timeout(self) -> float:
+        """The receiver's own deadline: the sender's wish, clamped so a peer can neither
+        disable it nor make it uselessly short (HP-13)."""
+        return min(max(self.idle_timeout_ms / 1000.0, MIN_IDLE_TIMEOUT), MAX_IDLE_TIMEOUT)
 
     def validate(self) -> None:
         if self.version != PROTOCOL_VERSION:

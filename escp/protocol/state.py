@@ -52,13 +52,10 @@ class RxFile:
     seen: set[int] = field(default_factory=set)
     written: int = 0  # blocks fully written
     end: FileEnd | None = None
-    failed: bool = False
-    finished: bool = False  # verified-and-published or failed; result sent
+    failed: bool = False  # the receiver failed it (its result is already sent)
+    finished: bool = False  # its one FILE_RESULT is sent
+    claimed: bool = False  # completion was handed to one thread
     sink: object = None  # adapter-owned (temp fd, digest ...)
-
-    @property
-    def complete(self) -> bool:
-        return self.end is not None and not self.finished and self.written == len(self.seen) == self.end.blocks
 
 
 class ReceiverCore:
@@ -105,7 +102,7 @@ class ReceiverCore:
     def check_block(self, f: RxFile, offset: int, length: int) -> None:
         """Bounds of a DATA frame, checked before anything is written."""
         size, bs = f.entry.size, self.block_size
-        if offset % bs or offset >= size:
+        if offset < 0 or offset % bs or offset >= size:
             raise ProtocolError(f"block offset {offset} invalid for size {size}", path=f.entry.name)
         if length != min(bs, size - offset):
             raise ProtocolError(f"block at {offset} has length {length}", path=f.entry.name)
@@ -116,9 +113,16 @@ class ReceiverCore:
         f.seen.add(offset)
 
     def block_written(self, f: RxFile) -> bool:
-        """Count a written block; True when the file is now complete."""
+        """Count a written (or, for a failed file, dropped) block; True when f is ready to finish."""
         f.written += 1
-        return f.complete
+        return self.claim(f)
+
+    def claim(self, f: RxFile) -> bool:
+        """True exactly once: FILE_END is in and every block it counts was written or dropped."""
+        if f.claimed or f.end is None or not f.written == len(f.seen) == f.end.blocks:
+            return False
+        f.claimed = True
+        return True
 
     def file_end(self, end: FileEnd) -> RxFile:
         f = self.files.get(end.fino) if end.fino < self.next_fino else None
@@ -131,13 +135,17 @@ class ReceiverCore:
         f.end = end
         return f
 
-    def finish(self, f: RxFile) -> None:
-        """The file's result is sent. A file that failed early stays in `files` until its
-        FILE_END and every in-flight block have arrived (the adapter retires it then), so
-        those late frames are still recognised and its temp file is still cleaned up."""
-        if not f.finished:
-            f.finished = True
-            self.results_sent += 1
+    def result_sent(self, f: RxFile) -> bool:
+        """Record that f's one FILE_RESULT goes out now; False when it already went."""
+        if f.finished:
+            return False
+        f.finished = True
+        self.results_sent += 1
+        return True
+
+    def retire(self, f: RxFile) -> None:
+        """f is finished and cleaned up; forget it."""
+        self.files.pop(f.entry.fino, None)
 
     def session_end(self, entries: int) -> None:
         self.event("session_end")

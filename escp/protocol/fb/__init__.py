@@ -1,0 +1,1 @@
+"""FlatBuffers code generated from escp/protocol/schema/escp.fbs by `nox -s flatc`."""

@@ -1,0 +1,194 @@
+"""The tools a scenario compares: escp itself and its peers, and one measured process run.
+
+Each tool turns (source, destination) into an argv: escp (configurable argv prefix plus the
+scenario's options), escp-dummy (escp with --ioengine dummy: nothing written, not verified),
+cp (`cp -r`), and over the private loopback sshd: scp (default cipher), scp-gcm
+(`-c aes128-gcm@openssh.com`), rsync-ssh (`rsync -a -e ssh`). `measure()` runs one command and
+records wall time, CPU user/sys and peak RSS of the process tree it waited for (os.wait4), plus
+the server side CPU for ssh peers (sshd's reaped children).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.scenarios import EscpOptions
+from harness.sshd import PrivateSshd
+
+REPO = Path(__file__).resolve().parent.parent
+SSH_PEERS = {"scp", "scp-gcm", "rsync-ssh"}
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
+def default_escp_command() -> list[str]:
+    return [sys.executable, "-m", "escp", "--local", "-q"]
+
+
+@dataclass
+class EscpCommand:
+    """How to run escp. `plain` = a stand-in (e.g. `cp -r`): append only SRC DEST, no options."""
+
+    argv: list[str] = field(default_factory=default_escp_command)
+    plain: bool = False
+
+    @classmethod
+    def from_string(cls, text: str | None, plain: bool = False) -> EscpCommand:
+        return cls(shlex.split(text), plain) if text else cls(plain=plain)
+
+    def describe(self) -> str:
+        return shlex.join(self.argv) + (" (stand-in: options not passed)" if self.plain else "")
+
+    def available(self) -> str | None:
+        """None when the command looks runnable, else the reason."""
+        if self.plain:
+            return None
+        try:
+            r = subprocess.run(
+                self.argv + ["--help"], cwd=REPO, capture_output=True, timeout=60, env=escp_env()
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{shlex.join(self.argv)}: {e}"
+        if r.returncode != 0:
+            return f"`{shlex.join(self.argv)} --help` exited {r.returncode}: {r.stderr.decode()[-300:]}"
+        return None
+
+
+def escp_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+@dataclass
+class Invocation:
+    argv: list[str]
+    verify: bool = True  # False: the tool writes no data (dummy engine)
+    json_report: Path | None = None
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
+
+
+def build(
+    tool: str,
+    src: Path,
+    dest: Path,
+    *,
+    escp: EscpCommand,
+    opts: EscpOptions,
+    sshd: PrivateSshd | None,
+    json_report: Path | None = None,
+    extra: list[str] | None = None,
+) -> Invocation:
+    """The command line that copies `src` (a file or a directory) to the new path `dest`."""
+    is_dir = src.is_dir()
+    if tool in ("escp", "escp-dummy"):
+        if escp.plain:
+            return Invocation(escp.argv + [str(src), str(dest)], verify=tool == "escp")
+        argv = list(escp.argv)
+        if is_dir:
+            argv.append("-r")
+        o = opts
+        if tool == "escp-dummy":
+            o = EscpOptions(**{**o.__dict__, "ioengine": "dummy"})
+        argv += o.argv()
+        if json_report is not None:
+            argv += ["--json", str(json_report)]
+        argv += (extra or []) + [str(src), str(dest)]
+        return Invocation(argv, verify=tool == "escp", json_report=json_report, cwd=REPO, env=escp_env())
+    if tool == "cp":
+        return Invocation(["cp", "-r", str(src), str(dest)])
+    if tool in SSH_PEERS:
+        if sshd is None:
+            raise RuntimeError(f"{tool} needs the loopback sshd")
+        if tool == "rsync-ssh":
+            ssh = shlex.join(sshd.ssh_argv())
+            s = str(src) + ("/" if is_dir else "")
+            d = f"{sshd.host}:{dest}" + ("/" if is_dir else "")
+            return Invocation(["rsync", "-a", "-e", ssh, s, d])
+        argv = ["scp", "-q", "-F", str(sshd.client_config)]
+        if tool == "scp-gcm":
+            argv += ["-c", "aes128-gcm@openssh.com"]
+        if is_dir:
+            argv.append("-r")
+        return Invocation(argv + [str(src), f"{sshd.host}:{dest}"])
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+@dataclass
+class Measurement:
+    exit_code: int
+    wall_s: float
+    user_s: float
+    sys_s: float
+    max_rss_bytes: int
+    rss_source: str = ""
+    server_cpu_s: float | None = None
+    stderr_tail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def measure(
+    inv: Invocation, log_path: Path, *, sshd: PrivateSshd | None = None, timeout: float = 3600
+) -> Measurement:
+    """Run one command; wall time around spawn..reap, rusage from os.wait4 (the whole waited tree)."""
+    server0 = sshd.server_cpu_s() if sshd else None
+    # os.wait4's ru_maxrss never drops below this (Python) process's RSS at spawn time, so peak
+    # RSS comes from GNU time when it exists (its own floor is ~1 MiB); CPU and wall from wait4.
+    rss_file = log_path.with_suffix(".rss")
+    argv = inv.argv
+    if GNU_TIME:
+        argv = [GNU_TIME, "-q", "-f", "%M", "-o", str(rss_file), *inv.argv]
+    with open(log_path, "wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=inv.cwd, env=inv.env
+        )
+        killer = threading.Timer(timeout, proc.kill)
+        killer.daemon = True
+        killer.start()
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: do not leave the tool running
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            raise
+        finally:
+            killer.cancel()
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
+    server = None
+    if sshd is not None and server0 is not None:
+        time.sleep(0.05)  # let sshd reap its session child
+        now = sshd.server_cpu_s()
+        server = None if now is None else round(now - server0, 3)
+    max_rss = ru.ru_maxrss * 1024
+    rss_source = "wait4 (floor: harness RSS)"
+    if GNU_TIME:
+        try:
+            max_rss = int(rss_file.read_text().split()[-1]) * 1024
+            rss_source = "gnu-time"
+        except (OSError, ValueError, IndexError):
+            pass
+    tail = ""
+    if proc.returncode != 0:
+        tail = log_path.read_bytes()[-1000:].decode(errors="replace")
+    return Measurement(
+        exit_code=proc.returncode,
+        wall_s=wall,
+        user_s=ru.ru_utime,
+        sys_s=ru.ru_stime,
+        max_rss_bytes=max_rss,
+        rss_source=rss_source,
+        server_cpu_s=server,
+        stderr_tail=tail,
+    )

@@ -1,0 +1,139 @@
+"""Load harness/scenarios.toml into typed scenarios for one profile (quick, full).
+
+Scenarios are data: a dataset, escp options, a list of peers, and repeat counts. Sweeps expand
+into one scenario per value (group + x value kept for the scaling plots). Every scenario has a
+stable hash of its effective definition so results can be matched against a baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
+KNOWN_PEERS = {"cp", "scp", "scp-gcm", "rsync-ssh", "escp-dummy"}
+
+
+@dataclass(frozen=True)
+class EscpOptions:
+    streams: int = 4
+    blocksize: str = "1M"
+    compress: bool = False
+    compress_level: int | None = None
+    sparse: bool = False
+    ioengine: str = "posix"
+
+    def argv(self) -> list[str]:
+        """escp CLI options for these settings (the contract in the harness README)."""
+        out = ["-t", str(self.streams), "--blocksize", str(self.blocksize)]
+        if self.compress:
+            out.append("-C")
+        if self.compress_level is not None:
+            out += ["--compress-level", str(self.compress_level)]
+        if self.sparse:
+            out.append("--sparse")
+        if self.ioengine != "posix":
+            out += ["--ioengine", self.ioengine]
+        return out
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    dataset: str
+    escp: EscpOptions
+    peers: tuple[str, ...]
+    repeats: int
+    warmup: int
+    ratio_peer: str
+    targets: tuple[str, ...] = ()
+    group: str | None = None  # sweep name
+    x: Any = None  # sweep value
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["peers"] = list(self.peers)
+        d["targets"] = list(self.targets)
+        d["notes"] = list(self.notes)
+        return d
+
+    @property
+    def hash(self) -> str:
+        """Stable digest of what is measured (not of repeat counts or notes)."""
+        key = {k: v for k, v in self.to_dict().items() if k not in ("repeats", "warmup", "notes", "targets")}
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    datasets: dict[str, dict[str, Any]]
+    scenarios: list[Scenario]
+    scenario_budget_s: float | None = None  # timed rounds of one scenario should fit in this
+
+
+def _escp_opts(base: dict[str, Any], over: dict[str, Any]) -> EscpOptions:
+    merged = {**base, **over}
+    return EscpOptions(**merged)
+
+
+def load(path: Path = DEFAULT_FILE, profile: str = "quick") -> Profile:
+    doc = tomllib.loads(Path(path).read_text())
+    profiles = doc.get("profiles", {})
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; have {sorted(profiles)}")
+    prof = profiles[profile]
+    datasets: dict[str, dict[str, Any]] = dict(prof.get("datasets", {}))
+    defaults = doc.get("defaults", {})
+    out: list[Scenario] = []
+    for raw in doc.get("scenario", []):
+        if profile not in raw.get("profiles", [profile]):
+            continue
+        ds = raw["dataset"]
+        if ds not in datasets:
+            raise ValueError(f"scenario {raw['name']}: dataset {ds!r} not in profile {profile}")
+        raw_peers = raw.get("peers", ())  # a list, or a table per profile
+        peers = tuple(raw_peers.get(profile, ()) if isinstance(raw_peers, dict) else raw_peers)
+        unknown = set(peers) - KNOWN_PEERS
+        if unknown:
+            raise ValueError(f"scenario {raw['name']}: unknown peers {sorted(unknown)}")
+        big = datasets[ds]["kind"] in ("huge", "sparse")
+        notes: list[str] = []
+        repeats = int(prof.get("repeats", 6))
+        if big and "big_file_repeats" in prof:
+            repeats = int(prof["big_file_repeats"])
+        over_rep = raw.get("repeats", repeats)  # an int, or a table per profile
+        repeats = int(over_rep.get(profile, repeats) if isinstance(over_rep, dict) else over_rep)
+        if repeats < 6:
+            notes.append(f"{repeats} timed repeats (fewer than 6) to fit the {profile} profile time budget")
+        ratio_peer = raw.get("ratio_peer", defaults.get("ratio_peer", "cp"))
+        if ratio_peer not in peers:
+            ratio_peer = peers[0] if peers else ""
+        base_opts = {**defaults.get("escp", {}), **raw.get("escp", {})}
+        sweep = raw.get("sweep")
+        values: list[Any] = sweep["values"] if sweep else [None]
+        for v in values:
+            over = {sweep["param"]: v} if sweep else {}
+            name = f"{raw['name']}-{sweep['param'][0]}{v}" if sweep else raw["name"]
+            out.append(
+                Scenario(
+                    name=name,
+                    dataset=ds,
+                    escp=_escp_opts(base_opts, over),
+                    peers=peers,
+                    repeats=repeats,
+                    warmup=int(raw.get("warmup", prof.get("warmup", 1))),
+                    ratio_peer=ratio_peer,
+                    targets=tuple(raw.get("targets", ())),
+                    group=raw["name"] if sweep else None,
+                    x=v,
+                    notes=tuple(notes),
+                )
+            )
+    budget = prof.get("scenario_budget_s")
+    return Profile(profile, datasets, out, float(budget) if budget else None)
