@@ -28,6 +28,7 @@ from ..errors import (
     ConnectionFailure,
     EscpError,
     IntegrityError,
+    OutOfMemory,
     ProtocolError,
     TimeoutError_,
     TransferIOError,
@@ -188,6 +189,17 @@ class ReceiverSession:
             threading.Thread(target=self.handshake, args=(sock, peer), daemon=True).start()
 
     def handshake(self, sock: socket.socket, peer: object) -> None:
+        """One pending connection (own thread). A resource failure here is fatal for the
+        session (the sender needs every stream): it must abort, never die silently and
+        leave the sender waiting for ACCEPT."""
+        try:
+            self._handshake(sock, peer)
+        except (MemoryError, RuntimeError) as exc:  # RuntimeError: can't start new thread
+            sock.close()
+            what = "out of memory" if isinstance(exc, MemoryError) else f"cannot start a thread ({exc})"
+            self.ctl.abort(OutOfMemory(f"{what} while accepting a stream"))
+
+    def _handshake(self, sock: socket.socket, peer: object) -> None:
         try:
             conn = accept_stream(sock, self.init.key, self.init.session_id, self.init.rekey_bytes,
                                  self.init.block_size, HANDSHAKE_DEADLINE, self.claim)

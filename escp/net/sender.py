@@ -160,9 +160,10 @@ class SenderSession:
                 conn = connect_stream(address, port, index, init.key, init.session_id, init.rekey_bytes,
                                       init.block_size, cfg.connect_timeout, cfg.idle_timeout)
             except EscpError as exc:
+                err = self.proc.explain(exc)  # before closing ours: closing would cause another error there
                 for c in conns:
                     c.close()
-                raise self.proc.explain(exc) from None
+                raise err from None
             self.ctl.add_socket(conn.sock)
             conns.append(conn)
         self.meta = conns[META_STREAM]
