@@ -43,6 +43,15 @@ def transfer(
         argv = local_argv()
         dest_path = os.fsencode(dest)
     result = TransferResult()
+    if not isinstance(dest, RemoteTarget):
+        from .errors import UsageError
+        from .paths import check_local_overlap
+
+        try:
+            check_local_overlap(srcs, dest_path, cfg.recursive)
+        except UsageError as exc:
+            result.error = exc
+            return result
     try:
         proc = ReceiverProcess(argv)
     except Exception as exc:  # noqa: BLE001 - surfaced as the result's error

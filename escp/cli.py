@@ -19,9 +19,10 @@ from dataclasses import replace
 from . import __version__
 from .api import transfer
 from .config import ENGINES, SshOptions, TransferConfig
+from .engine import faults
 from .engine.filelist import parse_filelist, read_list_file
 from .engine.manifest import verify_tree
-from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, UsageError
+from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, OutOfMemory, UsageError
 from .logsetup import setup_logging, syslog_facility
 from .net.sender import TransferResult
 from .sysconf import load_host_config
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", action="store_true", help="show rates in bit/s")
     p.add_argument("--logfile", metavar="PATH|LOCAL0-7",
                    help="log to PATH.client and PATH.server, or to syslog facility LOCAL0..LOCAL7")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, summary or warnings (errors are still shown)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-V", "--version", action="version", version=f"escp {__version__}")
@@ -263,6 +264,7 @@ def run(argv: list[str]) -> int:
             raise UsageError("--verify-manifest takes only MANIFEST and DIR")
         return verify_manifest(*a.verify_manifest)
     cfg = config_from_args(a)
+    faults.configure()  # test-only fault hook (ESCP_FAULT); inert when unset
     if cfg.filelist is not None:
         if len(a.paths) != 1:
             raise UsageError("with --filelist, give only the destination")
@@ -329,4 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("escp: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except MemoryError:
+        print(OutOfMemory("out of memory").one_line(), file=sys.stderr)
         return EXIT_FAILURE

@@ -93,6 +93,12 @@ class ConnectionFailure(EscpError):
     cause = "connection"
 
 
+class OutOfMemory(EscpError):
+    """An allocation failed (MemoryError, e.g. under a low RLIMIT_AS)."""
+
+    cause = "memory"
+
+
 class PartialFailure(EscpError):
     """The session finished but some files failed (each was already reported)."""
 
@@ -114,5 +120,6 @@ __all__ = [
     "TransferIOError",
     "TimeoutError_",
     "ConnectionFailure",
+    "OutOfMemory",
     "PartialFailure",
 ]

@@ -43,3 +43,41 @@ def is_within(root: str | bytes, path: str | bytes) -> bool:
     rparts = [c for c in r.split(b"/") if c]
     pparts = [c for c in p.split(b"/") if c]
     return len(pparts) > len(rparts) and pparts[: len(rparts)] == rparts
+
+
+def check_local_overlap(sources: list[bytes], dest: bytes, recursive: bool) -> None:
+    """--local only: refuse a copy of a file onto itself (also via a symlink, `..` or a
+    hard link) and a copy of a directory into itself, before anything is sent.
+
+    UsageError naming the source; sources that cannot be stat'ed are left to the sender.
+    """
+    import stat as st_mod
+
+    from .errors import UsageError
+
+    dest = dest or b"."
+    try:
+        dst = os.stat(dest)
+    except OSError:
+        dst = None
+    dest_is_dir = dst is not None and st_mod.S_ISDIR(dst.st_mode)
+    for src in sources:
+        try:
+            s = os.stat(src)
+        except OSError:
+            continue
+        if dest_is_dir:
+            base = os.path.basename(os.path.normpath(os.path.abspath(src)))
+            target = os.path.join(dest, base)
+            where = dest
+        else:
+            target = dest
+            where = os.path.dirname(os.path.abspath(dest))
+        try:
+            t = os.stat(target)
+        except OSError:
+            t = None
+        if t is not None and os.path.samestat(s, t):
+            raise UsageError("source and destination are the same file", path=src)
+        if st_mod.S_ISDIR(s.st_mode) and recursive and is_within(os.path.realpath(src), os.path.realpath(where)):
+            raise UsageError("cannot copy a directory into itself", path=src)

@@ -16,6 +16,7 @@ import os
 import stat
 
 from ..errors import TransferIOError
+from . import faults
 from .directio import direct_span, pread_direct
 
 SEQUENTIAL_HINT_MIN = 8 << 20
@@ -28,6 +29,8 @@ class SourceChanged(TransferIOError):
 def open_source(path: bytes) -> tuple[int, os.stat_result]:
     """Open a regular file for reading; TransferIOError with a clear cause otherwise."""
     try:
+        if faults.ACTIVE:
+            faults.inject("open", path)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
         raise TransferIOError(f"cannot open source: {exc.strerror}", path=path) from None
@@ -65,7 +68,10 @@ def read_block(fd: int, buf: memoryview, offset: int, length: int, path: bytes, 
                 got = k
     while got < length:
         try:
-            n = os.preadv(fd, [buf[got:length]], offset + got)
+            if faults.ACTIVE and faults.inject("read", path) == faults.SHORT:
+                n = os.preadv(fd, [buf[got : got + max(1, (length - got) // 2)]], offset + got)
+            else:
+                n = os.preadv(fd, [buf[got:length]], offset + got)
         except InterruptedError:
             continue
         except OSError as exc:

@@ -8,21 +8,30 @@ final directory and renamed over the final name only after all blocks arrived an
 digest matched; metadata is applied through the open fd; setuid/setgid bits are
 stripped unless running as root with --preserve. With --sparse only non-zero pages are
 written and the final size is set with ftruncate, so holes stay holes.
+A temp file is flock()ed while its
+session lives; temp files of killed sessions (unlocked, untouched for STALE_AGE s) are
+removed by the next session that writes into the same directory (sweep_stale).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import re
 import stat
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..errors import ProtocolError, TransferIOError, UsageError
 from ..paths import split_peer_name
+from . import faults
 
 DIR_FD_CACHE = 32
+STALE_AGE = 10.0  # seconds a dead session's temp file must be untouched before a sweep removes it
+EAGAIN_RETRIES = 100  # a regular file should never say EAGAIN; retry a little, then fail
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -88,6 +97,7 @@ class DestinationTree:
         self._lock = threading.RLock()  # held while any cached dir fd is in use
         # parts, mode, atime, mtime, (uid, gid) or None: applied by finish_dirs after the contents
         self.created_dirs: list[tuple[tuple[bytes, ...], int, int, int, tuple[int, int] | None]] = []
+        self._swept: set[tuple[bytes, ...]] = set()
 
     # --- names -------------------------------------------------------------------
     def map_name(self, name: bytes) -> tuple[bytes, ...]:
@@ -143,6 +153,8 @@ class DestinationTree:
                   owner: tuple[int, int] | None) -> None:
         parent = self.dir_fd(parts[:-1])
         try:
+            if faults.ACTIVE:
+                faults.inject("mkdir", self.display(parts))
             os.mkdir(parts[-1], 0o700, dir_fd=parent)
             self.created_dirs.append((parts, mode, atime_ns, mtime_ns, owner))
         except FileExistsError:
@@ -183,16 +195,30 @@ class DestinationTree:
         return b"." + base[:180] + b".escp-" + self.session_tag + b".part"
 
     def create_temp(self, parts: tuple[bytes, ...], mode: int = 0o600) -> tuple[int, bytes]:
-        """(file fd, temp name) of a new temp file for parts."""
+        """(file fd, temp name) of a new temp file for parts.
+
+        The temp file is flock()ed for its whole life, which tells other sessions it is in
+        use; the first temp file this session creates in a directory sweeps that directory
+        of stale temp files left by sessions that were killed (see sweep_stale)."""
         tmp = self.temp_name(parts[-1])
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with self._lock:
             try:
+                if faults.ACTIVE:
+                    faults.inject("create", self.display(parts))
+                parent = self.dir_fd(parts[:-1])
                 # created with its final permission bits (the umask applies, as for scp), but never
                 # group/other-writable or special while it is a temp file
-                fd = os.open(tmp, flags, mode & 0o755 | 0o600, dir_fd=self.dir_fd(parts[:-1]))
+                fd = os.open(tmp, flags, mode & 0o755 | 0o600, dir_fd=parent)
             except OSError as exc:
                 raise io_error(exc, "cannot create file", self.display(parts)) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # a filesystem without flock: the age rule alone protects the file
+            if parts[:-1] not in self._swept:
+                self._swept.add(parts[:-1])
+                sweep_stale(parent, self.session_tag)
         return fd, tmp
 
     def publish(self, parts: tuple[bytes, ...], fd: int, tmp: bytes, size: int, mode: int,
@@ -211,12 +237,16 @@ class DestinationTree:
             if times is not None:
                 os.utime(fd, ns=times)
             if fsync:
+                if faults.ACTIVE:
+                    faults.inject("fsync", path)
                 os.fsync(fd)
         except OSError as exc:
             raise io_error(exc, "cannot finish file", path) from None
         with self._lock:
             parent = self.dir_fd(parts[:-1])
             try:
+                if faults.ACTIVE:
+                    faults.inject("rename", path)
                 os.rename(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
                 if fsync:
                     os.fsync(parent)
@@ -240,15 +270,70 @@ class DestinationTree:
         os.close(self.root_fd)
 
 
-def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    """Write all of data at offset, looping over short writes and EINTR."""
+_TEMP_RE = re.compile(rb"^\..*\.escp-[0-9a-f]{16}\.part$", re.DOTALL)
+
+
+def sweep_stale(dir_fd: int, own_tag: bytes, min_age: float = STALE_AGE) -> int:
+    """Remove temp files of dead sessions from one directory; returns how many went.
+
+    A temp file is stale when it matches `.NAME.escp-<16 hex>.part`, is a regular file, is
+    not this session's, nobody holds its flock (its writer is gone: locks die with their
+    process) and it was not modified for min_age seconds. Never follows symlinks; errors
+    are ignored (a sweep is housekeeping, never a reason to fail)."""
+    removed = 0
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return 0
+    now = time.time()  # wall-clock: not a deadline (compared with st_mtime)
+    for name in names:
+        bname = os.fsencode(name)
+        if not _TEMP_RE.match(bname) or bname.endswith(b".escp-" + own_tag + b".part"):
+            continue
+        try:
+            fd = os.open(bname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live session holds it
+            here = os.stat(bname, dir_fd=dir_fd, follow_symlinks=False)
+            if (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(bname, dir_fd=dir_fd)
+                removed += 1
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int, name: bytes = b"") -> None:
+    """Write all of data at offset, looping over short writes, EINTR and (boundedly) EAGAIN.
+
+    `name` only serves the test fault hook (escp/engine/faults.py).
+    """
     done = 0
     n_total = len(data)
+    again = 0
     while done < n_total:
         try:
+            if faults.ACTIVE and faults.inject("write", name) == faults.SHORT:
+                done += os.pwrite(fd, data[done : done + max(1, (n_total - done) // 2)], offset + done)
+                continue
             done += os.pwrite(fd, data[done:], offset + done)
         except InterruptedError:
             continue
+        except BlockingIOError:
+            again += 1
+            if again > EAGAIN_RETRIES:
+                raise
+            time.sleep(min(0.0005 * again, 0.01))
 
 
 SPARSE_PAGE = 4096

@@ -8,18 +8,27 @@ only the monotonic clock.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable
 
-from ..errors import EscpError, TimeoutError_
+from ..errors import EscpError, OutOfMemory, TimeoutError_
 
 log = logging.getLogger("escp")
 
 # Keepalives prove the peer is alive but not that the session advances: they can stretch
 # the idle deadline to at most this many times its length, never turn it off (HP-13/HP-18).
 KEEPALIVE_GRACE = 5
+
+
+def wait_readable(fd: int, timeout: float) -> bool:
+    """True when fd is readable (or at EOF/error) within timeout seconds. Uses poll(), not
+    select(): select() cannot take descriptors above 1023 (FD_SETSIZE)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(p.poll(max(0, int(timeout * 1000))))
 
 
 class SessionControl:
@@ -94,6 +103,8 @@ class SessionControl:
                 fn()
             except EscpError as exc:
                 self.abort(exc)
+            except MemoryError:
+                self.abort(OutOfMemory(f"out of memory in {name}"))
             except Exception as exc:  # noqa: BLE001 - an unexpected bug must still end the session
                 log.exception("internal error in %s", name)
                 self.abort(EscpError(f"internal error in {name}: {type(exc).__name__}: {exc}"))

@@ -13,7 +13,7 @@ import errno
 import json
 import logging
 import os
-import select
+import signal
 import socket
 import sys
 import threading
@@ -21,6 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from ..engine import faults
 from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
 from ..engine.compress import BlockDecompressor
 from ..engine.writer import (
@@ -35,6 +36,7 @@ from ..errors import (
     ConnectionFailure,
     EscpError,
     IntegrityError,
+    OutOfMemory,
     ProtocolError,
     TimeoutError_,
     TransferIOError,
@@ -76,7 +78,7 @@ from ..protocol.wire import (
 from ..sysconf import apply_cpumask, load_host_config
 from ..trace import NULL_TRACER, Tracer
 from .conn import StreamConn, accept_stream
-from .control import SessionControl
+from .control import SessionControl, wait_readable
 
 log = logging.getLogger("escp.server")
 
@@ -98,8 +100,7 @@ def read_exact_fd(fd: int, n: int, deadline: float) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError_("no session set-up received on stdin")
-        r, _, _ = select.select([fd], [], [], left)
-        if not r:
+        if not wait_readable(fd, left):
             continue
         chunk = os.read(fd, n - len(out))
         if not chunk:
@@ -216,6 +217,17 @@ class ReceiverSession:
             threading.Thread(target=self.handshake, args=(sock, peer), daemon=True).start()
 
     def handshake(self, sock: socket.socket, peer: object) -> None:
+        """One pending connection (own thread). A resource failure here is fatal for the
+        session (the sender needs every stream): it must abort, never die silently and
+        leave the sender waiting for ACCEPT."""
+        try:
+            self._handshake(sock, peer)
+        except (MemoryError, RuntimeError) as exc:  # RuntimeError: can't start new thread
+            sock.close()
+            what = "out of memory" if isinstance(exc, MemoryError) else f"cannot start a thread ({exc})"
+            self.ctl.abort(OutOfMemory(f"{what} while accepting a stream"))
+
+    def _handshake(self, sock: socket.socket, peer: object) -> None:
         try:
             conn = accept_stream(sock, self.init.key, self.init.session_id, self.init.rekey_bytes,
                                  self.init.block_size, HANDSHAKE_DEADLINE, self.claim, send_accept=False)
@@ -332,7 +344,7 @@ class ReceiverSession:
                 elif self.sparse:
                     pwrite_sparse(sink.fd, data, offset)
                 else:
-                    pwrite_all(sink.fd, data, offset)
+                    pwrite_all(sink.fd, data, offset, self.display(f) if faults.ACTIVE else b"")
                 sink.digest.add(offset, raw_len, digest)
             except OSError as exc:
                 self.fail_file(f, io_error(exc, "write failed", self.display(f)))
@@ -626,6 +638,18 @@ class ReceiverSession:
             self.tree.close()
 
 
+def install_signal_handlers(ctl: SessionControl) -> None:
+    """SIGTERM, SIGHUP and SIGINT end the session like a fatal error: temp files are removed
+    and the listener closed before exit (the abort runs in a thread, not in the handler)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        err = ConnectionFailure(f"receiver terminated by signal {signal.Signals(signum).name}")
+        threading.Thread(target=ctl.abort, args=(err,), daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
 def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     """Entry point of `escp --server`: returns the process exit code."""
     out_fd = os.dup(1)
@@ -638,6 +662,7 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
             data = data[os.write(out_fd, data):]
 
     try:
+        faults.configure()
         header = read_exact_fd(0, BOOT_HEADER.size, time.monotonic() + 60)
         body = read_exact_fd(0, parse_header(header, BOOT_SESSION_INIT), time.monotonic() + 60)
         init = decode_init(body)
@@ -679,6 +704,7 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     ctl.guard(lambda: session.acceptor(listener), "rx-accept")
     ctl.guard(session.meta_writer, "rx-meta-writer")
     threading.Thread(target=session.stdin_watch, name="rx-stdin", daemon=True).start()
+    install_signal_handlers(ctl)
     ctl.wait()
     listener.close()
     session.cleanup()
@@ -688,8 +714,7 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     # wait (bounded) for the sender to close the ssh channel so it reads SESSION_DONE first
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        r, _, _ = select.select([0], [], [], 0.2)
-        if r and not os.read(0, 4096):
+        if wait_readable(0, 0.2) and not os.read(0, 4096):
             break
     return 0 if session.files_failed == 0 else 3
 

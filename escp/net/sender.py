@@ -188,11 +188,17 @@ class SenderSession:
             self.top_rename = os.path.basename(self.dest_path.rstrip(b"/")) or None
         if reply.server_time_ns:
             self.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
-        conns = []
+        conns: list[StreamConn] = []
         address, port = cfg.connect_to or (reply.address, reply.port)
         for index in range(cfg.streams + 1):
-            conn = connect_stream(address, port, index, init.key, init.session_id, init.rekey_bytes,
-                                  init.block_size, cfg.connect_timeout, cfg.idle_timeout)
+            try:
+                conn = connect_stream(address, port, index, init.key, init.session_id, init.rekey_bytes,
+                                      init.block_size, cfg.connect_timeout, cfg.idle_timeout)
+            except EscpError as exc:
+                err = self.proc.explain(exc)  # before closing ours: closing would cause another error there
+                for c in conns:
+                    c.close()
+                raise err from None
             self.ctl.add_socket(conn.sock)
             conns.append(conn)
         self.meta = conns[META_STREAM]

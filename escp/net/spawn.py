@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shlex
 import subprocess
 import sys
@@ -23,13 +22,17 @@ from ..config import SshOptions
 from ..errors import ConnectionFailure, EscpError, ProtocolError, TimeoutError_, UsageError, escape_name
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
 from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY
+from .control import wait_readable
 
+TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a receiver that does not exit
+_ERROR_LINE = re.compile(r"^escp: (\w[\w/]*) error: (.*)$")
 _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
 
 
 def check_host(user: str | None, host: str) -> None:
-    if not host or host.startswith("-") or not _HOST_RE.match(host):
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [v6addr] form
+    if not bare or bare.startswith("-") or "[" in bare or "]" in bare or not _HOST_RE.match(host):
         raise UsageError(f"invalid host name {escape_name(host)!r}")
     if user is not None and (not user or user.startswith("-") or not _USER_RE.match(user)):
         raise UsageError(f"invalid user name {escape_name(user)!r}")
@@ -105,8 +108,10 @@ class ReceiverProcess:
             raise ProtocolError(f"receiver speaks protocol version {reply.version}, this is {init.version}")
         if reply.error:
             cls = UsageError if reply.error_cause == "usage" else ConnectionFailure
-            err = cls(f"receiver: {reply.error.removeprefix('escp: ')}")
-            raise err
+            text = reply.error.removeprefix("escp: ")
+            if cls is UsageError:
+                text = text.removeprefix("usage error: ")  # printed once, by our own one_line()
+            raise cls(f"receiver: {text}")
         if not 1 <= reply.port <= 65535 or not reply.address:
             raise ProtocolError("receiver replied without a usable address and port")
         return reply
@@ -117,8 +122,7 @@ class ReceiverProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError_("the receiver did not answer the session set-up in time")
-            r, _, _ = select.select([fd], [], [], min(left, 0.5))
-            if not r:
+            if not wait_readable(fd, min(left, 0.5)):
                 continue
             chunk = os.read(fd, n - len(buf))
             if not chunk:
@@ -133,8 +137,7 @@ class ReceiverProcess:
 
     @staticmethod
     def _peek_more(fd: int) -> bytes:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        return os.read(fd, 200) if r else b""
+        return os.read(fd, 200) if wait_readable(fd, 0.2) else b""
 
     def _died(self) -> EscpError:
         try:
@@ -148,6 +151,23 @@ class ReceiverProcess:
             return ConnectionFailure(f"ssh failed: {errs or 'exit status 255'}")
         return ConnectionFailure(f"receiver exited (status {code}) before the session started: {errs}")
 
+    def explain(self, exc: EscpError, wait: float = 2.0) -> EscpError:
+        """A set-up failure on our side is often the echo of a receiver that failed first
+        (it closed its listener): prefer the receiver's own error line when it has one."""
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return exc
+        self._stderr_thread.join(timeout=1.0)
+        for line in reversed(self.stderr_tail):
+            m = _ERROR_LINE.match(line)
+            if m:
+                err = EscpError(f"receiver: {m.group(2)}")
+                err.cause = m.group(1)
+                err.exit_code = exc.exit_code
+                return err
+        return exc
+
     def close_stdin(self) -> None:
         try:
             if self.proc.stdin is not None:
@@ -156,13 +176,16 @@ class ReceiverProcess:
             pass
 
     def finish(self, timeout: float) -> int | None:
-        """Close our side and wait for the child; kill it when it outlives timeout."""
+        """Close our side and wait for the child; when it outlives timeout, SIGTERM it (the
+        receiver then cleans up its temp files), and SIGKILL it TERM_GRACE later."""
         self.close_stdin()
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for step in (self.proc.terminate, self.proc.kill):
             try:
-                return self.proc.wait(timeout=5)
+                return self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                return None
+                step()
+                timeout = TERM_GRACE
+        try:
+            return self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None

@@ -80,7 +80,7 @@ STATUS_OK = 0
 STATUS_FAILED = 1
 
 # cause codes carried by FILE_RESULT and ABORT
-CAUSES = ("error", "integrity", "protocol", "I/O", "timeout", "auth", "connection", "usage")
+CAUSES = ("error", "integrity", "protocol", "I/O", "timeout", "auth", "connection", "usage", "memory")
 
 # file kinds in a FileList entry
 KIND_FILE = 0
