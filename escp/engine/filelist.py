@@ -136,7 +136,7 @@ def _dir_stat(path: bytes | None) -> os.stat_result:
                 return st
         except OSError:
             pass
-    now = time.time_ns()
+    now = time.time_ns()  # wall-clock: not a deadline (times of a synthesized directory entry)
     s, ns = divmod(now, 10**9)
     del ns
     return os.stat_result((stat.S_IFDIR | 0o755, 0, 0, 0, os.getuid(), os.getgid(), 0, s, s, s,

@@ -281,10 +281,10 @@ class BlockScheduler:
             if f.error is None and not f.cancelled and f.st is not None:
                 try:
                     now = os.fstat(f.fd)
-                    if not same_source(f.st, now):
-                        f.error = TransferIOError("source file changed during the transfer", path=f.path)
-                    elif now.st_nlink == 0:  # deleted, or its name now points at something else
+                    if now.st_nlink == 0:  # deleted, or its name now points at something else
                         f.error = TransferIOError("source file vanished during the transfer", path=f.path)
+                    elif not same_source(f.st, now):
+                        f.error = TransferIOError("source file changed during the transfer", path=f.path)
                 except OSError as exc:
                     f.error = TransferIOError(f"cannot stat source: {exc.strerror}", path=f.path)
             if f.fd >= 0:

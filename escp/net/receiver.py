@@ -385,7 +385,7 @@ class ReceiverSession:
             self.files_ok += 1
         else:
             self.files_failed += 1
-            log.warning("escp: %s error: %s: %s", cause, escape_name(self.display(f)), escape_name(message))
+            log.warning("%s error: %s: %s", cause, escape_name(self.display(f)), escape_name(message))
         self.queue_meta(m.encode_file_result(m.FileResult(f.entry.fino, status, cause_code(cause), digest, message)))
 
     def fail_file(self, f: RxFile, err: EscpError) -> None:
@@ -516,8 +516,8 @@ class ReceiverSession:
     def check_top_level(self, parts: tuple[bytes, ...], name: bytes) -> None:
         """With self.lock held: refuse a top-level name beyond the count the sender declared
         in SessionInit (an unrequested file, CVE-2019-6111 class)."""
-        if parts[0] in self.top_names:
-            return
+        if parts[0] in self.top_names or self.init.flags & FLAG_DEST_DIR:
+            return  # with --filelist the count is not known at set-up; containment still holds
         if len(self.top_names) >= max(1, self.init.top_level_count):
             raise ProtocolError(f"more top-level names than the {self.init.top_level_count} announced "
                                 "at set-up (unrequested file)", path=name)
