@@ -2,6 +2,7 @@
 
 Each tool turns (source, destination) into an argv: escp (configurable argv prefix plus the
 scenario's options), escp-dummy (escp with --ioengine dummy: nothing written, not verified),
+escp-traced (escp with the recording tracer on: `--stats --trace`, for the tracer's overhead),
 cp (`cp -r`), and over the private loopback sshd: scp (default cipher), scp-gcm
 (`-c aes128-gcm@openssh.com`), rsync-ssh (`rsync -a -e ssh`). `measure()` runs one command and
 records wall time, CPU user/sys and peak RSS of the process tree it waited for (os.wait4), plus
@@ -25,6 +26,7 @@ from harness.sshd import PrivateSshd
 
 REPO = Path(__file__).resolve().parent.parent
 SSH_PEERS = {"scp", "scp-gcm", "rsync-ssh"}
+ESCP_TOOLS = ("escp", "escp-dummy", "escp-traced")
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
@@ -89,9 +91,9 @@ def build(
 ) -> Invocation:
     """The command line that copies `src` (a file or a directory) to the new path `dest`."""
     is_dir = src.is_dir()
-    if tool in ("escp", "escp-dummy"):
+    if tool in ESCP_TOOLS:
         if escp.plain:
-            return Invocation(escp.argv + [str(src), str(dest)], verify=tool == "escp")
+            return Invocation(escp.argv + [str(src), str(dest)], verify=tool != "escp-dummy")
         argv = list(escp.argv)
         if is_dir:
             argv.append("-r")
@@ -99,10 +101,12 @@ def build(
         if tool == "escp-dummy":
             o = EscpOptions(**{**o.__dict__, "ioengine": "dummy"})
         argv += o.argv()
+        if tool == "escp-traced":  # the trace goes beside the destination, never inside it
+            argv += ["--stats", "--trace", str(dest.with_name(dest.name + ".trace.json"))]
         if json_report is not None:
             argv += ["--json", str(json_report)]
         argv += (extra or []) + [str(src), str(dest)]
-        return Invocation(argv, verify=tool == "escp", json_report=json_report, cwd=REPO, env=escp_env())
+        return Invocation(argv, verify=tool != "escp-dummy", json_report=json_report, cwd=REPO, env=escp_env())
     if tool == "cp":
         return Invocation(["cp", "-r", str(src), str(dest)])
     if tool in SSH_PEERS:

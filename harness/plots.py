@@ -21,6 +21,7 @@ DPI = 80
 COLORS = {
     "escp": "#1f77b4",
     "escp-dummy": "#aec7e8",
+    "escp-traced": "#9edae5",
     "cp": "#7f7f7f",
     "scp": "#d62728",
     "scp-gcm": "#ff7f0e",

@@ -198,8 +198,8 @@ def tools_of(sc: Scenario) -> list[str]:
 def _skip_reason(ctx: RunContext, tool: str) -> str | None:
     if tool in peers.SSH_PEERS and ctx.sshd is None:
         return f"no loopback sshd: {ctx.sshd_reason or 'not started'}"
-    if tool == "escp-dummy" and ctx.escp.plain:
-        return "escp stand-in has no dummy engine"
+    if tool in ("escp-dummy", "escp-traced") and ctx.escp.plain:
+        return f"escp stand-in has no {tool.removeprefix('escp-')} mode"
     return None
 
 

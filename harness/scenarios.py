@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
-KNOWN_PEERS = {"cp", "scp", "scp-gcm", "rsync-ssh", "escp-dummy"}
+KNOWN_PEERS = {"cp", "scp", "scp-gcm", "rsync-ssh", "escp-dummy", "escp-traced"}
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,10 @@ def test_escp_argv_contract(tmp_path: Path) -> None:
     assert inv.argv[-2:] == [str(src), str(tmp_path / "d")]
     dummy = peers.build("escp-dummy", src, tmp_path / "d", escp=peers.EscpCommand(), opts=opts, sshd=None)
     assert "dummy" in dummy.argv and not dummy.verify
+    traced = peers.build("escp-traced", src, tmp_path / "d", escp=peers.EscpCommand(), opts=opts, sshd=None)
+    trace_at = traced.argv.index("--trace") + 1
+    assert "--stats" in traced.argv and traced.verify
+    assert Path(traced.argv[trace_at]).parent == tmp_path  # beside the destination, not inside it
 
 
 def test_stage_table_shapes() -> None:
