@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "or YAML '- SRC' / '- [SRC, DST]' items; then give only DEST")
     p.add_argument("--fsync", action="store_true", help="fsync files and directories before reporting success")
     p.add_argument("--ioengine", default="posix", help="posix|dummy, or TX::RX for each side")
-    p.add_argument("--nodirect", action="store_true", help="do not try O_DIRECT")
+    p.add_argument("--nodirect", dest="direct", action="store_const", const="never", default="auto",
+                   help="never read with O_DIRECT (default: O_DIRECT only for files not in the page cache)")
+    p.add_argument("--direct", dest="direct", action="store_const", const="always",
+                   help="read with O_DIRECT even when the file is in the page cache")
     p.add_argument("-l", "--limit", help="pacing per stream, e.g. 100M (bytes/s) or 1Gbit")
     p.add_argument("-P", "--port", type=_int("-P/--port"), help="ssh port")
     p.add_argument("-i", dest="identity", help="ssh identity file")
@@ -161,7 +164,7 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
     return TransferConfig(
         streams=a.parallel, block_size=parse_size(a.blocksize, what="--blocksize"), recursive=a.recursive,
         compress=a.compress, compress_level=a.compress_level, sparse=a.sparse, preserve=a.preserve,
-        checksum=not a.nochecksum, direct=not a.nodirect, fsync=a.fsync, tx_engine=engines[0],
+        checksum=not a.nochecksum, direct=a.direct, fsync=a.fsync, tx_engine=engines[0],
         rx_engine=engines[1], port_start=a.escp_port, port_range=a.escp_portrange, bind_address=a.bind,
         limit_bytes_per_s=parse_rate(a.limit) if a.limit else 0, idle_timeout=a.timeout, quiet=a.quiet,
         verbose=a.verbose, bits=a.bits, trace_path=a.trace, stats=a.stats, json_path=a.json_path,

@@ -53,7 +53,7 @@ class TransferConfig:
     sparse: bool = False
     preserve: bool = False
     checksum: bool = True
-    direct: bool = True
+    direct: str = "auto"  # O_DIRECT reads: auto (files not in the page cache), always, never
     fsync: bool = False
     tx_engine: str = "posix"
     rx_engine: str = "posix"

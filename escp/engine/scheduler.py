@@ -22,7 +22,7 @@ from ..errors import TransferIOError
 from ..protocol.messages import FileEnd, FileEntry
 from ..protocol.wire import KIND_DIR, KIND_FILE, STATUS_FAILED, STATUS_OK
 from .checksum import NO_DIGEST, FileDigest, block_digest, content_digest
-from .directio import open_direct
+from .directio import open_direct, wants_direct
 from .reader import data_block_offsets, open_source, same_source
 from .sources import SourceItem, SourceProblem
 
@@ -82,7 +82,7 @@ class BlockScheduler:
         inline_max: int = 0,
         max_ahead: int = 2,
         on_room: Callable[[], None] | None = None,
-        direct: bool = False,
+        direct: str = "never",
         content_digests: bool = False,
     ) -> None:
         self._items = items
@@ -240,7 +240,7 @@ class BlockScheduler:
             offsets = list(range(0, size, self.block_size))
         entry = self._entry(item, st, size)
         f = OpenFile(entry, item.path, fd, st if fd >= 0 else None, offsets, FileDigest(entry.fino, size))
-        if self.direct and fd >= 0 and offsets:
+        if fd >= 0 and offsets and wants_direct(self.direct, fd, size):
             f.dfd = open_direct(item.path, st)
         self.files[entry.fino] = f
         self._announce(entry, item.path)

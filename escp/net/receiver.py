@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..engine import faults
 from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
@@ -92,6 +92,10 @@ class Sink:
     fd: int
     tmp: bytes
     digest: FileDigest
+    # one pwrite at a time per file: the kernel serialises writes to one inode anyway
+    # (ext4, xfs), and waiting here sleeps where the inode lock would spin on the CPU the
+    # other stages need (measured: rwsem_spin_on_owner ~10% of CPU with 2 streams on 2 cores)
+    wlock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def read_exact_fd(fd: int, n: int, deadline: float) -> bytes:
@@ -342,9 +346,11 @@ class ReceiverSession:
                 if self.dummy:
                     pass
                 elif self.sparse:
-                    pwrite_sparse(sink.fd, data, offset)
+                    with sink.wlock:
+                        pwrite_sparse(sink.fd, data, offset)
                 else:
-                    pwrite_all(sink.fd, data, offset, self.display(f) if faults.ACTIVE else b"")
+                    with sink.wlock:
+                        pwrite_all(sink.fd, data, offset, self.display(f) if faults.ACTIVE else b"")
                 sink.digest.add(offset, raw_len, digest)
             except OSError as exc:
                 self.fail_file(f, io_error(exc, "write failed", self.display(f)))

@@ -208,7 +208,7 @@ class SenderSession:
             dummy=cfg.tx_engine == "dummy", checksums=cfg.checksum, announce=self._announce,
             file_end=self._queue_file_end, problem=self._problem, preserve_ids=cfg.preserve,
             inline=self._queue_inline, inline_max=min(INLINE_MAX, cfg.block_size), on_room=self._wake_meta,
-            direct=cfg.direct and cfg.tx_engine == "posix", content_digests=self.manifest is not None,
+            direct=cfg.direct if cfg.tx_engine == "posix" else "never", content_digests=self.manifest is not None,
         )
         self.ctl.guard(self.meta_send_loop, "tx-meta-send")
         self.ctl.guard(self.meta_recv_loop, "tx-meta-recv")

@@ -176,9 +176,9 @@ HINTS: dict[tuple[str, str], str] = {
     "(net.core.rmem_max/wmem_max, tcp_rmem/wmem) and MTU; use -l pacing if there is loss; "
     "--ioengine dummy isolates the network",
     ("disk-bound", "read"): "the source disk limits: check the disk (fio; --ioengine dummy::posix skips source reads to compare), "
-    "try --nodirect (page cache) or larger blocks (--blocksize 4M); more streams only help devices with queue depth",
+    "try --nodirect (page cache and its read-ahead) or larger blocks (--blocksize 4M); more streams only help devices with queue depth",
     ("disk-bound", "write"): "the destination disk limits (the sender sees back-pressure): check the target "
-    "filesystem, try --nodirect or larger blocks (--blocksize 4M); --ioengine posix::dummy skips writes to confirm; "
+    "filesystem, try larger blocks (--blocksize 4M) or fewer streams; --ioengine posix::dummy skips writes to confirm; "
     "--sparse helps mostly-zero data",
     ("cpu-bound", "compress"): "zstd compression dominates: run without -C unless the link is slower than "
     "the compress MB/s shown here times the streams",

@@ -1,5 +1,5 @@
 """Transfer options end to end over loopback (real processes, real files): -C, --sparse,
--p, -l, --ioengine, --nodirect, --nochecksum. Every test compares source and destination
+-p, -l, --ioengine, --direct, --nodirect, --nochecksum. Every test compares source and destination
 exactly for what the option promises."""
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def test_limit_paces_and_completes_exactly(tmp_path: Path) -> None:
     assert (out / "paced.bin").read_bytes() == src.read_bytes()
 
 
-@pytest.mark.parametrize("flags", [[], ["--nodirect"]])
+@pytest.mark.parametrize("flags", [[], ["--nodirect"], ["--direct"]])
 @pytest.mark.parametrize("blocksize", ["256K", "262145"])  # 262145: blocks not a multiple of the page
 def test_direct_and_nodirect_with_unaligned_tails(tmp_path: Path, flags: list[str], blocksize: str) -> None:
     src = tmp_path / "src"

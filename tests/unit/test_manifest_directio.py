@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from escp.engine.checksum import block_digest, content_digest
-from escp.engine.directio import FrameBuffer, open_direct
+from escp.engine.directio import FrameBuffer, open_direct, wants_direct
 from escp.engine.manifest import ManifestWriter, file_content_digest, read_manifest, verify_tree
 from escp.engine.reader import read_block
 
@@ -87,3 +87,26 @@ def test_read_block_with_o_direct_and_unaligned_tail(tmp_path: Path) -> None:
         os.close(fd)
         if dfd >= 0:
             os.close(dfd)
+
+
+def test_direct_mode_auto_follows_the_page_cache(tmp_path: Path) -> None:
+    p = tmp_path / "big"
+    p.write_bytes(os.urandom(4 << 20))
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        assert wants_direct("always", fd, size) and not wants_direct("never", fd, size)
+        assert not wants_direct("auto", fd, 4096)  # small files: always the page cache
+        assert not wants_direct("auto", fd, size)  # just written: every probe is a cache hit
+        os.fsync(fd)  # clean pages can be dropped; then the probes would have to wait for the disk
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        try:
+            os.preadv(fd, [bytearray(4096)], 0, os.RWF_NOWAIT)
+            dropped = False
+        except BlockingIOError:
+            dropped = True
+        # where the kernel really dropped the pages (ext4, xfs), auto must choose O_DIRECT;
+        # a filesystem that keeps them (tmpfs) must keep the page cache
+        assert wants_direct("auto", fd, size) == dropped
+    finally:
+        os.close(fd)
