@@ -85,7 +85,7 @@ def test_hints_say_what_to_try() -> None:
 
     assert "without -C" in verdict_of(CASES[3][1], CASES[3][2]).hint
     assert "-t" in verdict_of(CASES[0][1], CASES[0][2]).hint
-    assert "--nodirect" in verdict_of(CASES[1][1], CASES[1][2]).hint
+    assert "posix::dummy" in verdict_of(CASES[1][1], CASES[1][2]).hint
     assert "cpumask" in verdict_of(CASES[4][1], CASES[4][2]).hint
 
 
