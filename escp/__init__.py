@@ -6,13 +6,33 @@ Public API:
     the exception tree in escp.errors
 """
 
-from .api import transfer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .config import SshOptions, TransferConfig
 from .errors import EscpError
-from .net.sender import TransferResult
 from .target import RemoteTarget, parse_target
 
+if TYPE_CHECKING:
+    from .api import transfer
+    from .net.sender import TransferResult
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: the receiver (`escp --server`) never loads the sender's modules,
+    # and the sender starts its receiver before it loads them (see api.transfer)
+    if name == "transfer":
+        from .api import transfer
+
+        return transfer
+    if name == "TransferResult":
+        from .net.sender import TransferResult
+
+        return TransferResult
+    raise AttributeError(f"module 'escp' has no attribute {name!r}")
 
 __all__ = ["transfer", "TransferConfig", "SshOptions", "TransferResult", "RemoteTarget", "parse_target",
            "EscpError", "__version__"]

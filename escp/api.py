@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .config import TransferConfig
 from .errors import ConnectionFailure, EscpError
-from .net.sender import SenderSession, TransferResult
 from .net.spawn import ReceiverProcess, local_argv, ssh_argv
 from .target import RemoteTarget
 from .trace import NULL_TRACER, Tracer
+
+if TYPE_CHECKING:
+    from .net.sender import SenderSession, TransferResult
 
 
 def transfer(
@@ -24,6 +27,8 @@ def transfer(
     """Copy sources to dest. A RemoteTarget goes over ssh; a plain path uses a local receiver.
 
     Never raises for transfer failures: they are in result.error / result.failures.
+    The receiver is started before the sender's own modules are imported, so that the two
+    processes' start-up (imports: ~0.2 s each here) overlaps.
     """
     cfg = config or TransferConfig()
     if tracer is NULL_TRACER and (cfg.trace_path or cfg.stats):
@@ -42,7 +47,6 @@ def transfer(
     else:
         argv = local_argv()
         dest_path = os.fsencode(dest)
-    result = TransferResult()
     if not isinstance(dest, RemoteTarget):
         from .errors import UsageError
         from .paths import check_local_overlap
@@ -50,13 +54,14 @@ def transfer(
         try:
             check_local_overlap(srcs, dest_path, cfg.recursive)
         except UsageError as exc:
-            result.error = exc
-            return result
+            return _failed(exc)
     try:
         proc = ReceiverProcess(argv)
     except Exception as exc:  # noqa: BLE001 - surfaced as the result's error
-        result.error = exc if isinstance(exc, EscpError) else ConnectionFailure(str(exc))
-        return result
+        return _failed(exc if isinstance(exc, EscpError) else ConnectionFailure(str(exc)))
+    from .net.sender import SenderSession, TransferResult  # while the receiver starts
+
+    result = TransferResult()
     try:
         session = SenderSession(cfg, srcs, dest_path, proc, tracer)
     except EscpError as exc:
@@ -71,6 +76,14 @@ def transfer(
         proc.finish(timeout=10 if result.error is None else 3)
     if tracer.enabled:
         finish_trace(cfg, tracer, result)
+    return result
+
+
+def _failed(error: EscpError) -> TransferResult:
+    from .net.sender import TransferResult
+
+    result = TransferResult()
+    result.error = error
     return result
 
 

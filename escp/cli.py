@@ -15,19 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .api import transfer
 from .config import ENGINES, SshOptions, TransferConfig
 from .engine import faults
-from .engine.filelist import parse_filelist, read_list_file
-from .engine.manifest import verify_tree
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, OutOfMemory, UsageError
 from .logsetup import setup_logging, syslog_facility
-from .net.sender import TransferResult
 from .sysconf import load_host_config
 from .target import RemoteTarget, parse_target
 from .units import format_bytes, format_rate, parse_rate, parse_size
+
+if TYPE_CHECKING:
+    from .net.sender import TransferResult
 
 log = logging.getLogger("escp")
 
@@ -149,6 +149,8 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
         check_output_path(path, flag)
     filelist = None
     if a.filelist is not None:
+        from .engine.filelist import parse_filelist, read_list_file
+
         filelist = tuple(parse_filelist(read_list_file(a.filelist)))
     if a.ipv4 and a.ipv6:
         raise UsageError("-4 and -6 exclude each other")
@@ -245,6 +247,8 @@ def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[
 def verify_manifest(manifest: str, root: str) -> int:
     if not os.path.isdir(root):
         raise UsageError(f"--verify-manifest: {root} is not a directory")
+    from .engine.manifest import verify_tree
+
     good = bad = 0
     for ok, line in verify_tree(manifest, root):
         print(line)
@@ -299,6 +303,8 @@ def run(argv: list[str]) -> int:
 
     progress.start(bytes_now)
     try:
+        from .api import transfer
+
         result = transfer(sources, dest, cfg, on_session=lambda s: holder.__setitem__("session", s))
     finally:
         progress.close()

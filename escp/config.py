@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .engine.filelist import ListEntry
 from .engine.pacing import MIN_RATE
 from .errors import UsageError
 from .protocol.wire import (
@@ -15,6 +15,9 @@ from .protocol.wire import (
     MIN_BLOCK,
     MIN_REKEY_BYTES,
 )
+
+if TYPE_CHECKING:
+    from .engine.filelist import ListEntry
 
 ENGINES = ("posix", "dummy")
 

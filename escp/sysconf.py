@@ -16,8 +16,6 @@ import logging
 import os
 from dataclasses import dataclass
 
-import yaml
-
 from .errors import UsageError
 
 DEFAULT_PATH = "/etc/escp.conf"
@@ -82,6 +80,8 @@ def load_host_config(path: str | None = None) -> HostConfig:
         return HostConfig()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    import yaml  # only when there is a YAML document to parse (import ~30 ms)
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

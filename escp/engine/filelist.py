@@ -25,8 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import yaml
-
 from ..errors import EscpError, TransferIOError, UsageError
 from ..paths import split_peer_name
 from ..protocol.wire import KIND_DIR, KIND_FILE
@@ -96,6 +94,8 @@ def parse_plain(text: bytes) -> list[ListEntry]:
 
 
 def parse_yaml(text: bytes) -> list[ListEntry]:
+    import yaml  # only when there is a YAML document to parse (import ~30 ms)
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
