@@ -5,13 +5,23 @@ with HELLO(stream index, HMAC proof bound to session, challenge and index); only
 does the receiver accept the connection as that stream (once per index) and answer
 with an encrypted ACCEPT frame, which proves the key back to the sender. Stream keys
 include the challenge, so a recorded stream cannot be replayed on a new connection.
+
+A data stream's worker may attach a recording tracer (trace_as): the stream then records
+its own "recv", "decrypt" and "send" spans and, separately, the time spent waiting for the
+peer: a wait for readable data is "recv starved", a wait for send-buffer room is "send
+blocked" (back-pressure). Waits are found with a zero-timeout poll before each socket call,
+so the spans hold only the copying. With tracing off the socket calls are the plain ones.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hmac
 import os
+import select
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +37,7 @@ from ..protocol.crypto import (
     hello_proof,
 )
 from ..protocol.wire import CHALLENGE_LEN, HELLO, HELLO_MAGIC, LEN_PREFIX, PROTOCOL_VERSION, max_frame_len
+from ..trace import Tracer
 
 READ_AHEAD = 64 * 1024
 
@@ -65,6 +76,27 @@ class StreamConn:
         self._start = 0
         self._end = 0
         self.frames_in = 0
+        self._tr: Tracer | None = None  # set by trace_as for data streams when tracing is on
+        self._worker = ""
+
+    def trace_as(self, tracer: Tracer, worker: str) -> None:
+        """Record this stream's recv/decrypt/send spans and peer waits as `worker`."""
+        self._tr = tracer if tracer.enabled else None
+        self._worker = worker
+
+    def _await(self, events: int, t0: int, stage: str) -> int:
+        """Wait (traced) until the socket is ready for events; the time after the wait."""
+        tr = self._tr
+        assert tr is not None
+        poller = select.poll()  # one per call: poll objects refuse concurrent use
+        poller.register(self.sock, events)
+        if poller.poll(0):
+            return t0
+        timeout = self.sock.gettimeout()
+        if not poller.poll(-1 if timeout is None else max(1, int(timeout * 1000))):
+            raise TimeoutError
+        tr.wait(self._worker, stage, t0, "starved" if events == select.POLLIN else "blocked")
+        return tr.now()
 
     def send_plain(self, plain: bytes) -> None:
         frame = bytearray(LEN_PREFIX.size + len(plain) + 16)
@@ -88,11 +120,36 @@ class StreamConn:
 
     def sendall(self, data: memoryview | bytes | bytearray) -> None:
         try:
-            self.sock.sendall(data)
+            if self._tr is None:
+                self.sock.sendall(data)
+            else:
+                self._sendall_traced(memoryview(data))
         except TimeoutError:
             raise TimeoutError_(f"no progress sending on {self.name} within the idle deadline") from None
         except OSError as exc:
             raise ConnectionFailure(f"{self.name}: {exc.strerror or exc}") from None
+
+    def _sendall_traced(self, view: memoryview) -> None:
+        tr = self._tr
+        assert tr is not None
+        sent, n = 0, len(view)
+        while sent < n:
+            t0 = self._await(select.POLLOUT, tr.now(), "send")
+            try:
+                k = self.sock.send(view[sent:])
+            except InterruptedError:
+                continue
+            tr.span(self._worker, "send", t0, k)
+            sent += k
+
+    def kernel_queue(self, outgoing: bool) -> int:
+        """Bytes in the socket's kernel queue: not yet acknowledged by the peer (outgoing), or
+        received and not yet read (incoming); -1 when the kernel will not say. A trace counter."""
+        try:
+            raw = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ if outgoing else termios.FIONREAD, b"\0" * 4)
+        except (OSError, ValueError):
+            return -1
+        return int(struct.unpack("i", raw)[0])
 
     @property
     def buffered(self) -> int:
@@ -109,8 +166,14 @@ class StreamConn:
             self._start, self._end = 0, avail
         while self._end - self._start < need:
             limit = min(len(self._buf), self._start + need + READ_AHEAD)
+            tr = self._tr
             try:
-                k = self.sock.recv_into(self._view[self._end : limit])
+                if tr is None:
+                    k = self.sock.recv_into(self._view[self._end : limit])
+                else:
+                    t0 = self._await(select.POLLIN, tr.now(), "recv")
+                    k = self.sock.recv_into(self._view[self._end : limit])
+                    tr.span(self._worker, "recv", t0, k)
             except TimeoutError:
                 raise TimeoutError_(f"no progress on {self.name} within the idle deadline") from None
             except InterruptedError:
@@ -134,8 +197,12 @@ class StreamConn:
         if not self._fill(LEN_PREFIX.size + n):
             raise IntegrityError(f"{self.name} truncated mid-frame")
         p = self._start
+        tr = self._tr
+        t0 = tr.now() if tr is not None else 0
         k = self.opener.open_into(bytes(self._view[p : p + LEN_PREFIX.size]),
                                   self._view[p + LEN_PREFIX.size : p + LEN_PREFIX.size + n], out)
+        if tr is not None:
+            tr.span(self._worker, "decrypt", t0, k)
         self._start = p + LEN_PREFIX.size + n
         if self._start == self._end:
             self._start = self._end = 0

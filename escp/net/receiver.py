@@ -82,6 +82,7 @@ from .control import SessionControl, wait_readable
 
 log = logging.getLogger("escp.server")
 
+COUNTER_EVERY = 4  # a stream worker samples its trace counters every this many frames
 HANDSHAKE_DEADLINE = 10.0
 MAX_PENDING_HANDSHAKES = 64
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
@@ -287,14 +288,13 @@ class ReceiverSession:
         unz = memoryview(bytearray(bs))
         decomp = BlockDecompressor(bs)
         frames = nbytes = 0
+        conn.trace_as(tr, worker)  # the stream records recv, decrypt and its starved waits
         while True:
-            t0 = tr.now()
             k = conn.recv_frame_into(plain)
             if k is None:
                 if self.ctl.aborted.is_set():
                     return
                 raise IntegrityError(f"{conn.name} closed without an end-of-stream frame (truncated)")
-            tr.span(worker, "recv", t0, k)
             self.ctl.progress()
             ftype = plain[0]
             if ftype == T_EOS:
@@ -310,6 +310,9 @@ class ReceiverSession:
                 raise ProtocolError(f"unexpected frame type {ftype} on {conn.name}")
             nbytes += self.handle_data(plain, k, worker, decomp, unz)
             frames += 1
+            if tr.enabled and frames % COUNTER_EVERY == 1:
+                tr.counter("receiver bytes written", self.bytes_written)
+                tr.counter(f"{worker} bytes queued", conn.kernel_queue(outgoing=False))
 
     def handle_data(self, plain: memoryview, k: int, worker: str, decomp: BlockDecompressor,
                     unz: memoryview) -> int:
@@ -387,6 +390,9 @@ class ReceiverSession:
         """Queue f's one FILE_RESULT (with self.lock held)."""
         if not self.core.result_sent(f):
             return
+        if self.tracer.enabled:
+            self.tracer.instant("meta", "file done" if status == STATUS_OK else "file failed",
+                                {"name": os.fsdecode(self.display(f)), "cause": cause if status != STATUS_OK else ""})
         if status == STATUS_OK:
             self.files_ok += 1
         else:

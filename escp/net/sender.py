@@ -75,6 +75,9 @@ KEEPALIVE = object()  # a keepalive queued in the metadata order
 MetaItem = m.FileEntry | m.FileEnd | InlineBlock | object
 
 
+COUNTER_EVERY = 4  # a stream worker samples its trace counters every this many blocks
+
+
 @dataclass
 class FileOutcome:
     name: str
@@ -232,6 +235,8 @@ class SenderSession:
 
     # --- callbacks from the scheduler (called with the scheduler lock held) ---------------
     def _announce(self, entry: m.FileEntry, path: bytes) -> None:
+        if self.tracer.enabled:
+            self.tracer.instant("meta", "file start", {"name": os.fsdecode(entry.name), "size": entry.size})
         with self.lock:
             self.core.announce(TxFile(entry, path, end_sent=entry.kind == KIND_DIR))
             self.entries += 1
@@ -287,10 +292,14 @@ class SenderSession:
         dummy = cfg.tx_engine == "dummy"
         zeros = bytes(cfg.block_size) if cfg.sparse else b""
         frames = nbytes = 0
+        conn.trace_as(tr, wname)  # the stream records send and its blocked waits
         while not self.ctl.aborted.is_set():
+            t0 = tr.now()
             job = sched.next_job(self.ctl.aborted)
             if job is None:
                 break
+            if tr.enabled:
+                tr.wait(wname, "read", t0, "starved")  # no block to read yet (the walk is behind)
             f = job.file
             if f.cancelled or f.error is not None:
                 sched.block_done(job, None)
@@ -325,22 +334,25 @@ class SenderSession:
             t0 = tr.now()
             n = conn.sealer.seal_into(out[: hdr + payload_len], frame)
             tr.span(wname, "encrypt", t0, n)
-            t0 = tr.now()
             if pacer is None:
                 conn.sendall(frame[:n])
             else:
                 for start in range(0, n, PACE_SLICE):
+                    t0 = tr.now()
                     if not pacer.take(min(PACE_SLICE, n - start)):
                         break  # aborted
+                    tr.wait(wname, "send", t0, "blocked")  # held back by -l: the (emulated) link
                     conn.sendall(frame[start : min(n, start + PACE_SLICE)])
                     self.ctl.progress()
-            tr.span(wname, "send", t0, n)
             frames += 1
             nbytes += job.length
             with self.lock:
                 self.bytes_sent += job.length
             self.ctl.progress()
             sched.block_done(job, digest)
+            if tr.enabled and frames % COUNTER_EVERY == 1:
+                tr.counter("sender bytes sent", self.bytes_sent)
+                tr.counter(f"{wname} bytes in flight", conn.kernel_queue(outgoing=True))
         if self.ctl.aborted.is_set():
             return
         conn.send_plain(m.encode_eos(m.Eos(frames, nbytes)))
