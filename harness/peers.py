@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -141,6 +142,13 @@ class Measurement:
         return dict(self.__dict__)
 
 
+def _kill_tree(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def measure(
     inv: Invocation, log_path: Path, *, sshd: PrivateSshd | None = None, timeout: float = 3600
 ) -> Measurement:
@@ -154,16 +162,23 @@ def measure(
         argv = [GNU_TIME, "-q", "-f", "%M", "-o", str(rss_file), *inv.argv]
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
+        # its own process group: a timeout or an interrupt kills the whole tree (time, scp, ssh ...)
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=inv.cwd, env=inv.env
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=inv.cwd,
+            env=inv.env,
+            start_new_session=True,
         )
-        killer = threading.Timer(timeout, proc.kill)
+        killer = threading.Timer(timeout, _kill_tree, (proc.pid,))
         killer.daemon = True
         killer.start()
         try:
             _, status, ru = os.wait4(proc.pid, 0)
         except BaseException:  # interrupted: do not leave the tool running
-            proc.kill()
+            _kill_tree(proc.pid)
             os.wait4(proc.pid, 0)
             raise
         finally:
