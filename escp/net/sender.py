@@ -396,7 +396,10 @@ class SenderSession:
                 and not self.session_end_sent)
 
     def _send_batch(self, batch: list[MetaItem], compressor: BlockCompressor | None) -> None:
-        """Entries go out as FILE_LIST frames, the rest in order between them, in few writes."""
+        """The batch's entries go out first, as few FILE_LIST frames as fit, then the rest in
+        order, in few writes. Moving entries ahead keeps every entry before its file's DATA
+        and FILE_END and keeps entries in walk order; it lets small files (entry, DATA,
+        FILE_END each) share FILE_LIST frames instead of one FlatBuffer per file."""
         assert self.meta is not None
         frames: list[bytes] = []
         entries: list[m.FileEntry] = []
@@ -408,18 +411,17 @@ class SenderSession:
                     entries, size = [], 0
                 entries.append(item)
                 size += len(item.name) + 128
+        if entries:
+            frames.append(m.encode_file_list(entries))
+        for item in batch:
+            if isinstance(item, m.FileEntry):
                 continue
-            if entries:
-                frames.append(m.encode_file_list(entries))
-                entries, size = [], 0
             if isinstance(item, m.FileEnd):
                 frames.append(m.encode_file_end(item))
             elif isinstance(item, InlineBlock):
                 frames.append(self._inline_frame(item, compressor))
             else:
                 frames.append(m.encode_keepalive())
-        if entries:
-            frames.append(m.encode_file_list(entries))
         if self.meta_pacer is None:
             self.meta.send_many(frames)
             return
