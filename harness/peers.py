@@ -1,7 +1,7 @@
 """The tools a scenario compares: escp itself and its peers, and one measured process run.
 
 Each tool turns (source, destination) into an argv: escp (configurable argv prefix plus the
-scenario's options), escp-dummy (escp with --ioengine dummy: nothing written, not verified),
+scenario's options; a scenario's `fault` goes into its environment as ESCP_FAULT), escp-dummy (escp with --ioengine dummy: nothing written, not verified),
 escp-traced (escp with the recording tracer on: `--stats --trace`, for the tracer's overhead),
 cp (`cp -r`), and over the private loopback sshd: scp (default cipher), scp-gcm
 (`-c aes128-gcm@openssh.com`), rsync-ssh (`rsync -a -e ssh`). `measure()` runs one command and
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.scenarios import EscpOptions
+from harness.scenarios import FAULT_ENV, EscpOptions
 from harness.sshd import PrivateSshd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,7 +107,10 @@ def build(
         if json_report is not None:
             argv += ["--json", str(json_report)]
         argv += (extra or []) + [str(src), str(dest)]
-        return Invocation(argv, verify=tool != "escp-dummy", json_report=json_report, cwd=REPO, env=escp_env())
+        env = escp_env()
+        env.pop(FAULT_ENV, None)  # only the scenario's own fault, never one left in the harness's environment
+        env.update(o.environment())
+        return Invocation(argv, verify=tool != "escp-dummy", json_report=json_report, cwd=REPO, env=env)
     if tool == "cp":
         return Invocation(["cp", "-r", str(src), str(dest)])
     if tool in SSH_PEERS:

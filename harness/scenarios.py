@@ -16,6 +16,7 @@ from typing import Any
 
 DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
 KNOWN_PEERS = {"cp", "scp", "scp-gcm", "rsync-ssh", "escp-dummy", "escp-traced"}
+FAULT_ENV = "ESCP_FAULT"  # escp's test-only I/O fault hook (escp/engine/faults.py)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class EscpOptions:
     compress_level: int | None = None
     sparse: bool = False
     ioengine: str = "posix"
+    limit: str | None = None  # -l RATE: pace every stream (a network bottleneck on purpose)
+    fault: str | None = None  # an ESCP_FAULT spec for the escp processes (e.g. a disk delay)
+
+    # added after scenarios were first hashed: left out of the hash while unset, so the hashes
+    # of scenarios that do not use them (and baselines matched by hash) stay as they were
+    HASH_OMIT_UNSET = ("limit", "fault")
 
     def argv(self) -> list[str]:
         """escp CLI options for these settings (the contract in the harness README)."""
@@ -38,7 +45,20 @@ class EscpOptions:
             out.append("--sparse")
         if self.ioengine != "posix":
             out += ["--ioengine", self.ioengine]
+        if self.limit is not None:
+            out += ["-l", str(self.limit)]
         return out
+
+    def environment(self) -> dict[str, str]:
+        """Variables to set in the escp process environment (the receiver of --local inherits them)."""
+        return {FAULT_ENV: self.fault} if self.fault else {}
+
+    def hash_key(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in self.HASH_OMIT_UNSET:
+            if d.get(k) is None:
+                d.pop(k, None)
+        return d
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,7 @@ class Scenario:
     def hash(self) -> str:
         """Stable digest of what is measured (not of repeat counts or notes)."""
         key = {k: v for k, v in self.to_dict().items() if k not in ("repeats", "warmup", "notes", "targets")}
+        key["escp"] = self.escp.hash_key()
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
