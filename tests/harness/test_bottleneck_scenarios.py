@@ -75,13 +75,13 @@ def test_bottleneck_scenarios_full_profile_only() -> None:
     for name in names:
         sc = full[name]
         assert sc.peers == ("cp",) and sc.repeats == 3, name
-        assert sc.dataset in ("huge-random-2g", "huge-text"), name
+        assert sc.dataset in ("huge-random-2g", "huge-text-1g"), name
         if sc.escp.fault:
             faults.parse(sc.escp.fault)  # a spec escp accepts (UsageError otherwise)
         if sc.escp.limit:
             assert parse_rate(sc.escp.limit) > 0
     assert full["bottleneck-network"].escp.limit
-    assert full["bottleneck-cpu"].escp.compress and full["bottleneck-cpu"].dataset == "huge-text"
+    assert full["bottleneck-cpu"].escp.compress and full["bottleneck-cpu"].dataset == "huge-text-1g"
     assert full["bottleneck-disk-write"].escp.fault.startswith("write:delay")  # type: ignore[union-attr]
     assert full["bottleneck-disk-read"].escp.fault.startswith("read:delay")  # type: ignore[union-attr]
     for profile in ("quick", "ci"):
