@@ -78,18 +78,25 @@ class StreamConn:
         self.frames_in = 0
         self._tr: Tracer | None = None  # set by trace_as for data streams when tracing is on
         self._worker = ""
+        self._poll_in: select.poll | None = None
 
     def trace_as(self, tracer: Tracer, worker: str) -> None:
         """Record this stream's recv/decrypt/send spans and peer waits as `worker`."""
         self._tr = tracer if tracer.enabled else None
         self._worker = worker
+        # the receiving side has one reader thread per stream: its poll object is reused
+        self._poll_in = select.poll()
+        self._poll_in.register(self.sock, select.POLLIN)
 
     def _await(self, events: int, t0: int, stage: str) -> int:
         """Wait (traced) until the socket is ready for events; the time after the wait."""
         tr = self._tr
         assert tr is not None
-        poller = select.poll()  # one per call: poll objects refuse concurrent use
-        poller.register(self.sock, events)
+        if events == select.POLLIN and self._poll_in is not None:
+            poller = self._poll_in
+        else:  # senders may share a stream (an abort from another thread): one poll object per call
+            poller = select.poll()
+            poller.register(self.sock, events)
         if poller.poll(0):
             return t0
         timeout = self.sock.gettimeout()
