@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "git": results.git_info(),
         "machine": results.machine_info(),
         "escp_command": escp.describe(),
-        "sshd": f"127.0.0.1:{server.port}" if server else f"unavailable: {reason}",
+        "sshd": f"127.0.0.1:{server.port}"
+        if server
+        else (f"unavailable: {reason}" if wants_ssh else "not needed (no ssh peer in these scenarios)"),
         "datasets_s": round(datasets_s, 2),
         "datasets": {n: {"spec": d.spec, "bytes": d.total_bytes, "files": d.file_count} for n, d in sets.items()},
         "scenarios": [],

@@ -263,9 +263,10 @@ def stages(rec: Record, path: Path) -> Path | None:
 # ---------------------------------------------------------------- trace throughput
 
 
-def trace_series(trace: Any, bin_s: float = 0.05) -> dict[str, tuple[list[float], list[float]]]:
+def trace_series(trace: Any, bin_s: float | None = None) -> dict[str, tuple[list[float], list[float]]]:
     """Bytes per second over time for each (process, stage) of a Chrome trace ('X' events with
-    ts/dur in µs and args.bytes). Bytes are spread evenly over an event's duration."""
+    ts/dur in µs and args.bytes). Bytes are spread evenly over an event's duration. The bin
+    width defaults to 1/100 of the traced time (at least 50 ms)."""
     events = trace.get("traceEvents", []) if isinstance(trace, dict) else trace
     pnames: dict[Any, str] = {}
     xs = []
@@ -281,6 +282,8 @@ def trace_series(trace: Any, bin_s: float = 0.05) -> dict[str, tuple[list[float]
         return {}
     t0 = min(float(e["ts"]) for e in xs)
     t_end = max(float(e["ts"]) + float(e.get("dur", 0)) for e in xs)
+    if bin_s is None:
+        bin_s = max(0.05, (t_end - t0) / 1e6 / 100)
     nbins = max(1, int((t_end - t0) / 1e6 / bin_s) + 1)
     series: dict[str, list[float]] = defaultdict(lambda: [0.0] * nbins)
     width_us = bin_s * 1e6
@@ -299,11 +302,11 @@ def trace_series(trace: Any, bin_s: float = 0.05) -> dict[str, tuple[list[float]
     return {k: (times, [v / bin_s for v in vals]) for k, vals in series.items()}
 
 
-PREFERRED = ("send", "write", "recv", "read")
+PREFERRED = ("write", "read", "send", "recv")  # file bytes first (send/recv carry compressed bytes)
 
 
 def _one_per_process(series: dict[str, tuple[list[float], list[float]]]) -> list[str]:
-    """One line per process: its send/write stage when present (all stages carry the same bytes)."""
+    """One line per process: the stage that handles file bytes (read / write) when present."""
     by_proc: dict[str, list[str]] = defaultdict(list)
     for k in series:
         by_proc[k.rsplit("/", 1)[0]].append(k)
