@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-budget", action="store_true", help="ignore the profile's per-scenario time budget")
     ap.add_argument("--no-ssh", action="store_true", help="do not start the private sshd (ssh peers skipped)")
     ap.add_argument("--no-instrumented", action="store_true", help="skip the extra escp --stats --trace run")
+    ap.add_argument(
+        "--no-pyspy", action="store_true", help="do not sample the instrumented run with py-spy"
+    )
     ap.add_argument("--datasets", type=Path, default=REPO / "datasets")
     ap.add_argument("--reports", type=Path, default=REPO / "reports")
     ap.add_argument("--scratch", type=Path, help="where destinations go (default datasets/_scratch/<run-id>)")
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         sshd=server,
         sshd_reason=reason,
         instrumented=not args.no_instrumented,
+        pyspy=not args.no_pyspy,
         repeats_override=args.repeats,
         budget_s=None if args.no_budget else prof.scenario_budget_s,
         extra_config={"profile": args.profile},

@@ -232,6 +232,30 @@ def _scenario_rows(rec: Record) -> list[list[str]]:
     return rows
 
 
+def stage_share_rows(stats: Any, pyspy: Any) -> list[list[str]]:
+    """Rows of stage | tracer busy share | py-spy sample share (empty without py-spy shares)."""
+    if not isinstance(pyspy, dict) or not pyspy.get("shares"):
+        return []
+    busy: dict[str, float] = {}
+    for row in (stats or {}).get("stages", []) if isinstance(stats, dict) else []:
+        busy[row["stage"]] = busy.get(row["stage"], 0.0) + float(row.get("busy_s", 0.0))
+    total = sum(busy.values())
+    spy: dict[str, float] = pyspy["shares"]
+    order = [s for s in STAGE_ORDER if s in busy or s in spy] + sorted(set(spy) - set(STAGE_ORDER))
+    return [
+        [
+            s,
+            f"{100 * busy[s] / total:.0f}%" if total > 0 and s in busy else "-",
+            f"{100 * spy[s]:.0f}%" if s in spy else "-",
+        ]
+        for s in order
+    ]
+
+
+STAGE_ORDER = ("read", "checksum", "compress", "encrypt", "send", "recv", "decrypt", "decompress", "verify",
+               "write", "wait", "other")
+
+
 def render(run_dir: Path) -> Path:
     meta, records = results.load_run(run_dir)
     plot_dir = run_dir / "plots"
@@ -337,6 +361,17 @@ def render(run_dir: Path) -> Path:
                 f"Verdict ({sc['name']}, instrumented run): {verdict.get('kind')} — stage {verdict.get('stage')} "
                 f"on the {verdict.get('side')}; evidence: {verdict.get('evidence')}; hint: {verdict.get('hint')}"
             )
+        rows = stage_share_rows(stats, inst.get("pyspy"))
+        if rows:
+            doc.p(
+                "Where the time goes, two instruments on the same (instrumented) run: the tracer's busy "
+                "time per stage (both sides, share of all busy time) beside py-spy's samples per stage "
+                "(both processes, every thread; `wait` = threads blocked in locks or queues, `other` = "
+                "start-up, metadata and anything outside the stages)."
+            )
+            doc.table(["stage", "tracer: share of busy time", "py-spy: share of samples"], rows)
+        elif isinstance(inst.get("pyspy"), dict) and inst["pyspy"].get("error"):
+            doc.p(f"py-spy: not recorded ({inst['pyspy']['error'].strip().splitlines()[-1][:200]}).")
         doc.img(plots.stages(r, plot_dir / f"stages-{sc['name']}.png"), f"stages {sc['name']}", run_dir)
         if inst.get("trace_file"):
             doc.img(

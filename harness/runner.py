@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from escp.trace.pyspy import attribute_samples, record_command
 from harness import peers, results
 from harness.datasets import Dataset, FileEntry, file_digest
 from harness.scenarios import Scenario
@@ -27,6 +29,8 @@ from harness.stats import summary
 
 BIG_FILE = 1 << 20  # unlink files at least this big right after verification
 
+
+PYSPY_RATE = 100  # samples per second of the instrumented run under py-spy
 
 @dataclass
 class RunContext:
@@ -37,6 +41,7 @@ class RunContext:
     sshd: PrivateSshd | None = None
     sshd_reason: str | None = None  # why ssh peers are skipped
     instrumented: bool = True  # one extra escp run with --stats --trace after the timed rounds
+    pyspy: bool = True  # ... under py-spy (when on PATH): stage shares of its samples in the report
     repeats_override: int | None = None
     budget_s: float | None = None  # per-scenario time budget for the timed rounds (None: no limit)
     min_repeats: int = 3
@@ -139,7 +144,14 @@ def _read_escp_json(path: Path | None) -> dict[str, Any] | None:
 
 
 def _one(
-    ctx: RunContext, sc: Scenario, ds: Dataset, tool: str, rnd: int, *, extra: list[str] | None = None
+    ctx: RunContext,
+    sc: Scenario,
+    ds: Dataset,
+    tool: str,
+    rnd: int,
+    *,
+    extra: list[str] | None = None,
+    pyspy_out: Path | None = None,
 ) -> dict[str, Any]:
     tag = "warmup" if rnd < 0 else f"r{rnd}"
     base = (
@@ -161,6 +173,8 @@ def _one(
         json_report=json_report,
         extra=extra,
     )
+    if pyspy_out is not None:  # sampled by py-spy, both processes (the receiver is a subprocess)
+        inv.argv = record_command(pyspy_out, command=inv.argv, subprocesses=True, rate=PYSPY_RATE)
     use_sshd = ctx.sshd if tool in peers.SSH_PEERS else None
     m = peers.measure(inv, base / "log.txt", sshd=use_sshd)
     rep: dict[str, Any] = {"round": rnd, **m.to_dict(), "argv": inv.argv}
@@ -269,12 +283,7 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
 
     instrumented = None
     if ctx.instrumented and not ctx.escp.plain and tools["escp"]["status"] == "ok":
-        trace = ctx.artifacts / sc.name / "escp-instr.trace.json"
-        rep = _one(ctx, sc, ds, "escp", 0, extra=["--stats", "--trace", str(trace)])
-        instrumented = {
-            **rep,
-            "trace_file": str(trace.relative_to(ctx.artifacts.parent)) if trace.exists() else None,
-        }
+        instrumented = _instrumented(ctx, sc, ds)
 
     return {
         "schema": results.SCHEMA,
@@ -307,6 +316,33 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
         "instrumented": instrumented,
         "notes": notes,
         "elapsed_s": round(time.perf_counter() - t_start, 2),
+    }
+
+
+def _instrumented(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
+    """One untimed escp run with --stats --trace, under py-spy when available; if the run under
+    py-spy fails (e.g. no ptrace permission), it is repeated without py-spy."""
+    trace = ctx.artifacts / sc.name / "escp-instr.trace.json"
+    extra = ["--stats", "--trace", str(trace)]
+    pyspy: dict[str, Any] | None = None
+    rep: dict[str, Any] | None = None
+    if ctx.pyspy and shutil.which("py-spy"):
+        raw = ctx.artifacts / sc.name / "escp-instr.pyspy.txt"
+        rep = _one(ctx, sc, ds, "escp", 0, extra=extra, pyspy_out=raw)
+        if _ok(rep) and raw.exists():
+            shares = attribute_samples([raw])
+            pyspy = {"samples": shares.total, "shares": shares.shares(), "rate_hz": PYSPY_RATE,
+                     "raw_file": str(raw.relative_to(ctx.artifacts.parent))}
+        else:
+            pyspy = {"error": (rep.get("stderr_tail") or rep.get("verify_error") or "no samples")[-300:]}
+            shutil.rmtree(ctx.scratch / sc.name / "escp-instr", ignore_errors=True)
+            rep = None
+    if rep is None:
+        rep = _one(ctx, sc, ds, "escp", 0, extra=extra)
+    return {
+        **rep,
+        "trace_file": str(trace.relative_to(ctx.artifacts.parent)) if trace.exists() else None,
+        "pyspy": pyspy,
     }
 
 

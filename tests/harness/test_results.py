@@ -158,3 +158,17 @@ def test_budget_reduces_repeats_and_says_so(tmp_path: Path, tiny: datasets.Datas
     rec = runner.run_scenario(ctx, sc, tiny)
     assert len(rec["tools"]["escp"]["repeats"]) == 1
     assert any("instead of 4" in n for n in rec["notes"])
+
+
+def test_stage_share_rows_put_tracer_and_pyspy_side_by_side() -> None:
+    stats = {"stages": [
+        {"side": "sender", "stage": "encrypt", "busy_s": 1.0},
+        {"side": "receiver", "stage": "decrypt", "busy_s": 1.0},
+        {"side": "receiver", "stage": "write", "busy_s": 2.0},
+    ]}
+    rows = report.stage_share_rows(stats, {"shares": {"write": 0.5, "other": 0.3, "encrypt": 0.2}})
+    table = {r[0]: r[1:] for r in rows}
+    assert table["write"] == ["50%", "50%"] and table["encrypt"] == ["25%", "20%"]
+    assert table["decrypt"] == ["25%", "-"] and table["other"] == ["-", "30%"]
+    assert [r[0] for r in rows] == ["encrypt", "decrypt", "write", "other"]  # pipeline order
+    assert report.stage_share_rows(stats, None) == [] and report.stage_share_rows(stats, {"error": "x"}) == []
