@@ -189,7 +189,9 @@ def test_receiver_stopped_sender_times_out_with_no_progress(tmp_path: Path) -> N
 
 @case("FT-6")
 def test_sender_stopped_receiver_times_out_and_exits(tmp_path: Path) -> None:
-    sc = build(tmp_path)
+    # 4x the usual big file: under heavy load the stop must still land mid-transfer (if every
+    # result were already in the sender's socket buffer, exit 0 after SIGCONT would be right)
+    sc = build(tmp_path, big=4 * BIG)
     with FaultProxy(sc.port, rate=1_500_000) as proxy:
         p = start_slow(sc, proxy, "--timeout", "2")
         rx = p.wait_receiver()
