@@ -64,4 +64,4 @@ def plots(session: nox.Session) -> None:
 @nox.session
 def flatc(session: nox.Session) -> None:
     """Regenerate the FlatBuffers Python code from escp/protocol/schema/escp.fbs."""
-    session.run("flatc", "--python", "-o", "escp/protocol/fb", "escp/protocol/schema/escp.fbs", external=True)
+    session.run("flatc", "--python", "--gen-onefile", "-o", "escp/protocol/fb", "escp/protocol/schema/escp.fbs", external=True)

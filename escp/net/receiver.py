@@ -78,7 +78,7 @@ from ..protocol.wire import (
 from ..sysconf import apply_cpumask, load_host_config
 from ..trace import NULL_TRACER, Tracer
 from .conn import StreamConn, accept_stream
-from .control import SessionControl, wait_readable
+from .control import SessionControl, keepalive_interval, wait_readable
 
 log = logging.getLogger("escp.server")
 
@@ -246,7 +246,11 @@ class ReceiverSession:
                     self.pending.remove(sock)
                 except ValueError:
                     pass
-        sock.settimeout(self.ctl.idle_timeout)
+        # the metadata stream carries keepalives, so a read that waits longer than the idle
+        # timeout there means the sender is gone; a data stream may legitimately stay silent
+        # while only small files travel on the metadata stream (OP-13): no timeout of its
+        # own there, the session deadline decides (SessionControl.wait) and an abort wakes it
+        sock.settimeout(self.ctl.idle_timeout if conn.index == META_STREAM else None)
         if conn.index == META_STREAM:
             self.meta = conn  # before ACCEPT: an abort from then on can always reach the sender
         try:
@@ -600,7 +604,7 @@ class ReceiverSession:
 
     def meta_writer(self) -> None:
         """Sends queued results in batches, keepalives when idle, SESSION_DONE last."""
-        interval = max(1.0, self.ctl.idle_timeout / 4)
+        interval = keepalive_interval(self.ctl.idle_timeout, self.init.idle_timeout_ms / 1000)
         while not self.ctl.aborted.is_set():
             with self.meta_cond:
                 if not self.meta_out:
@@ -698,7 +702,8 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
         listener = bind_listener(choose_bind_address(init), init.port_start, init.port_range)
         addr, port = listener.getsockname()[:2]
         reply(SessionReply(addr, port, dest_is_dir=bool(session.plan and session.plan.dest_is_dir),
-                           server_time_ns=time.monotonic_ns()))
+                           server_time_ns=time.monotonic_ns(),
+                           idle_timeout_ms=int(session.ctl.idle_timeout * 1000)))
     except EscpError as exc:
         reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
         if listener is not None:

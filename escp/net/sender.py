@@ -63,7 +63,7 @@ from ..protocol.wire import (
 from ..sysconf import apply_cpumask
 from ..trace import NULL_TRACER, Tracer
 from .conn import StreamConn, connect_stream
-from .control import SessionControl
+from .control import SessionControl, keepalive_interval
 from .spawn import ReceiverProcess
 
 log = logging.getLogger("escp")
@@ -130,6 +130,7 @@ class SenderSession:
         self.session_end_sent = False
         self.bytes_sent = 0
         self.session_done = threading.Event()
+        self.keepalive_s = keepalive_interval(cfg.idle_timeout)  # until the receiver's reply
         self.trace_blob = bytearray()
         self.meta_pacer = (TokenBucket(cfg.limit_bytes_per_s, PACE_SLICE, sleep=self.ctl.aborted.wait)
                            if cfg.limit_bytes_per_s else None)
@@ -186,6 +187,9 @@ class SenderSession:
         t1 = time.monotonic_ns()
         if not reply.dest_is_dir:  # scp rule: the single top-level item lands under DEST's name
             self.top_rename = os.path.basename(self.dest_path.rstrip(b"/")) or None
+        # keepalives often enough for the shorter of both idle timeouts: the receiver's may be
+        # shorter than ours (its own --timeout, or the 5 s floor), and it reports it (OP-14)
+        self.keepalive_s = keepalive_interval(cfg.idle_timeout, reply.idle_timeout_ms / 1000)
         if reply.server_time_ns:
             self.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
         conns: list[StreamConn] = []
@@ -354,7 +358,7 @@ class SenderSession:
         """Walks the sources (small files inline) and sends entries, blocks and FILE_ENDs in order."""
         assert self.meta is not None and self.scheduler is not None
         sched = self.scheduler
-        interval = max(1.0, self.cfg.idle_timeout / 4)
+        interval = self.keepalive_s
         compressor = BlockCompressor(self.cfg.compress_level) if self.cfg.compress else None
         while not self.ctl.aborted.is_set():
             if sched.wants_more:
@@ -376,7 +380,6 @@ class SenderSession:
                 return
             if batch:
                 self._send_batch(batch, compressor)
-                self.ctl.progress()
 
     def _ready_to_end(self) -> bool:
         sched = self.scheduler
@@ -384,8 +387,10 @@ class SenderSession:
                 and not self.session_end_sent)
 
     def _send_batch(self, batch: list[MetaItem], compressor: BlockCompressor | None) -> None:
-        """Entries go out as FILE_LIST frames, the rest in order between them, in few writes."""
+        """Entries go out as FILE_LIST frames, the rest in order between them, in few writes.
+        Sending stamps progress unless the batch is only our own keepalive (OP-15)."""
         assert self.meta is not None
+        advances = any(item is not KEEPALIVE for item in batch)
         frames: list[bytes] = []
         entries: list[m.FileEntry] = []
         size = 0
@@ -410,6 +415,8 @@ class SenderSession:
             frames.append(m.encode_file_list(entries))
         if self.meta_pacer is None:
             self.meta.send_many(frames)
+            if advances:
+                self.ctl.progress()
             return
         group: list[bytes] = []  # -l: small files on the metadata stream are paced as well
         size = 0
@@ -420,7 +427,8 @@ class SenderSession:
                 if not self.meta_pacer.take(size):
                     return  # aborted
                 self.meta.send_many(group)
-                self.ctl.progress()
+                if advances:
+                    self.ctl.progress()
                 group, size = [], 0
 
     @staticmethod
