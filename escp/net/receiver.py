@@ -161,6 +161,7 @@ class ReceiverSession:
         self.taken: set[int] = set()
         self.eos_streams: set[int] = set()
         self.meta: StreamConn | None = None
+        self.meta_accepted = threading.Event()  # the metadata stream's ACCEPT is sent
         self.tree: DestinationTree | None = None
         self.plan: DestinationPlan | None = None
         self.pending: deque[socket.socket] = deque()  # connections still in their handshake
@@ -259,6 +260,8 @@ class ReceiverSession:
             log.warning("connection from %s closed: %s", peer, exc.one_line())
             sock.close()
             return
+        if conn.index == META_STREAM:
+            self.meta_accepted.set()  # only now may the metadata writer use it (OP-16)
         self.ctl.add_socket(sock)
         self.ctl.progress()
         log.info("stream %d connected from %s", conn.index, peer)
@@ -603,8 +606,14 @@ class ReceiverSession:
                 self.meta_cond.notify()
 
     def meta_writer(self) -> None:
-        """Sends queued results in batches, keepalives when idle, SESSION_DONE last."""
+        """Sends queued results in batches, keepalives when idle, SESSION_DONE last. Nothing
+        goes out before the metadata stream's ACCEPT (its first frame, OP-16); what is
+        queued before then waits."""
         interval = keepalive_interval(self.ctl.idle_timeout, self.init.idle_timeout_ms / 1000)
+        while not self.meta_accepted.wait(min(interval, 0.5)):
+            if self.ctl.aborted.is_set() or self.ctl.done.is_set():
+                return
+        assert self.meta is not None
         while not self.ctl.aborted.is_set():
             with self.meta_cond:
                 if not self.meta_out:
@@ -612,8 +621,6 @@ class ReceiverSession:
                 batch = list(self.meta_out)
                 self.meta_out.clear()
                 finished = self.meta_last_queued and not self.meta_out
-            if self.meta is None:
-                continue
             self.meta.send_many(batch or [m.encode_keepalive()])
             if finished:
                 self.ctl.finish()
