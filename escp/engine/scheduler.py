@@ -188,9 +188,15 @@ class BlockScheduler:
                 self._problem(SourceProblem(exc))
                 return
             try:
-                data = os.pread(fd, st.st_size + 1, 0) if st.st_size else b""
-                if len(data) != st.st_size or not same_source(st, os.fstat(fd)):
+                if st.st_size > self.inline_max:
+                    # grew since the walk: fail this one file; never read it whole, never send
+                    # a block larger than the block size (OP-17)
+                    st = item.st
                     error = TransferIOError("source file changed during the transfer", path=item.path)
+                else:  # one byte more than expected: growth after fstat shows as a length mismatch
+                    data = os.pread(fd, st.st_size + 1, 0) if st.st_size else b""
+                    if len(data) != st.st_size or not same_source(st, os.fstat(fd)):
+                        error = TransferIOError("source file changed during the transfer", path=item.path)
             except OSError as exc:
                 error = TransferIOError(f"read error: {exc.strerror}", path=item.path)
             finally:
