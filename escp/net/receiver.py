@@ -44,6 +44,7 @@ from ..errors import (
     escape_name,
 )
 from ..logsetup import set_session, setup_logging
+from ..paths import split_peer_name
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
 from ..protocol.state import ReceiverCore, RxFile
@@ -502,10 +503,18 @@ class ReceiverSession:
                 raise ProtocolError(f"unexpected {type(msg).__name__} on the metadata stream")
 
     def on_file_list(self, entries: list[m.FileEntry]) -> None:
-        """Directories are made before their entries are registered, so files inside can be created."""
+        """The whole list is checked first (names, numbering, duplicates, top-level count), so
+        a refused list creates nothing (OP-18); then its directories are made, then its
+        entries registered, so files inside can be created."""
+        # without a destination tree (rx_engine dummy) names are still checked (OP-19)
+        items = [(e, self.tree.map_name(e.name) if self.tree is not None else split_peer_name(e.name))
+                 for e in entries]
+        with self.lock:
+            self.core.event("file_list")
+            self.core.check_entries(items)
+            self.check_top_level(items)
         mapped = []
-        for e in entries:
-            parts = self.tree.map_name(e.name) if self.tree is not None else tuple(e.name.split(b"/"))
+        for e, parts in items:
             error = None
             if e.kind == KIND_DIR and self.tree is not None and not self.dummy:
                 try:
@@ -515,9 +524,7 @@ class ReceiverSession:
                     error = exc
             mapped.append((e, parts, error))
         with self.lock:
-            self.core.event("file_list")
             for e, parts, error in mapped:
-                self.check_top_level(parts, e.name)
                 f = self.core.add_entry(e, parts)
                 if e.kind == KIND_DIR:
                     if error is None:
@@ -526,15 +533,18 @@ class ReceiverSession:
                         self.send_result(f, STATUS_FAILED, error.cause, NO_DIGEST, error.message)
             self.announced.notify_all()
 
-    def check_top_level(self, parts: tuple[bytes, ...], name: bytes) -> None:
+    def check_top_level(self, items: list[tuple[m.FileEntry, tuple[bytes, ...]]]) -> None:
         """With self.lock held: refuse a top-level name beyond the count the sender declared
         in SessionInit (an unrequested file, CVE-2019-6111 class)."""
-        if parts[0] in self.top_names or self.init.flags & FLAG_DEST_DIR:
+        if self.init.flags & FLAG_DEST_DIR:
             return  # with --filelist the count is not known at set-up; containment still holds
-        if len(self.top_names) >= max(1, self.init.top_level_count):
-            raise ProtocolError(f"more top-level names than the {self.init.top_level_count} announced "
-                                "at set-up (unrequested file)", path=name)
-        self.top_names.add(parts[0])
+        for e, parts in items:
+            if parts[0] in self.top_names:
+                continue
+            if len(self.top_names) >= max(1, self.init.top_level_count):
+                raise ProtocolError(f"more top-level names than the {self.init.top_level_count} announced "
+                                    "at set-up (unrequested file)", path=e.name)
+            self.top_names.add(parts[0])
 
     def fail_unfinishable(self) -> None:
         """With self.lock held, once every data stream sent its end-of-stream: no block can
