@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import AuthError, ConnectionFailure, IntegrityError, TimeoutError_
+from ..errors import AuthError, ConnectionFailure, EscpError, IntegrityError, TimeoutError_
 from ..protocol import messages as m
 from ..protocol.crypto import (
     DIR_RECEIVER_TO_SENDER,
@@ -26,7 +26,15 @@ from ..protocol.crypto import (
     handshake_key,
     hello_proof,
 )
-from ..protocol.wire import CHALLENGE_LEN, HELLO, HELLO_MAGIC, LEN_PREFIX, PROTOCOL_VERSION, max_frame_len
+from ..protocol.wire import (
+    CHALLENGE_LEN,
+    HELLO,
+    HELLO_MAGIC,
+    LEN_PREFIX,
+    PROTOCOL_VERSION,
+    cause_code,
+    max_frame_len,
+)
 
 READ_AHEAD = 64 * 1024
 
@@ -85,6 +93,16 @@ class StreamConn:
                     out = bytearray()
             if out:
                 self.sendall(out)
+
+    def send_abort(self, err: EscpError, timeout: float) -> None:
+        """Best effort: tell the peer why the session ends (ABORT with the error's cause and
+        one-line text), waiting at most `timeout` for the socket; failures are ignored, the
+        session is ending anyway."""
+        try:
+            self.sock.settimeout(timeout)
+            self.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
+        except (EscpError, OSError):
+            pass
 
     def sendall(self, data: memoryview | bytes | bytearray) -> None:
         try:

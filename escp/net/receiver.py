@@ -86,6 +86,7 @@ log = logging.getLogger("escp.server")
 HANDSHAKE_DEADLINE = 10.0
 MAX_PENDING_HANDSHAKES = 64
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
+ABORT_SEND_TIMEOUT = 2.0  # how long an ABORT may take to leave
 
 
 @dataclass
@@ -650,11 +651,7 @@ class ReceiverSession:
     def send_abort(self, err: EscpError) -> None:
         """Tell the sender why the session ends (best effort, before sockets close)."""
         if self.meta is not None:
-            try:
-                self.meta.sock.settimeout(2.0)
-                self.meta.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
-            except (EscpError, OSError):
-                pass
+            self.meta.send_abort(err, ABORT_SEND_TIMEOUT)
 
     def cleanup(self) -> None:
         with self.lock:

@@ -56,7 +56,6 @@ from ..protocol.wire import (
     T_DATA,
     TAG_LEN,
     TRACE_TOTAL_MAX,
-    cause_code,
     cause_name,
     max_frame_len,
 )
@@ -70,6 +69,7 @@ log = logging.getLogger("escp")
 MAX_OUTCOMES = 10_000  # per-file outcomes kept for the --json report
 
 SETUP_MIN_S = 10.0  # shortest wait for the receiver's SessionReply, whatever --timeout says
+ABORT_SEND_TIMEOUT = 1.0  # how long an ABORT may take to leave
 INLINE_MAX = 64 * 1024  # files up to this size travel whole on the metadata stream
 KEEPALIVE = object()  # a keepalive queued in the metadata order
 MetaItem = m.FileEntry | m.FileEnd | InlineBlock | object
@@ -522,11 +522,7 @@ class SenderSession:
 
     def _send_abort(self, err: EscpError) -> None:
         if self.meta is not None:
-            try:
-                self.meta.sock.settimeout(1.0)
-                self.meta.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
-            except (EscpError, OSError):
-                pass
+            self.meta.send_abort(err, ABORT_SEND_TIMEOUT)
 
     def process_watch(self) -> None:
         while not self.ctl.done.is_set() and not self.ctl.aborted.is_set():
