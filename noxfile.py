@@ -15,10 +15,15 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 PY = "python3"
 
 
+def run_module(session: nox.Session, module: str, *args: str) -> None:
+    """`python3 -m MODULE ARGS... POSARGS...` in the current environment."""
+    session.run(PY, "-m", module, *args, *session.posargs)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (timings are never asserted)."""
-    session.run(PY, "-m", "pytest", "-n", "2", "-q", *session.posargs)
+    run_module(session, "pytest", "-n", "2", "-q")
 
 
 @nox.session
@@ -34,34 +39,34 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def datasets(session: nox.Session) -> None:
     """Generate the benchmark datasets (reused when the manifest matches): -- --profile full."""
-    session.run(PY, "-m", "harness", "datasets", *session.posargs)
+    run_module(session, "harness", "datasets")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmark (quick profile by default; -- --profile full); prints the report path."""
-    session.run(PY, "-m", "harness", "bench", *session.posargs)
+    run_module(session, "harness", "bench")
 
 
 @nox.session
 def profile(session: nox.Session) -> None:
     """py-spy profile of escp copying a dataset into profiles/<run-id>/."""
-    session.run(PY, "-m", "harness", "profile", *session.posargs)
+    run_module(session, "harness", "profile")
 
 
 @nox.session
 def regress(session: nox.Session) -> None:
     """Compare the latest run (or -- RUN_DIR) with reports/baseline; non-zero exit on a regression."""
-    session.run(PY, "-m", "harness", "regress", *session.posargs)
+    run_module(session, "harness", "regress")
 
 
 @nox.session
 def plots(session: nox.Session) -> None:
     """Re-render report.md, index.html and plots from stored results (latest run or -- RUN_DIR)."""
-    session.run(PY, "-m", "harness", "report", *session.posargs)
+    run_module(session, "harness", "report")
 
 
 @nox.session
 def flatc(session: nox.Session) -> None:
     """Regenerate the FlatBuffers Python code from escp/protocol/schema/escp.fbs."""
-    session.run("flatc", "--python", "-o", "escp/protocol/fb", "escp/protocol/schema/escp.fbs", external=True)
+    session.run("flatc", "--python", "--gen-onefile", "-o", "escp/protocol/fb", "escp/protocol/schema/escp.fbs", external=True)

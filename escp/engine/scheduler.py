@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from .checksum import NO_DIGEST, FileDigest, block_digest, content_digest
 from .directio import open_direct, wants_direct
 from .reader import data_block_offsets, open_source, same_source
 from .sources import SourceItem, SourceProblem
+
+PUMP_SECONDS = 0.5  # longest stretch of the walk between two sends of the metadata thread
 
 
 @dataclass
@@ -138,9 +141,14 @@ class BlockScheduler:
                 self._ready.wait(0.5)
 
     # --- walker side (the metadata thread) ---------------------------------------------
-    def pump(self, max_items: int = 256) -> None:
-        """Advance the walk by up to max_items sources, stopping early once a big file is queued."""
+    def pump(self, max_items: int = 256, max_seconds: float = PUMP_SECONDS) -> None:
+        """Advance the walk by up to max_items sources, stopping early once a big file is
+        queued or after max_seconds (a slow source must not hold back what is ready: the
+        metadata thread sends it, which is the session's progress, between pumps)."""
+        end = time.monotonic() + max_seconds
         for _ in range(max_items):
+            if time.monotonic() > end:
+                return
             item = next(self._items, None)
             if item is None:
                 with self._ready:
@@ -180,9 +188,15 @@ class BlockScheduler:
                 self._problem(SourceProblem(exc))
                 return
             try:
-                data = os.pread(fd, st.st_size + 1, 0) if st.st_size else b""
-                if len(data) != st.st_size or not same_source(st, os.fstat(fd)):
+                if st.st_size > self.inline_max:
+                    # grew since the walk: fail this one file; never read it whole, never send
+                    # a block larger than the block size (OP-17)
+                    st = item.st
                     error = TransferIOError("source file changed during the transfer", path=item.path)
+                else:  # one byte more than expected: growth after fstat shows as a length mismatch
+                    data = os.pread(fd, st.st_size + 1, 0) if st.st_size else b""
+                    if len(data) != st.st_size or not same_source(st, os.fstat(fd)):
+                        error = TransferIOError("source file changed during the transfer", path=item.path)
             except OSError as exc:
                 error = TransferIOError(f"read error: {exc.strerror}", path=item.path)
             finally:

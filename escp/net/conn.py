@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import AuthError, ConnectionFailure, IntegrityError, TimeoutError_
+from ..errors import AuthError, ConnectionFailure, EscpError, IntegrityError, TimeoutError_
 from ..protocol import messages as m
 from ..protocol.crypto import (
     DIR_RECEIVER_TO_SENDER,
@@ -36,28 +36,44 @@ from ..protocol.crypto import (
     handshake_key,
     hello_proof,
 )
-from ..protocol.wire import CHALLENGE_LEN, HELLO, HELLO_MAGIC, LEN_PREFIX, PROTOCOL_VERSION, max_frame_len
+from ..protocol.wire import (
+    CHALLENGE_LEN,
+    HELLO,
+    HELLO_MAGIC,
+    LEN_PREFIX,
+    PROTOCOL_VERSION,
+    cause_code,
+    max_frame_len,
+)
 from ..trace import Tracer
 
 READ_AHEAD = 64 * 1024
 
 
-def recv_exact_into(sock: socket.socket, view: memoryview, what: str) -> None:
-    got, n = 0, len(view)
+def recv_handshake(sock: socket.socket, n: int, deadline: float, fail: type[EscpError], closed: str) -> bytes:
+    """Exactly n clear-text handshake bytes (the challenge, or HELLO) by the monotonic
+    deadline: TimeoutError_ after it; `fail(closed)` at EOF, `fail(...)` on a socket error.
+    Frames after the handshake go through StreamConn's buffered reader instead."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
     while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError_("handshake deadline passed")
+        sock.settimeout(left)
         try:
-            k = sock.recv_into(view[got:], n - got)
+            k = sock.recv_into(view[got:])
         except TimeoutError:
-            raise TimeoutError_(f"no progress on {what} within the idle deadline") from None
+            raise TimeoutError_("handshake deadline passed") from None
         except InterruptedError:
             continue
         except OSError as exc:
-            raise ConnectionFailure(f"{what}: {exc.strerror or exc}") from None
+            raise fail(f"handshake failed: {exc.strerror or exc}") from None
         if k == 0:
-            if got == 0:
-                raise EOFError
-            raise IntegrityError(f"{what} truncated mid-frame")
+            raise fail(closed)
         got += k
+    return bytes(buf)
 
 
 class StreamConn:
@@ -124,6 +140,16 @@ class StreamConn:
                     out = bytearray()
             if out:
                 self.sendall(out)
+
+    def send_abort(self, err: EscpError, timeout: float) -> None:
+        """Best effort: tell the peer why the session ends (ABORT with the error's cause and
+        one-line text), waiting at most `timeout` for the socket; failures are ignored, the
+        session is ending anyway."""
+        try:
+            self.sock.settimeout(timeout)
+            self.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
+        except (EscpError, OSError):
+            pass
 
     def sendall(self, data: memoryview | bytes | bytearray) -> None:
         try:
@@ -260,15 +286,12 @@ def connect_stream(address: str, port: int, index: int, session_key: bytes, sess
         raise ConnectionFailure(f"cannot connect to receiver at {address}:{port}: {exc.strerror or exc}") from None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        challenge = bytearray(CHALLENGE_LEN)
-        try:
-            recv_exact_into(sock, memoryview(challenge), "handshake")
-        except EOFError:
-            raise ConnectionFailure("receiver closed the connection during the handshake") from None
-        proof = hello_proof(handshake_key(session_key, session_id), session_id, bytes(challenge), index)
+        challenge = recv_handshake(sock, CHALLENGE_LEN, time.monotonic() + timeout, ConnectionFailure,
+                                   "receiver closed the connection during the handshake")
+        sock.settimeout(timeout)
+        proof = hello_proof(handshake_key(session_key, session_id), session_id, challenge, index)
         sock.sendall(HELLO.pack(HELLO_MAGIC, PROTOCOL_VERSION, index, proof))
-        sealer, opener = _keys(session_key, session_id, index, bytes(challenge), rekey, block,
-                               DIR_SENDER_TO_RECEIVER)
+        sealer, opener = _keys(session_key, session_id, index, challenge, rekey, block, DIR_SENDER_TO_RECEIVER)
         conn = StreamConn(sock, index, sealer, opener)
         out = bytearray(256)
         msg = conn.recv_message(memoryview(out))
@@ -296,23 +319,7 @@ def accept_stream(sock: socket.socket, session_key: bytes, session_id: int, reke
         sock.sendall(challenge)
     except OSError as exc:
         raise AuthError(f"handshake failed: {exc}") from None
-    hello = bytearray(HELLO.size)
-    view = memoryview(hello)
-    got = 0
-    while got < HELLO.size:
-        left = end - time.monotonic()
-        if left <= 0:
-            raise TimeoutError_("handshake deadline passed")
-        sock.settimeout(left)
-        try:
-            k = sock.recv_into(view[got:])
-        except TimeoutError:
-            raise TimeoutError_("handshake deadline passed") from None
-        except OSError as exc:
-            raise AuthError(f"handshake failed: {exc}") from None
-        if k == 0:
-            raise AuthError("connection closed during the handshake")
-        got += k
+    hello = recv_handshake(sock, HELLO.size, end, AuthError, "connection closed during the handshake")
     magic, version, index, proof = HELLO.unpack(hello)
     if magic != HELLO_MAGIC or version != PROTOCOL_VERSION:
         raise AuthError("not an escp stream (bad magic or version)")

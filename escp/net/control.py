@@ -21,6 +21,15 @@ log = logging.getLogger("escp")
 # Keepalives prove the peer is alive but not that the session advances: they can stretch
 # the idle deadline to at most this many times its length, never turn it off (HP-13/HP-18).
 KEEPALIVE_GRACE = 5
+KEEPALIVE_MIN = 0.25  # seconds: the shortest keepalive interval, whatever the idle timeouts
+
+
+def keepalive_interval(*idle_timeouts: float) -> float:
+    """Seconds between keepalives on a quiet metadata stream: a quarter of the shorter of
+    both sides' idle timeouts (0 = unknown, ignored), so the peer hears from us well within
+    its own deadline (docs/protocol.md §9.10)."""
+    known = [t for t in idle_timeouts if t > 0]
+    return max(KEEPALIVE_MIN, min(known) / 4) if known else 1.0
 
 
 def wait_readable(fd: int, timeout: float) -> bool:

@@ -44,6 +44,7 @@ from ..errors import (
     escape_name,
 )
 from ..logsetup import set_session, setup_logging
+from ..paths import split_peer_name
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
 from ..protocol.state import ReceiverCore, RxFile
@@ -78,7 +79,7 @@ from ..protocol.wire import (
 from ..sysconf import apply_cpumask, load_host_config
 from ..trace import NULL_TRACER, Tracer
 from .conn import StreamConn, accept_stream
-from .control import SessionControl, wait_readable
+from .control import SessionControl, keepalive_interval, wait_readable
 
 log = logging.getLogger("escp.server")
 
@@ -86,6 +87,7 @@ COUNTER_EVERY = 4  # a stream worker samples its trace counters every this many 
 HANDSHAKE_DEADLINE = 10.0
 MAX_PENDING_HANDSHAKES = 64
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
+ABORT_SEND_TIMEOUT = 2.0  # how long an ABORT may take to leave
 
 
 @dataclass
@@ -162,6 +164,7 @@ class ReceiverSession:
         self.taken: set[int] = set()
         self.eos_streams: set[int] = set()
         self.meta: StreamConn | None = None
+        self.meta_accepted = threading.Event()  # the metadata stream's ACCEPT is sent
         self.tree: DestinationTree | None = None
         self.plan: DestinationPlan | None = None
         self.pending: deque[socket.socket] = deque()  # connections still in their handshake
@@ -247,7 +250,11 @@ class ReceiverSession:
                     self.pending.remove(sock)
                 except ValueError:
                     pass
-        sock.settimeout(self.ctl.idle_timeout)
+        # the metadata stream carries keepalives, so a read that waits longer than the idle
+        # timeout there means the sender is gone; a data stream may legitimately stay silent
+        # while only small files travel on the metadata stream (OP-13): no timeout of its
+        # own there, the session deadline decides (SessionControl.wait) and an abort wakes it
+        sock.settimeout(self.ctl.idle_timeout if conn.index == META_STREAM else None)
         if conn.index == META_STREAM:
             self.meta = conn  # before ACCEPT: an abort from then on can always reach the sender
         try:
@@ -256,6 +263,8 @@ class ReceiverSession:
             log.warning("connection from %s closed: %s", peer, exc.one_line())
             sock.close()
             return
+        if conn.index == META_STREAM:
+            self.meta_accepted.set()  # only now may the metadata writer use it (OP-16)
         self.ctl.add_socket(sock)
         self.ctl.progress()
         log.info("stream %d connected from %s", conn.index, peer)
@@ -501,10 +510,18 @@ class ReceiverSession:
                 raise ProtocolError(f"unexpected {type(msg).__name__} on the metadata stream")
 
     def on_file_list(self, entries: list[m.FileEntry]) -> None:
-        """Directories are made before their entries are registered, so files inside can be created."""
+        """The whole list is checked first (names, numbering, duplicates, top-level count), so
+        a refused list creates nothing (OP-18); then its directories are made, then its
+        entries registered, so files inside can be created."""
+        # without a destination tree (rx_engine dummy) names are still checked (OP-19)
+        items = [(e, self.tree.map_name(e.name) if self.tree is not None else split_peer_name(e.name))
+                 for e in entries]
+        with self.lock:
+            self.core.event("file_list")
+            self.core.check_entries(items)
+            self.check_top_level(items)
         mapped = []
-        for e in entries:
-            parts = self.tree.map_name(e.name) if self.tree is not None else tuple(e.name.split(b"/"))
+        for e, parts in items:
             error = None
             if e.kind == KIND_DIR and self.tree is not None and not self.dummy:
                 try:
@@ -514,9 +531,7 @@ class ReceiverSession:
                     error = exc
             mapped.append((e, parts, error))
         with self.lock:
-            self.core.event("file_list")
             for e, parts, error in mapped:
-                self.check_top_level(parts, e.name)
                 f = self.core.add_entry(e, parts)
                 if e.kind == KIND_DIR:
                     if error is None:
@@ -525,15 +540,18 @@ class ReceiverSession:
                         self.send_result(f, STATUS_FAILED, error.cause, NO_DIGEST, error.message)
             self.announced.notify_all()
 
-    def check_top_level(self, parts: tuple[bytes, ...], name: bytes) -> None:
+    def check_top_level(self, items: list[tuple[m.FileEntry, tuple[bytes, ...]]]) -> None:
         """With self.lock held: refuse a top-level name beyond the count the sender declared
         in SessionInit (an unrequested file, CVE-2019-6111 class)."""
-        if parts[0] in self.top_names or self.init.flags & FLAG_DEST_DIR:
+        if self.init.flags & FLAG_DEST_DIR:
             return  # with --filelist the count is not known at set-up; containment still holds
-        if len(self.top_names) >= max(1, self.init.top_level_count):
-            raise ProtocolError(f"more top-level names than the {self.init.top_level_count} announced "
-                                "at set-up (unrequested file)", path=name)
-        self.top_names.add(parts[0])
+        for e, parts in items:
+            if parts[0] in self.top_names:
+                continue
+            if len(self.top_names) >= max(1, self.init.top_level_count):
+                raise ProtocolError(f"more top-level names than the {self.init.top_level_count} announced "
+                                    "at set-up (unrequested file)", path=e.name)
+            self.top_names.add(parts[0])
 
     def fail_unfinishable(self) -> None:
         """With self.lock held, once every data stream sent its end-of-stream: no block can
@@ -605,8 +623,14 @@ class ReceiverSession:
                 self.meta_cond.notify()
 
     def meta_writer(self) -> None:
-        """Sends queued results in batches, keepalives when idle, SESSION_DONE last."""
-        interval = max(1.0, self.ctl.idle_timeout / 4)
+        """Sends queued results in batches, keepalives when idle, SESSION_DONE last. Nothing
+        goes out before the metadata stream's ACCEPT (its first frame, OP-16); what is
+        queued before then waits."""
+        interval = keepalive_interval(self.ctl.idle_timeout, self.init.idle_timeout_ms / 1000)
+        while not self.meta_accepted.wait(min(interval, 0.5)):
+            if self.ctl.aborted.is_set() or self.ctl.done.is_set():
+                return
+        assert self.meta is not None
         while not self.ctl.aborted.is_set():
             with self.meta_cond:
                 if not self.meta_out:
@@ -614,8 +638,6 @@ class ReceiverSession:
                 batch = list(self.meta_out)
                 self.meta_out.clear()
                 finished = self.meta_last_queued and not self.meta_out
-            if self.meta is None:
-                continue
             self.meta.send_many(batch or [m.encode_keepalive()])
             if finished:
                 self.ctl.finish()
@@ -635,11 +657,7 @@ class ReceiverSession:
     def send_abort(self, err: EscpError) -> None:
         """Tell the sender why the session ends (best effort, before sockets close)."""
         if self.meta is not None:
-            try:
-                self.meta.sock.settimeout(2.0)
-                self.meta.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
-            except (EscpError, OSError):
-                pass
+            self.meta.send_abort(err, ABORT_SEND_TIMEOUT)
 
     def cleanup(self) -> None:
         with self.lock:
@@ -704,7 +722,8 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
         listener = bind_listener(choose_bind_address(init), init.port_start, init.port_range)
         addr, port = listener.getsockname()[:2]
         reply(SessionReply(addr, port, dest_is_dir=bool(session.plan and session.plan.dest_is_dir),
-                           server_time_ns=time.monotonic_ns()))
+                           server_time_ns=time.monotonic_ns(),
+                           idle_timeout_ms=int(session.ctl.idle_timeout * 1000)))
     except EscpError as exc:
         reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
         if listener is not None:

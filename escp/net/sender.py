@@ -56,20 +56,20 @@ from ..protocol.wire import (
     T_DATA,
     TAG_LEN,
     TRACE_TOTAL_MAX,
-    cause_code,
     cause_name,
     max_frame_len,
 )
 from ..sysconf import apply_cpumask
 from ..trace import NULL_TRACER, Tracer
 from .conn import StreamConn, connect_stream
-from .control import SessionControl
+from .control import SessionControl, keepalive_interval
 from .spawn import ReceiverProcess
 
 log = logging.getLogger("escp")
 MAX_OUTCOMES = 10_000  # per-file outcomes kept for the --json report
 
 SETUP_MIN_S = 10.0  # shortest wait for the receiver's SessionReply, whatever --timeout says
+ABORT_SEND_TIMEOUT = 1.0  # how long an ABORT may take to leave
 INLINE_MAX = 64 * 1024  # files up to this size travel whole on the metadata stream
 KEEPALIVE = object()  # a keepalive queued in the metadata order
 MetaItem = m.FileEntry | m.FileEnd | InlineBlock | object
@@ -133,6 +133,7 @@ class SenderSession:
         self.session_end_sent = False
         self.bytes_sent = 0
         self.session_done = threading.Event()
+        self.keepalive_s = keepalive_interval(cfg.idle_timeout)  # until the receiver's reply
         self.trace_blob = bytearray()
         self.meta_pacer = (TokenBucket(cfg.limit_bytes_per_s, PACE_SLICE, sleep=self.ctl.aborted.wait)
                            if cfg.limit_bytes_per_s else None)
@@ -189,6 +190,9 @@ class SenderSession:
         t1 = time.monotonic_ns()
         if not reply.dest_is_dir:  # scp rule: the single top-level item lands under DEST's name
             self.top_rename = os.path.basename(self.dest_path.rstrip(b"/")) or None
+        # keepalives often enough for the shorter of both idle timeouts: the receiver's may be
+        # shorter than ours (its own --timeout, or the 5 s floor), and it reports it (OP-14)
+        self.keepalive_s = keepalive_interval(cfg.idle_timeout, reply.idle_timeout_ms / 1000)
         if reply.server_time_ns:
             self.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
         conns: list[StreamConn] = []
@@ -366,7 +370,7 @@ class SenderSession:
         """Walks the sources (small files inline) and sends entries, blocks and FILE_ENDs in order."""
         assert self.meta is not None and self.scheduler is not None
         sched = self.scheduler
-        interval = max(1.0, self.cfg.idle_timeout / 4)
+        interval = self.keepalive_s
         compressor = BlockCompressor(self.cfg.compress_level) if self.cfg.compress else None
         while not self.ctl.aborted.is_set():
             if sched.wants_more:
@@ -388,7 +392,6 @@ class SenderSession:
                 return
             if batch:
                 self._send_batch(batch, compressor)
-                self.ctl.progress()
 
     def _ready_to_end(self) -> bool:
         sched = self.scheduler
@@ -399,8 +402,10 @@ class SenderSession:
         """The batch's entries go out first, as few FILE_LIST frames as fit, then the rest in
         order, in few writes. Moving entries ahead keeps every entry before its file's DATA
         and FILE_END and keeps entries in walk order; it lets small files (entry, DATA,
-        FILE_END each) share FILE_LIST frames instead of one FlatBuffer per file."""
+        FILE_END each) share FILE_LIST frames instead of one FlatBuffer per file. Sending
+        stamps progress unless the batch is only our own keepalive (OP-15)."""
         assert self.meta is not None
+        advances = any(item is not KEEPALIVE for item in batch)
         frames: list[bytes] = []
         entries: list[m.FileEntry] = []
         size = 0
@@ -424,6 +429,8 @@ class SenderSession:
                 frames.append(m.encode_keepalive())
         if self.meta_pacer is None:
             self.meta.send_many(frames)
+            if advances:
+                self.ctl.progress()
             return
         group: list[bytes] = []  # -l: small files on the metadata stream are paced as well
         size = 0
@@ -434,7 +441,8 @@ class SenderSession:
                 if not self.meta_pacer.take(size):
                     return  # aborted
                 self.meta.send_many(group)
-                self.ctl.progress()
+                if advances:
+                    self.ctl.progress()
                 group, size = [], 0
 
     @staticmethod
@@ -528,11 +536,7 @@ class SenderSession:
 
     def _send_abort(self, err: EscpError) -> None:
         if self.meta is not None:
-            try:
-                self.meta.sock.settimeout(1.0)
-                self.meta.send_plain(m.encode_abort(m.Abort(cause_code(err.cause), err.one_line())))
-            except (EscpError, OSError):
-                pass
+            self.meta.send_abort(err, ABORT_SEND_TIMEOUT)
 
     def process_watch(self) -> None:
         while not self.ctl.done.is_set() and not self.ctl.aborted.is_set():

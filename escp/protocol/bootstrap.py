@@ -94,6 +94,7 @@ class SessionReply:
     error_cause: str = ""
     dest_is_dir: bool = False
     server_time_ns: int = 0
+    idle_timeout_ms: int = 0  # the receiver's effective idle timeout; 0: not reported (older receiver)
     version: int = PROTOCOL_VERSION
 
 
@@ -191,6 +192,7 @@ def encode_reply(s: SessionReply) -> bytes:
     fb.SessionReplyAddErrorCause(b, cause)
     fb.SessionReplyAddDestIsDir(b, s.dest_is_dir)
     fb.SessionReplyAddServerTimeNs(b, s.server_time_ns)
+    fb.SessionReplyAddIdleTimeoutMs(b, s.idle_timeout_ms)
     b.Finish(fb.SessionReplyEnd(b))
     return frame(BOOT_SESSION_REPLY, bytes(b.Output()))
 
@@ -206,6 +208,7 @@ def decode_reply(body: bytes) -> SessionReply:
             error_cause=_str(r.ErrorCause()),  # type: ignore[attr-defined]
             dest_is_dir=bool(r.DestIsDir()),  # type: ignore[attr-defined]
             server_time_ns=r.ServerTimeNs(),  # type: ignore[attr-defined]
+            idle_timeout_ms=r.IdleTimeoutMs(),  # type: ignore[attr-defined]
         )
     except Exception as exc:
         raise ProtocolError(f"malformed SessionReply ({type(exc).__name__})") from None

@@ -75,11 +75,23 @@ class ReceiverCore:
     def event(self, name: str) -> None:
         self.state = transition(SESSION_TRANSITIONS, self.state, name)
 
-    def add_entry(self, entry: FileEntry, parts: tuple[bytes, ...]) -> RxFile:
-        if entry.fino != self.next_fino or entry.fino >= MAX_FILES:
-            raise ProtocolError(f"file number {entry.fino} out of sequence (expected {self.next_fino})")
-        if parts in self.names:
+    def _check_entry(self, entry: FileEntry, parts: tuple[bytes, ...], fino: int,
+                     batch: set[tuple[bytes, ...]]) -> None:
+        if entry.fino != fino or entry.fino >= MAX_FILES:
+            raise ProtocolError(f"file number {entry.fino} out of sequence (expected {fino})")
+        if parts in self.names or parts in batch:
             raise ProtocolError("the same name was announced twice", path=b"/".join(parts))
+
+    def check_entries(self, items: list[tuple[FileEntry, tuple[bytes, ...]]]) -> None:
+        """add_entry's checks for a whole FILE_LIST before any of it is registered or acted
+        on (its directories made), so a refused list leaves nothing behind."""
+        batch: set[tuple[bytes, ...]] = set()
+        for i, (entry, parts) in enumerate(items):
+            self._check_entry(entry, parts, self.next_fino + i, batch)
+            batch.add(parts)
+
+    def add_entry(self, entry: FileEntry, parts: tuple[bytes, ...]) -> RxFile:
+        self._check_entry(entry, parts, self.next_fino, set())
         self.next_fino += 1
         self.announced += 1
         self.names.add(parts)

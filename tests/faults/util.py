@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -29,6 +30,20 @@ from tests.helpers import REPO, free_port_base
 
 DEADLINE = 30.0  # T: every process must be gone within this many seconds
 TEMP_MARK = b".escp-"
+
+
+def fixed_port() -> int:
+    """A random port for a receiver that may bind only this one port (--escp_portrange 1),
+    below the kernel's ephemeral port range when there is room: an outgoing connection of
+    any test, open or recently closed (TIME_WAIT), holding that port as its local port makes
+    the receiver's bind fail with "Address already in use"."""
+    try:
+        lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    if lo - 10 > 20000:
+        return random.randrange(20000, lo - 10, 10)
+    return free_port_base()
 
 
 def snapshot(root: Path, skip: Iterable[str] = ()) -> dict[bytes, tuple[int, int, str, int]]:
@@ -73,7 +88,7 @@ class Scene:
     src: Path = field(init=False)
     top: Path = field(init=False)
     dest: Path = field(init=False)
-    port: int = field(default_factory=free_port_base)
+    port: int = field(default_factory=fixed_port)
     before_src: dict[bytes, tuple[int, int, str, int]] = field(default_factory=dict)
     before_top: dict[bytes, tuple[int, int, str, int]] = field(default_factory=dict)
     before_dest: dict[bytes, tuple[int, int, str, int]] = field(default_factory=dict)

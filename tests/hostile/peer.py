@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 from escp.engine.checksum import FileDigest, block_digest
@@ -36,6 +37,7 @@ from escp.protocol.crypto import (
     handshake_key,
     hello_proof,
 )
+from escp.protocol.framing import FrameDecoder
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 30.0  # T oracle: every process must be gone within this
@@ -92,6 +94,8 @@ class PeerStream:
         self.index = index
         self.sealer = sealer
         self.opener = opener
+        self.decoder = FrameDecoder(opener)
+        self._frames: deque[bytes] = deque()  # opened, not yet returned by recv_plain
         self.data_frames = 0
         self.data_bytes = 0
 
@@ -118,21 +122,19 @@ class PeerStream:
         self.send_plain(M.encode_eos(M.Eos(self.data_frames if frames is None else frames,
                                            self.data_bytes if nbytes is None else nbytes)))
 
-    # receiving
+    # receiving: the product's sans-IO FrameDecoder does the framing and opening
     def recv_plain(self, timeout: float = 10.0) -> bytes | None:
-        """Next frame's plaintext; None at EOF/reset/timeout."""
-        self.sock.settimeout(timeout)
-        try:
-            prefix = recv_exact(self.sock, 4)
-            if len(prefix) < 4:
+        """Next frame's plaintext; None at EOF/reset/timeout (timeout applies to each read)."""
+        while not self._frames:
+            self.sock.settimeout(timeout)
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, OSError):
                 return None
-            n = self.opener.check_len(prefix)
-            body = recv_exact(self.sock, n)
-        except (TimeoutError, OSError):
-            return None
-        if len(body) < n:
-            return None
-        return self.opener.open(prefix, body)
+            if not chunk:
+                return None
+            self._frames.extend(self.decoder.feed(chunk))
+        return self._frames.popleft()
 
     def recv_message(self, timeout: float = 10.0) -> M.Message | None:
         plain = self.recv_plain(timeout)

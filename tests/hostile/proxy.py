@@ -24,6 +24,8 @@ plus `flips={(link, dir): {offset: mask}}`: XOR a byte at an absolute offset of 
 direction's byte stream (handshake bytes included), `throttle` (bytes/s on c2s data links),
 `gate` (an Event: upstream connects wait for it), and `recorded[(link, dir)]` with every
 byte read. `replay()` sends recorded bytes on a fresh connection to the receiver.
+
+The relay itself (listener, links, one thread per direction) is tests/faults/relay.py.
 """
 
 from __future__ import annotations
@@ -34,75 +36,33 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from tests.faults.relay import Link, TcpRelay, rst_close
 
 HANDSHAKE = {"c2s": 40, "s2c": 32}
 MAX_FRAME = 80 << 20  # sanity bound only; real limits are the endpoints' business
 Action = tuple[object, ...]
 
 
-def rst_close(sock: socket.socket) -> None:
-    """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
-@dataclass
-class Link:
-    index: int
-    client: socket.socket
-    upstream: socket.socket | None = None
-    locks: dict[str, threading.Lock] = field(default_factory=lambda: {"c2s": threading.Lock(),
-                                                                       "s2c": threading.Lock()})
-    done: dict[str, bool] = field(default_factory=lambda: {"c2s": False, "s2c": False})
-    reset: bool = False
-
-    def dest(self, direction: str) -> socket.socket:
-        s = self.upstream if direction == "c2s" else self.client
-        assert s is not None
-        return s
-
-    def src(self, direction: str) -> socket.socket:
-        s = self.client if direction == "c2s" else self.upstream
-        assert s is not None
-        return s
-
-
-class FrameProxy:
+class FrameProxy(TcpRelay):
     def __init__(self, upstream: tuple[str, int], *, actions: dict[tuple[int, str, int], Action] | None = None,
                  flips: dict[tuple[int, str], dict[int, int]] | None = None, throttle: float = 0.0,
                  throttle_links: Callable[[int], bool] = lambda i: i > 0, gate: threading.Event | None = None,
                  hook: Callable[[Link, str, int, bytes], list[bytes] | None] | None = None) -> None:
-        self.upstream = upstream
+        super().__init__(upstream, backlog=64)
         self.actions = dict(actions or {})
         self.flips = {k: dict(v) for k, v in (flips or {}).items()}
         self.throttle = throttle
         self.throttle_links = throttle_links
         self.gate = gate
         self.hook = hook
-        self.links: list[Link] = []
         self.recorded: dict[tuple[int, str], bytearray] = {}
         self.frames_seen: dict[tuple[int, str], int] = {}
         self.events: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
 
     @property
     def connect_to(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return self.address
 
     # --- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> FrameProxy:
@@ -112,72 +72,20 @@ class FrameProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        self._spawn(self._accept_loop, "proxy-accept")
-
-    def stop(self) -> None:
-        self._stop.set()
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        for link in list(self.links):
-            for s in (link.client, link.upstream):
-                if s is not None:
-                    try:
-                        s.close()
-                    except OSError:
-                        pass
-        for t in self._threads:
-            t.join(timeout=3)
-
-    def _spawn(self, fn: Callable[..., None], name: str, *args: object) -> None:
-        t = threading.Thread(target=fn, args=args, name=name, daemon=True)
-        self._threads.append(t)
-        t.start()
-
     def note(self, text: str) -> None:
         with self._lock:
             self.events.append(text)
 
     # --- pumping ---------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        deadline = time.monotonic() + 120  # bounded lifetime
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            link = Link(len(self.links), client)
-            self.links.append(link)
-            self._spawn(self._open_link, f"proxy-link{link.index}", link)
-
-    def _open_link(self, link: Link) -> None:
+    def before_connect(self, link: Link) -> None:
         if self.gate is not None:
             self.gate.wait(30)
-        try:
-            link.upstream = socket.create_connection(self.upstream, timeout=10)
-        except OSError:
-            rst_close(link.client)
-            return
-        for s in (link.client, link.upstream):
-            s.settimeout(0.2)
-        self._spawn(self._pump, f"proxy-{link.index}-s2c", link, "s2c")
-        self._pump(link, "c2s")
 
     def _recv(self, link: Link, direction: str, n: int) -> bytes:
         """Exactly n bytes, fewer at EOF/reset/stop."""
-        sock = link.src(direction)
         buf = bytearray()
-        while len(buf) < n and not self._stop.is_set() and not link.reset:
-            try:
-                chunk = sock.recv(n - len(buf))
-            except TimeoutError:
-                continue
-            except OSError:
-                break
+        while len(buf) < n:
+            chunk = self.recv_some(link, direction, n - len(buf))
             if not chunk:
                 break
             buf += chunk
@@ -220,12 +128,11 @@ class FrameProxy:
 
     def _rst(self, link: Link) -> None:
         link.reset = True
-        for s in (link.client, link.upstream):
-            if s is not None:
-                rst_close(s)
+        for s in link.sockets():
+            rst_close(s)
         self.note(f"rst link{link.index}")
 
-    def _pump(self, link: Link, direction: str) -> None:
+    def pump(self, link: Link, direction: str) -> None:
         key = (link.index, direction)
         hs = self._recv(link, direction, HANDSHAKE[direction])
         self._send(link, direction, hs, 0)
@@ -305,7 +212,6 @@ class FrameProxy:
                 self._send(link, direction, bytes(act[1]))  # type: ignore[call-overload]
             else:
                 raise ValueError(f"unknown proxy action {what!r}")
-        link.done[direction] = True
 
 
 def replay(address: tuple[str, int], recorded: bytes, *, skip_challenge: bool = True,

@@ -22,6 +22,7 @@ import pytest
 from escp.protocol import messages as M
 from escp.protocol import wire as W
 from tests.cases import case
+from tests.faults.util import fixed_port
 from tests.helpers import escp_argv, free_port_base
 from tests.hostile.oracles import check_e, check_p, check_t, listening_ports
 from tests.hostile.peer import HostileSender, child_env, entry
@@ -49,7 +50,7 @@ def proxied(tmp_path: Path, tag: str, *, size: int = 4 * B + 5, streams: int = 1
     src.write_bytes(os.urandom(size))
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    port = free_port_base()
+    port = fixed_port()  # the receiver may bind only this port (--escp_portrange 1)
     with FrameProxy(("127.0.0.1", port), actions=actions, flips=flips, throttle=throttle, gate=gate) as proxy:
         p = subprocess.Popen(escp_argv("--local", "-q", "--escp_port", str(port), "--escp_portrange", "1",
                                        "--connect-to", proxy.connect_to, "--blocksize", "256K", "-t", str(streams),

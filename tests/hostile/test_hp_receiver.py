@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cases import case
+from tests.faults.util import fixed_port
 from tests.helpers import escp_argv, free_port_base
 from tests.hostile.oracles import check_e, check_t
 from tests.hostile.peer import child_env
@@ -171,7 +172,7 @@ def test_session_key_not_in_argv_env_or_logs(tmp_path: Path, tag: str) -> None:
     src.write_bytes(os.urandom(3 << 20))
     out = tmp_path / "out"
     out.mkdir()
-    port = free_port_base()
+    port = fixed_port()  # the receiver may bind only this port (--escp_portrange 1)
     log = tmp_path / "escp.log"
     env = child_env({"ESCP_HOSTILE_RX": json.dumps({"scenario": "relay", "record": str(record)})})
     with FrameProxy(("127.0.0.1", port), throttle=1_500_000) as proxy:

@@ -663,3 +663,31 @@ def test_control_characters_in_a_refused_name_are_escaped(sentinels: Sentinels) 
         meta.send(M.encode_file_list([entry(0, b"\x1b[31m/../\x07x", 3)]))
         line = refused(hs, meta, sentinels)
     assert "\\x1b[31m" in line
+
+
+# --- OP-18 / OP-19 (docs/protocol.md §14): a refused FILE_LIST leaves nothing; dummy engine names ---
+
+
+@case("HP-2")
+def test_refused_file_list_creates_no_directory(sentinels: Sentinels) -> None:
+    """OP-18: a FILE_LIST with a top-level directory beyond the announced count is refused
+    as a whole, before any of its directories is made."""
+    hs, meta, data = session(sentinels, top_level_count=1)
+    with hs:
+        meta.send(M.encode_file_list([entry(0, b"asked", kind=W.KIND_DIR, mode=0o755),
+                                      entry(1, b"unasked", kind=W.KIND_DIR, mode=0o755)]))
+        refused(hs, meta, sentinels, name="unasked")
+    assert not (sentinels.dest / "asked").exists()
+    assert not (sentinels.dest / "unasked").exists()
+
+
+@case("HP-1")
+@pytest.mark.parametrize("name", [b"../x", b"/etc/x", b"a/../../x"])
+def test_dummy_receiver_engine_still_checks_names(sentinels: Sentinels, name: bytes) -> None:
+    """OP-19: with rx_engine dummy (nothing written) a name outside the destination is still
+    a protocol error, like with the posix engine."""
+    hs, meta, data = session(sentinels, rx_engine="dummy")
+    with hs:
+        meta.send(M.encode_file_list([entry(0, name, 5)]))
+        data[0].data(0, 0, b"pwned")
+        refused(hs, meta, sentinels)

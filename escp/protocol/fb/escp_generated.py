@@ -315,8 +315,15 @@ class SessionReply(object):
             return self._tab.Get(flatbuffers.number_types.Int64Flags, o + self._tab.Pos)
         return 0
 
+    # SessionReply
+    def IdleTimeoutMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
 def SessionReplyStart(builder):
-    builder.StartObject(7)
+    builder.StartObject(8)
 
 def SessionReplyAddVersion(builder, version):
     builder.PrependUint16Slot(0, version, 0)
@@ -338,6 +345,9 @@ def SessionReplyAddDestIsDir(builder, destIsDir):
 
 def SessionReplyAddServerTimeNs(builder, serverTimeNs):
     builder.PrependInt64Slot(6, serverTimeNs, 0)
+
+def SessionReplyAddIdleTimeoutMs(builder, idleTimeoutMs):
+    builder.PrependUint32Slot(7, idleTimeoutMs, 0)
 
 def SessionReplyEnd(builder):
     return builder.EndObject()

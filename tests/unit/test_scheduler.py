@@ -1,0 +1,63 @@
+"""The sender's BlockScheduler (escp/engine/scheduler.py) driven directly, without sockets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from escp.engine.scheduler import BlockScheduler, InlineBlock
+from escp.engine.sources import SourceItem, SourceProblem
+from escp.protocol.messages import FileEnd, FileEntry
+from escp.protocol.wire import KIND_FILE, STATUS_FAILED, STATUS_OK
+
+B = 256 * 1024
+INLINE = 64 * 1024
+
+
+def run_walk(items: list[SourceItem]) -> tuple[list[FileEntry], list[InlineBlock], list[FileEnd]]:
+    entries: list[FileEntry] = []
+    blocks: list[InlineBlock] = []
+    ends: list[FileEnd] = []
+
+    def problem(p: SourceProblem) -> None:
+        raise AssertionError(p.error.one_line())
+
+    sched = BlockScheduler(iter(items), B, sparse=False, dummy=False, checksums=True,
+                           announce=lambda e, _path: entries.append(e), file_end=ends.append, problem=problem,
+                           preserve_ids=False, inline=blocks.append, inline_max=INLINE)
+    for _ in range(10):  # bounded: a few pumps walk everything here
+        if sched.exhausted:
+            break
+        sched.pump()
+    assert sched.exhausted
+    return entries, blocks, ends
+
+
+def test_small_file_grown_after_the_walk_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OP-17: the walk saw a small file (sent inline, one block); before it is opened it grows
+    past the block size. That one file fails ("changed"); it is neither sent as one oversized
+    block nor read whole; the next small file is sent as usual."""
+    grown, other = tmp_path / "grown", tmp_path / "other"
+    grown.write_bytes(b"x" * 1000)
+    other.write_bytes(b"y" * 10)
+    items = [SourceItem(KIND_FILE, b"grown", os.fsencode(grown), os.stat(grown)),
+             SourceItem(KIND_FILE, b"other", os.fsencode(other), os.stat(other))]
+    grown.write_bytes(os.urandom(3 * B))  # grows between the walk and its open
+    reads: list[int] = []
+    pread = os.pread
+
+    def counting_pread(fd: int, n: int, off: int) -> bytes:
+        reads.append(n)
+        return pread(fd, n, off)
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    entries, blocks, ends = run_walk(items)
+    assert [e.name for e in entries] == [b"grown", b"other"]
+    assert all(len(b.data) <= INLINE for b in blocks)
+    assert [b.fino for b in blocks] == [1]
+    assert ends[0].fino == 0 and ends[0].status == STATUS_FAILED and "changed" in ends[0].message
+    assert ends[0].blocks == 0
+    assert ends[1].fino == 1 and ends[1].status == STATUS_OK
+    assert max(reads) <= INLINE + 1, reads
