@@ -9,8 +9,9 @@ include the challenge, so a recorded stream cannot be replayed on a new connecti
 A data stream's worker may attach a recording tracer (trace_as): the stream then records
 its own "recv", "decrypt" and "send" spans and, separately, the time spent waiting for the
 peer: a wait for readable data is "recv starved", a wait for send-buffer room is "send
-blocked" (back-pressure). Waits are found with a zero-timeout poll before each socket call,
-so the spans hold only the copying. With tracing off the socket calls are the plain ones.
+blocked" (back-pressure). A traced socket is non-blocking: a call that would wait fails
+with EAGAIN and the wait happens in poll(), where it is timed, so the spans hold only the
+copying and no system call is added. With tracing off the socket calls are the plain ones.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from ..protocol.wire import (
     cause_code,
     max_frame_len,
 )
-from ..trace import Tracer
+from ..trace import Tracer, WaitKind
 
 READ_AHEAD = 64 * 1024
 
@@ -95,30 +96,32 @@ class StreamConn:
         self._tr: Tracer | None = None  # set by trace_as for data streams when tracing is on
         self._worker = ""
         self._poll_in: select.poll | None = None
+        self._io_timeout: float | None = None  # the socket's timeout before trace_as
 
     def trace_as(self, tracer: Tracer, worker: str) -> None:
         """Record this stream's recv/decrypt/send spans and peer waits as `worker`."""
         self._tr = tracer if tracer.enabled else None
         self._worker = worker
-        # the receiving side has one reader thread per stream: its poll object is reused
-        self._poll_in = select.poll()
+        if self._tr is None:
+            return
+        # Traced streams are non-blocking: a socket call that would wait raises
+        # BlockingIOError instead, and the wait happens in poll() where it is measured. No
+        # extra system call when data or buffer room is there.
+        self._io_timeout = self.sock.gettimeout()
+        self.sock.settimeout(0.0)
+        self._poll_in = select.poll()  # one reader thread per stream: reused
         self._poll_in.register(self.sock, select.POLLIN)
 
-    def _await(self, events: int, t0: int, stage: str) -> int:
-        """Wait (traced) until the socket is ready for events; the time after the wait."""
+    def _traced_wait(self, poller: select.poll, stage: str, kind: WaitKind) -> int:
+        """Wait until poller says ready (the stream's timeout applies), record the wait; the
+        time it ended. Called after a non-blocking socket call found the socket not ready."""
         tr = self._tr
         assert tr is not None
-        if events == select.POLLIN and self._poll_in is not None:
-            poller = self._poll_in
-        else:  # senders may share a stream (an abort from another thread): one poll object per call
-            poller = select.poll()
-            poller.register(self.sock, events)
-        if poller.poll(0):
-            return t0
-        timeout = self.sock.gettimeout()
+        t_wait = tr.now()
+        timeout = self._io_timeout
         if not poller.poll(-1 if timeout is None else max(1, int(timeout * 1000))):
             raise TimeoutError
-        tr.wait(self._worker, stage, t0, "starved" if events == select.POLLIN else "blocked")
+        tr.wait(self._worker, stage, t_wait, kind)
         return tr.now()
 
     def send_plain(self, plain: bytes) -> None:
@@ -163,23 +166,37 @@ class StreamConn:
             raise ConnectionFailure(f"{self.name}: {exc.strerror or exc}") from None
 
     def _sendall_traced(self, view: memoryview) -> None:
+        """sendall with one `send` span per stretch of copying and a `send blocked` wait
+        whenever the send buffer is full (few events: not one per send call)."""
         tr = self._tr
         assert tr is not None
-        sent, n = 0, len(view)
+        poller: select.poll | None = None  # one per call: an abort from another thread may send too
+        sent, n, moved = 0, len(view), 0
+        t_busy = tr.now()
         while sent < n:
-            t0 = self._await(select.POLLOUT, tr.now(), "send")
             try:
                 k = self.sock.send(view[sent:])
+            except BlockingIOError:
+                if moved:
+                    tr.span(self._worker, "send", t_busy, moved)
+                    moved = 0
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(self.sock, select.POLLOUT)
+                t_busy = self._traced_wait(poller, "send", "blocked")
+                continue
             except InterruptedError:
                 continue
-            tr.span(self._worker, "send", t0, k)
             sent += k
+            moved += k
+        if moved:
+            tr.span(self._worker, "send", t_busy, moved)
 
-    def kernel_queue(self, outgoing: bool) -> int:
-        """Bytes in the socket's kernel queue: not yet acknowledged by the peer (outgoing), or
-        received and not yet read (incoming); -1 when the kernel will not say. A trace counter."""
+    def unacked_bytes(self) -> int:
+        """Bytes sent and not yet acknowledged by the peer (TIOCOUTQ, which takes no socket
+        lock, unlike FIONREAD); -1 when the kernel will not say. A trace counter."""
         try:
-            raw = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ if outgoing else termios.FIONREAD, b"\0" * 4)
+            raw = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
         except (OSError, ValueError):
             return -1
         return int(struct.unpack("i", raw)[0])
@@ -197,16 +214,20 @@ class StreamConn:
             avail = self._end - self._start
             self._buf[:avail] = self._view[self._start : self._end]
             self._start, self._end = 0, avail
+        tr = self._tr  # traced: one `recv` span per stretch of copying, a wait when starved
+        t_busy = tr.now() if tr is not None else 0
+        moved = 0
         while self._end - self._start < need:
             limit = min(len(self._buf), self._start + need + READ_AHEAD)
-            tr = self._tr
             try:
-                if tr is None:
-                    k = self.sock.recv_into(self._view[self._end : limit])
-                else:
-                    t0 = self._await(select.POLLIN, tr.now(), "recv")
-                    k = self.sock.recv_into(self._view[self._end : limit])
-                    tr.span(self._worker, "recv", t0, k)
+                k = self.sock.recv_into(self._view[self._end : limit])
+            except BlockingIOError:  # traced streams only: no data yet, the sender is behind
+                assert tr is not None and self._poll_in is not None
+                if moved:
+                    tr.span(self._worker, "recv", t_busy, moved)
+                    moved = 0
+                t_busy = self._traced_wait(self._poll_in, "recv", "starved")
+                continue
             except TimeoutError:
                 raise TimeoutError_(f"no progress on {self.name} within the idle deadline") from None
             except InterruptedError:
@@ -218,6 +239,9 @@ class StreamConn:
                     return False
                 raise IntegrityError(f"{self.name} truncated mid-frame")
             self._end += k
+            moved += k
+        if tr is not None and moved:
+            tr.span(self._worker, "recv", t_busy, moved)
         return True
 
     def recv_frame_into(self, out: memoryview) -> int | None:

@@ -321,7 +321,6 @@ class ReceiverSession:
             frames += 1
             if tr.enabled and frames % COUNTER_EVERY == 1:
                 tr.counter("receiver bytes written", self.bytes_written)
-                tr.counter(f"{worker} bytes queued", conn.kernel_queue(outgoing=False))
 
     def handle_data(self, plain: memoryview, k: int, worker: str, decomp: BlockDecompressor,
                     unz: memoryview) -> int:

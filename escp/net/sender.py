@@ -356,7 +356,7 @@ class SenderSession:
             sched.block_done(job, digest)
             if tr.enabled and frames % COUNTER_EVERY == 1:
                 tr.counter("sender bytes sent", self.bytes_sent)
-                tr.counter(f"{wname} bytes in flight", conn.kernel_queue(outgoing=True))
+                tr.counter(f"{wname} bytes in flight", conn.unacked_bytes())
         if self.ctl.aborted.is_set():
             return
         conn.send_plain(m.encode_eos(m.Eos(frames, nbytes)))

@@ -167,7 +167,8 @@ def write_chrome_trace(
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, separators=(",", ":"), allow_nan=False)
+            # dumps, not dump: only the one-shot encoder is the C one (several times faster)
+            fh.write(json.dumps(doc, separators=(",", ":"), allow_nan=False))
         os.replace(tmp, target)
         tmp = None
     except (OSError, ValueError) as exc:
