@@ -72,6 +72,21 @@ def targets(records: list[Record]) -> list[Target]:
         1.5,
         "files/s ratio",
     )
+    traced = [(r, sp) for r in records if (sp := _speedup(r, "escp-traced")) is not None]
+    if traced:
+        r, sp = max(traced, key=lambda rv: rv[1])
+        out.append(
+            Target(
+                "tracer_overhead",
+                "tracer on (--stats --trace) costs <= 3% of the time",
+                "met" if sp <= 1.03 else "not met",
+                f"{r['scenario']['name']} ({_size_note(r)}): traced runs take {100 * (sp - 1):+.1f}% "
+                "(median over rounds, wall time including the end-of-run export)",
+            )
+        )
+    else:
+        out.append(Target("tracer_overhead", "tracer on (--stats --trace) costs <= 3% of the time",
+                          "not measured", "no scenario with the escp-traced peer"))
     recs = [r for r in _tagged(records, "compress_rate") if r["tools"]["escp"].get("summary")]
     if recs:
         r = recs[0]
