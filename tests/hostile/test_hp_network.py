@@ -23,7 +23,7 @@ from escp.protocol import messages as M
 from escp.protocol import wire as W
 from tests.cases import case
 from tests.faults.util import fixed_port
-from tests.helpers import escp_argv, free_port_base
+from tests.helpers import escp_argv
 from tests.hostile.oracles import check_e, check_p, check_t, listening_ports
 from tests.hostile.peer import HostileSender, child_env, entry
 from tests.hostile.proxy import FrameProxy, replay
@@ -195,13 +195,21 @@ def test_occupied_ports(tmp_path: Path, tag: str) -> None:
     src.write_bytes(os.urandom(1000))
     out = tmp_path / "out"
     out.mkdir()
-    port = free_port_base()
-    blockers = []
-    for p in (port, port + 1):
-        s = socket.socket()
-        s.bind(("127.0.0.1", p))
-        s.listen(1)
-        blockers.append(s)
+    blockers: list[socket.socket] = []
+    for _attempt in range(5):  # ports below the ephemeral range; another test may still hold one
+        port = fixed_port()
+        try:
+            for p in (port, port + 1):
+                s = socket.socket()
+                blockers.append(s)
+                s.bind(("127.0.0.1", p))
+                s.listen(1)
+            break
+        except OSError:
+            for s in blockers:
+                s.close()
+            blockers = []
+    assert blockers, "no two free adjacent ports found in 5 tries"
     try:
         r = local("--escp_portrange", "3", src, out, port=port)
         assert r.code == 0, r.stderr
