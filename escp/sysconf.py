@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .yamldoc import safe_load
 
 DEFAULT_PATH = "/etc/escp.conf"
 MAX_CPU = 4096
@@ -80,14 +81,7 @@ def load_host_config(path: str | None = None) -> HostConfig:
         return HostConfig()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    import yaml  # only when there is a YAML document to parse (import ~30 ms)
-
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UsageError(f"{path}: not valid YAML{where}") from None
+    doc = safe_load(text, lambda line: f"{path}: not valid YAML" + (f" (line {line})" if line else ""))
     if doc is None:
         return HostConfig(path)
     if not isinstance(doc, dict):

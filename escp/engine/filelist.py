@@ -28,6 +28,7 @@ from typing import BinaryIO
 from ..errors import EscpError, TransferIOError, UsageError
 from ..paths import split_peer_name
 from ..protocol.wire import KIND_DIR, KIND_FILE
+from ..yamldoc import safe_load
 from .sources import SourceItem, SourceProblem, special_kind, walk_tree
 
 MAX_LIST_BYTES = 1 << 30
@@ -94,14 +95,7 @@ def parse_plain(text: bytes) -> list[ListEntry]:
 
 
 def parse_yaml(text: bytes) -> list[ListEntry]:
-    import yaml  # only when there is a YAML document to parse (import ~30 ms)
-
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"--filelist is not valid YAML{where}") from None
+    doc = safe_load(text, lambda line: "--filelist is not valid YAML" + (f" at line {line}" if line else ""))
     if doc is None:
         return []
     if not isinstance(doc, list):
