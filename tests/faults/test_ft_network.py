@@ -15,7 +15,16 @@ import pytest
 
 from tests.faults.cases import case
 from tests.faults.proxy import FaultProxy
-from tests.faults.util import DEADLINE, Proc, Scene, check_error, no_listener, temp_files, wait_for
+from tests.faults.util import (
+    DEADLINE,
+    Proc,
+    Scene,
+    check_error,
+    no_listener,
+    process_gone,
+    temp_files,
+    wait_for,
+)
 from tests.helpers import assert_same_tree, local
 
 B = 256 * 1024
@@ -146,18 +155,12 @@ def test_sender_sigkill_mid_file_receiver_exits_and_cleans_up(tmp_path: Path) ->
         rx = p.wait_receiver()
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
-        wait_for(lambda: not os.path.exists(f"/proc/{rx}") or _zombie(rx), DEADLINE, "receiver exit")
+        wait_for(lambda: process_gone(rx), DEADLINE, "receiver exit")
         p.wait_gone()
     no_listener(sc.port, 1)
     sc.check_all()  # the receiver removed its temp files itself
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True
 
 
 # --- FT-6: stalls against --timeout --------------------------------------------------------
@@ -197,7 +200,7 @@ def test_sender_stopped_receiver_times_out_and_exits(tmp_path: Path) -> None:
         rx = p.wait_receiver()
         os.kill(p.pid, signal.SIGSTOP)
         try:
-            wait_for(lambda: not os.path.exists(f"/proc/{rx}") or _zombie(rx), DEADLINE,
+            wait_for(lambda: process_gone(rx), DEADLINE,
                      "the receiver to give up on the stopped sender")
         finally:
             os.kill(p.pid, signal.SIGCONT)

@@ -16,7 +16,16 @@ from escp.protocol.wire import BOOT_HEADER
 from tests.conftest import FakeSsh
 from tests.faults.cases import case
 from tests.faults.proxy import FaultProxy
-from tests.faults.util import DEADLINE, Proc, Scene, check_error, no_listener, temp_files, wait_for
+from tests.faults.util import (
+    DEADLINE,
+    Proc,
+    Scene,
+    check_error,
+    no_listener,
+    process_gone,
+    temp_files,
+    wait_for,
+)
 from tests.helpers import free_port_base, run_escp
 
 
@@ -185,7 +194,7 @@ def test_ssh_killed_mid_transfer_receiver_aborts_and_cleans(remote_escp: Path, t
         assert relays, "no ssh child found"
         for r in relays:
             os.kill(r, signal.SIGKILL)
-        wait_for(lambda: not os.path.exists(f"/proc/{rx}") or _zombie(rx), DEADLINE, "receiver exit on stdin EOF")
+        wait_for(lambda: process_gone(rx), DEADLINE, "receiver exit on stdin EOF")
         code = p.wait()
         check_error(code, p.stderr, [1], causes=["connection"])
         p.wait_gone()
@@ -193,9 +202,3 @@ def test_ssh_killed_mid_transfer_receiver_aborts_and_cleans(remote_escp: Path, t
     sc.check_all()
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True

@@ -202,6 +202,15 @@ def receiver_pids(tag: str) -> list[int]:
     return out
 
 
+def process_gone(pid: int) -> bool:
+    """True once pid has exited: no /proc entry, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return True
+
+
 def listening_ports(lo: int, hi: int) -> list[int]:
     """TCP ports in [lo, hi) in LISTEN state on this host (IPv4 and IPv6)."""
     found = []
