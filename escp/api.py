@@ -106,4 +106,4 @@ def finish_trace(cfg: TransferConfig, tracer: Tracer, result: TransferResult) ->
     result.stats = summarize(mine, receiver)
     if cfg.trace_path:
         result.trace_written = tracer.write_chrome(cfg.trace_path, receiver,
-                                                   receiver_offset_ns=result.clock_offset_ns)
+                                                   receiver_offset_ns=result.clock_offset_ns, mine=mine)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from escp.trace.summary import STAGE_ORDER as SUMMARY_STAGE_ORDER
 from harness import plots, results
 from harness.datasets import parse_size
 
@@ -267,8 +268,8 @@ def stage_share_rows(stats: Any, pyspy: Any) -> list[list[str]]:
     ]
 
 
-STAGE_ORDER = ("read", "checksum", "compress", "encrypt", "send", "recv", "decrypt", "decompress", "verify",
-               "write", "wait", "other")
+# the tracer's pipeline order, then py-spy's two catch-all groups
+STAGE_ORDER = (*SUMMARY_STAGE_ORDER, "wait", "other")
 
 
 def render(run_dir: Path) -> Path:

@@ -363,12 +363,14 @@ class RecordingTracer:
         return TraceData.from_dict(data, max_events=max_events)
 
     def write_chrome(self, path: str | os.PathLike[str], receiver: TraceData | None = None,
-                     *, receiver_offset_ns: int = 0) -> bool:
-        """Write this side (plus the receiver's part) as Chrome JSON; log and return False on failure."""
+                     *, receiver_offset_ns: int = 0, mine: TraceData | None = None) -> bool:
+        """Write this side (plus the receiver's part) as Chrome JSON; log and return False on failure.
+        `mine`: a snapshot of this tracer the caller already took (else one is taken)."""
         from .chrome import TraceExportError, write_chrome_trace
 
         try:
-            mine = self.snapshot()
+            if mine is None:
+                mine = self.snapshot()
             if self.role == "sender":
                 write_chrome_trace(Path(path), mine, receiver, receiver_offset_ns=receiver_offset_ns)
             else:
