@@ -77,13 +77,12 @@ from ..protocol.wire import (
     max_frame_len,
 )
 from ..sysconf import apply_cpumask, load_host_config
-from ..trace import NULL_TRACER, Tracer
+from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer
 from .conn import StreamConn, accept_stream
 from .control import SessionControl, keepalive_interval, wait_readable
 
 log = logging.getLogger("escp.server")
 
-COUNTER_EVERY = 4  # a stream worker samples its trace counters every this many frames
 HANDSHAKE_DEADLINE = 10.0
 MAX_PENDING_HANDSHAKES = 64
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement

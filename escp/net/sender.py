@@ -60,7 +60,7 @@ from ..protocol.wire import (
     max_frame_len,
 )
 from ..sysconf import apply_cpumask
-from ..trace import NULL_TRACER, Tracer
+from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer
 from .conn import StreamConn, connect_stream
 from .control import SessionControl, keepalive_interval
 from .spawn import ReceiverProcess
@@ -75,7 +75,6 @@ KEEPALIVE = object()  # a keepalive queued in the metadata order
 MetaItem = m.FileEntry | m.FileEnd | InlineBlock | object
 
 
-COUNTER_EVERY = 4  # a stream worker samples its trace counters every this many blocks
 
 
 @dataclass

@@ -30,6 +30,8 @@ from typing import Any, Literal, Protocol
 
 WaitKind = Literal["starved", "blocked"]
 
+COUNTER_EVERY = 4  # a stream worker samples its trace counters once every this many blocks
+
 
 class Tracer(Protocol):
     enabled: bool
@@ -70,4 +72,4 @@ class NullTracer:
 
 NULL_TRACER = NullTracer()
 
-__all__ = ["Tracer", "NullTracer", "NULL_TRACER", "WaitKind"]
+__all__ = ["Tracer", "NullTracer", "NULL_TRACER", "WaitKind", "COUNTER_EVERY"]
