@@ -9,7 +9,7 @@ chrome://tracing open:
   "<stage> starved" / "<stage> blocked" (category wait.starved / wait.blocked);
 - counters as 'C' events, instants as 'i' events on their worker's track.
 
-Timestamps are µs (floats with ns resolution) relative to the earliest event of both
+Timestamps are µs (fixed-point, ns resolution) relative to the earliest event of both
 sides. The receiver's times are shifted by receiver_offset_ns first (0 when both sides
 ran on one host, since both use CLOCK_MONOTONIC).
 
@@ -17,11 +17,19 @@ Guarantee: events on one track never overlap (not even nested). Events of a work
 laid out greedily in start order; an event that would overlap the previous one on the
 worker's track goes to an extra lane track "tx-0 #2" (or "tx-0 wait" tracks when
 separate_wait_tracks=True). With a well-behaved engine every worker uses a single lane.
+
+Speed: the export runs after the transfer, while the user waits, so the tens of thousands
+of span events are rendered straight to JSON text, one f-string each with the names
+escaped once (about ten times faster than building a dict per event and json.dumps).
+chrome_trace_text() is the one renderer; chrome_trace() parses its text for callers that
+want the document as a dict.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import operator
 import os
 import re
 import tempfile
@@ -48,20 +56,128 @@ def _worker_key(name: str) -> tuple[int, str, int]:
     return (1 if name.startswith("meta") else 0, prefix, num)
 
 
-def _assign_lanes(items: list[tuple[int, int, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+# An item of a track: (t0, t1, is_wait, index into data.spans or data.waits); plain tuples
+# of ints so that sorting compares in C.
+_Item = tuple[int, int, int, int]
+
+
+def _assign_lanes(items: list[_Item]) -> list[list[_Item]]:
     """Greedy interval partitioning: lanes whose events never overlap (touching is fine)."""
-    lanes: list[list[dict[str, Any]]] = []
+    lanes: list[list[_Item]] = []
     ends: list[int] = []
-    for t0, t1, ev in sorted(items, key=lambda it: (it[0], it[1])):
+    for it in sorted(items):
+        t0, t1 = it[0], it[1]
         for i, end in enumerate(ends):
             if end <= t0:
-                lanes[i].append(ev)
+                lanes[i].append(it)
                 ends[i] = t1
                 break
         else:
-            lanes.append([ev])
+            lanes.append([it])
             ends.append(t1)
     return lanes
+
+
+def _one_lane(items: list[_Item]) -> bool:
+    """True when no two items overlap: the usual case, checked in C before the greedy layout."""
+    if len(items) < 2:
+        return True
+    starts, ends = zip(*((t0, t1) for t0, t1, _k, _i in sorted(items)), strict=True)
+    return all(map(operator.le, ends[:-1], starts[1:]))
+
+
+def _meta(name: str, pid: int, tid: int, args: dict[str, Any]) -> str:
+    return json.dumps({"ph": "M", "name": name, "pid": pid, "tid": tid, "ts": 0, "args": args},
+                      separators=(",", ":"))
+
+
+def _render_side(data: TraceData, off: int, base: int, separate_wait_tracks: bool, out: list[str]) -> None:
+    pid = PIDS[data.role]
+    out.append(_meta("process_name", pid, 0, {"name": data.role}))
+    out.append(_meta("process_sort_index", pid, 0, {"sort_index": pid}))
+    if data.dropped:
+        out.append(_meta("process_labels", pid, 0,
+                         {"labels": f"{data.dropped} events dropped from the timeline (totals exact)"}))
+    spans, waits = data.spans, data.waits
+    groups: dict[str, tuple[list[int], list[int]]] = {}  # track -> (indexes of spans, of waits)
+    for i, sp in enumerate(spans):
+        groups.setdefault(sp.worker, ([], []))[0].append(i)
+    for i, wt in enumerate(waits):
+        track = f"{wt.worker} wait" if separate_wait_tracks else wt.worker
+        groups.setdefault(track, ([], []))[1].append(i)
+    for ins in data.instants:
+        groups.setdefault(ins.worker, ([], []))
+
+    span_tid = [0] * len(spans)
+    wait_tid = [0] * len(waits)
+    tid = 0
+    first_tid: dict[str, int] = {}
+    for track in sorted(groups, key=lambda n: (_worker_key(n.removesuffix(" wait")), n)):
+        span_ix, wait_ix = groups[track]
+        items = [(spans[i].t0, spans[i].t1, 0, i) for i in span_ix] + [(waits[i].t0, waits[i].t1, 1, i) for i in wait_ix]
+        lanes = [items] if _one_lane(items) else _assign_lanes(items)
+        for n, lane in enumerate(lanes):
+            tid += 1
+            first_tid.setdefault(track, tid)
+            out.append(_meta("thread_name", pid, tid, {"name": track if n == 0 else f"{track} #{n + 1}"}))
+            out.append(_meta("thread_sort_index", pid, tid, {"sort_index": tid}))
+            for _t0, _t1, is_wait, i in lane:
+                (wait_tid if is_wait else span_tid)[i] = tid
+
+    # Event order in the file does not matter to the viewers: each kind is rendered in one
+    # comprehension, names escaped once, times in µs with ns resolution.
+    shift = off - base  # event time + shift = ns since the trace's base
+    lit = {name: json.dumps(name) for name in {sp.stage for sp in spans} | {c.name for c in data.counters}}
+    out.extend(
+        f'{{"ph":"X","pid":{pid},"tid":{tid},"name":{lit[stage]},"cat":"busy","ts":{(t0 + shift) / 1000:.3f},'
+        f'"dur":{(t1 - t0) / 1000:.3f},"args":{{"bytes":{nbytes}}}}}'
+        for (_w, stage, t0, t1, nbytes), tid in zip(spans, span_tid, strict=True)
+    )
+    wait_lit = {(wt.stage, wt.kind): json.dumps(f"{wt.stage} {wt.kind}") for wt in waits}
+    out.extend(
+        f'{{"ph":"X","pid":{pid},"tid":{tid},"name":{wait_lit[(stage, kind)]},"cat":"wait.{kind}",'
+        f'"ts":{(t0 + shift) / 1000:.3f},"dur":{(t1 - t0) / 1000:.3f},"cname":"{_WAIT_CNAME[kind]}"}}'
+        for (_w, stage, t0, t1, kind), tid in zip(waits, wait_tid, strict=True)
+    )
+    for ins in data.instants:
+        out.append(json.dumps({"ph": "i", "s": "t", "name": ins.name, "pid": pid, "tid": first_tid[ins.worker],
+                               "ts": round((ins.ts + shift) / 1000, 3), "args": _jsonable(ins.args)},
+                              separators=(",", ":"), allow_nan=False))
+    out.extend(  # JSON has no NaN/inf: such a sample is left out
+        f'{{"ph":"C","pid":{pid},"tid":0,"name":{lit[name]},"ts":{(ts + shift) / 1000:.3f},'
+        f'"args":{{{lit[name]}:{float(value)!r}}}}}'
+        for ts, name, value in data.counters if math.isfinite(value)
+    )
+
+
+def chrome_trace_text(
+    sender: TraceData | None,
+    receiver: TraceData | None,
+    *,
+    receiver_offset_ns: int = 0,
+    separate_wait_tracks: bool = False,
+) -> str:
+    """Merge both sides into Chrome Trace Event JSON text (one event per line)."""
+    sides: list[tuple[TraceData, int]] = []
+    if sender is not None:
+        sides.append((sender, 0))
+    if receiver is not None:
+        sides.append((receiver, receiver_offset_ns))
+    starts: list[int] = []
+    for data, off in sides:
+        for times in ((e.t0 for e in data.spans), (e.t0 for e in data.waits),
+                      (e.ts for e in data.counters), (e.ts for e in data.instants)):
+            first = min(times, default=None)
+            if first is not None:
+                starts.append(first + off)
+    base = min(starts, default=0)
+    out: list[str] = []
+    for data, off in sides:
+        _render_side(data, off, base, separate_wait_tracks, out)
+    other = json.dumps({"producer": "escp", "clock": "CLOCK_MONOTONIC", "base_ns": base,
+                        "receiver_offset_ns": receiver_offset_ns}, separators=(",", ":"))
+    events = ",\n".join(out)
+    return f'{{"traceEvents":[\n{events}\n],"displayTimeUnit":"ms","otherData":{other}}}\n'
 
 
 def chrome_trace(
@@ -71,84 +187,10 @@ def chrome_trace(
     receiver_offset_ns: int = 0,
     separate_wait_tracks: bool = False,
 ) -> dict[str, Any]:
-    """Merge both sides into a Chrome Trace Event JSON object (a dict ready for json.dump)."""
-    sides: list[tuple[TraceData, int]] = []
-    if sender is not None:
-        sides.append((sender, 0))
-    if receiver is not None:
-        sides.append((receiver, receiver_offset_ns))
-    starts = [
-        t + off
-        for data, off in sides
-        for t in (
-            [e.t0 for e in data.spans] + [e.t0 for e in data.waits]
-            + [e.ts for e in data.counters] + [e.ts for e in data.instants]
-        )
-    ]
-    base = min(starts) if starts else 0
-
-    def us(t_ns: int) -> float:
-        return (t_ns - base) / 1000.0
-
-    out: list[dict[str, Any]] = []
-    for data, off in sides:
-        pid = PIDS[data.role]
-        out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "ts": 0,
-                    "args": {"name": data.role}})
-        out.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "ts": 0,
-                    "args": {"sort_index": pid}})
-        if data.dropped:
-            out.append({"ph": "M", "name": "process_labels", "pid": pid, "tid": 0, "ts": 0,
-                        "args": {"labels": f"{data.dropped} events dropped from the timeline (totals exact)"}})
-
-        # group: track name -> [(t0, t1, event)]
-        groups: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
-        for s in data.spans:
-            t0 = s.t0 + off
-            ev = {"ph": "X", "name": s.stage, "cat": "busy", "pid": pid, "ts": us(t0),
-                  "dur": (s.t1 - s.t0) / 1000.0, "args": {"bytes": s.nbytes}}
-            groups.setdefault(s.worker, []).append((t0, s.t1 + off, ev))
-        for w in data.waits:
-            t0 = w.t0 + off
-            ev = {"ph": "X", "name": f"{w.stage} {w.kind}", "cat": f"wait.{w.kind}", "pid": pid,
-                  "ts": us(t0), "dur": (w.t1 - w.t0) / 1000.0, "cname": _WAIT_CNAME[w.kind]}
-            track = f"{w.worker} wait" if separate_wait_tracks else w.worker
-            groups.setdefault(track, []).append((t0, w.t1 + off, ev))
-        for i in data.instants:
-            groups.setdefault(i.worker, [])
-
-        tid = 0
-        first_tid: dict[str, int] = {}
-        for track in sorted(groups, key=lambda n: (_worker_key(n.removesuffix(" wait")), n)):
-            lanes = _assign_lanes(groups[track]) or [[]]
-            for n, lane in enumerate(lanes):
-                tid += 1
-                name = track if n == 0 else f"{track} #{n + 1}"
-                first_tid.setdefault(track, tid)
-                out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "ts": 0,
-                            "args": {"name": name}})
-                out.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "ts": 0,
-                            "args": {"sort_index": tid}})
-                for ev in lane:
-                    ev["tid"] = tid
-                    out.append(ev)
-        for i in data.instants:
-            out.append({"ph": "i", "s": "t", "name": i.name, "pid": pid, "tid": first_tid[i.worker],
-                        "ts": us(i.ts + off), "args": _jsonable(i.args)})
-        for c in data.counters:
-            out.append({"ph": "C", "name": c.name, "pid": pid, "tid": 0, "ts": us(c.ts + off),
-                        "args": {c.name: c.value}})
-
-    return {
-        "traceEvents": out,
-        "displayTimeUnit": "ms",
-        "otherData": {
-            "producer": "escp",
-            "clock": "CLOCK_MONOTONIC",
-            "base_ns": base,
-            "receiver_offset_ns": receiver_offset_ns,
-        },
-    }
+    """The merged trace as a dict: chrome_trace_text() parsed (what the file holds)."""
+    doc: dict[str, Any] = json.loads(chrome_trace_text(
+        sender, receiver, receiver_offset_ns=receiver_offset_ns, separate_wait_tracks=separate_wait_tracks))
+    return doc
 
 
 def write_chrome_trace(
@@ -161,14 +203,13 @@ def write_chrome_trace(
 ) -> Path:
     """Write the merged trace to path (atomically). Raises TraceExportError on failure."""
     target = Path(path)
-    doc = chrome_trace(sender, receiver, receiver_offset_ns=receiver_offset_ns,
-                       separate_wait_tracks=separate_wait_tracks)
     tmp: str | None = None
     try:
+        text = chrome_trace_text(sender, receiver, receiver_offset_ns=receiver_offset_ns,
+                                 separate_wait_tracks=separate_wait_tracks)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            # dumps, not dump: only the one-shot encoder is the C one (several times faster)
-            fh.write(json.dumps(doc, separators=(",", ":"), allow_nan=False))
+            fh.write(text)
         os.replace(tmp, target)
         tmp = None
     except (OSError, ValueError) as exc:
@@ -183,4 +224,4 @@ def write_chrome_trace(
     return target
 
 
-__all__ = ["chrome_trace", "write_chrome_trace", "TraceExportError", "PIDS"]
+__all__ = ["chrome_trace", "chrome_trace_text", "write_chrome_trace", "TraceExportError", "PIDS"]
