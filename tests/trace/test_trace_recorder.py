@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from escp.trace import NULL_TRACER, NullTracer, Tracer
 from escp.trace import recorder as recorder_mod
-from escp.trace.recorder import RecordingTracer, TraceData, TraceDataError, load_trace_data
+from escp.trace.recorder import (
+    CounterEvent,
+    RecordingTracer,
+    SpanEvent,
+    TraceData,
+    TraceDataError,
+    WaitEvent,
+    load_trace_data,
+)
 
 
 def _use(tracer: Tracer) -> None:
@@ -197,17 +205,32 @@ def test_export_load_roundtrip_through_json(clock: Any) -> None:
     assert light.totals == mine.totals and light.spans == []
 
 
+def _one_span(d: dict[str, Any], t0: Any = 1, dur: Any = 1, worker: Any = 0) -> None:
+    d["names"] = ["rx-0", "write"]
+    d["spans"] = {"worker": [worker], "stage": [1], "t0": [t0], "dur": [dur], "bytes": [0]}
+
+
 @pytest.mark.parametrize("mutate", [
     lambda d: d.update(format="other"),
+    lambda d: d.update(version=1),  # the row format of older releases
     lambda d: d.update(role="attacker"),
-    lambda d: d["spans"].append(["rx-0", "write", 10, 5, 0]),  # ends before it starts
-    lambda d: d["spans"].append(["rx-0", "write", -1, 5, 0]),
-    lambda d: d["waits"].append(["rx-0", "recv", 1, 2, "sleepy"]),
+    lambda d: _one_span(d, dur=-5),  # ends before it starts
+    lambda d: _one_span(d, t0=-1),
+    lambda d: _one_span(d, t0=2**63 - 2, dur=5),  # ends past the clock's range
+    lambda d: _one_span(d, t0=1.5),
+    lambda d: _one_span(d, worker=2),  # not in the string table
+    lambda d: (_one_span(d), d["spans"]["bytes"].append(3)),  # columns of different lengths
+    lambda d: (_one_span(d), d["spans"].pop("bytes")),
+    lambda d: d.update(names=["rx-0", "recv"], waits={"worker": [0], "stage": [1], "t0": [1], "dur": [1],
+                                                      "kind": [2]}),  # no such wait kind
     lambda d: d["totals"].append(["x" * 1000, "s", 0, 0, 0, 0, 0, 0, 0]),
-    lambda d: d.update(spans=[["rx-0", "write", 1, 2, 0]] * 50),  # over the load limit
+    lambda d: d.update(names=["x" * 1000]),
+    lambda d: d.update(names=["rx-0"], spans={"worker": [0] * 50, "stage": [0] * 50, "t0": [1] * 50,
+                                              "dur": [1] * 50, "bytes": [0] * 50}),  # over the load limit
     lambda d: d.update(t_first_ns="soon"),
     lambda d: d.pop("t_last_ns"),
-    lambda d: d.update(counters=[[1, "c", float("nan")]]),
+    lambda d: d.update(names=["c"], counters={"name": [0], "ts": [1], "value": [float("nan")]}),
+    lambda d: d.update(names=["c"], counters={"name": [0], "ts": [1], "value": ["3"]}),
 ])
 def test_loader_rejects_malformed_peer_data(mutate: Any) -> None:
     d = TraceData(role="receiver", t_first_ns=1, t_last_ns=2).to_dict()
@@ -219,10 +242,12 @@ def test_loader_rejects_malformed_peer_data(mutate: Any) -> None:
 junk = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                     lambda c: st.lists(c, max_size=6) | st.dictionaries(st.text(max_size=12), c, max_size=6))
 _VALID = {
-    "format": "escp-trace", "version": 1, "role": "receiver", "pid": 7, "t_first_ns": 1, "t_last_ns": 9,
+    "format": "escp-trace", "version": 2, "role": "receiver", "pid": 7, "t_first_ns": 1, "t_last_ns": 9,
     "totals": [["rx-0", "write", 1, 2, 3, 4, 5, 6, 7]], "counter_totals": {"q": [1, 2.0, 1.0, 3.0]},
-    "spans": [["rx-0", "write", 1, 2, 3]], "waits": [["rx-0", "recv", 1, 2, "starved"]],
-    "counters": [[1, "q", 2.0]], "instants": [[1, "rx-0", "x", {}]],
+    "names": ["rx-0", "write", "recv", "q"],
+    "spans": {"worker": [0], "stage": [1], "t0": [1], "dur": [1], "bytes": [3]},
+    "waits": {"worker": [0], "stage": [2], "t0": [1], "dur": [1], "kind": [0]},
+    "counters": {"name": [3], "ts": [1], "value": [2.0]}, "instants": [[1, "rx-0", "x", {}]],
 }
 
 
@@ -230,8 +255,11 @@ _VALID = {
 @given(key=st.sampled_from(sorted(_VALID)), value=junk, whole=junk, nested=st.booleans())
 def test_loader_raises_only_trace_data_error(key: str, value: Any, whole: Any, nested: bool) -> None:
     d = json.loads(json.dumps(_VALID))
-    if nested and isinstance(d[key], list) and d[key] and isinstance(d[key][0], list):
-        d[key][0][0] = value  # corrupt inside a row
+    inner = d[key]
+    if nested and isinstance(inner, dict) and inner:
+        next(iter(inner.values()))[0] = value  # corrupt inside a column
+    elif nested and isinstance(inner, list) and inner and isinstance(inner[0], list):
+        inner[0][0] = value  # corrupt inside a row
     else:
         d[key] = value
     for candidate in (d, whole):
@@ -242,7 +270,10 @@ def test_loader_raises_only_trace_data_error(key: str, value: Any, whole: Any, n
 
 
 def test_valid_fixture_loads() -> None:
-    assert TraceData.from_dict(_VALID).totals[("rx-0", "write")].spans == 5
+    data = TraceData.from_dict(_VALID)
+    assert data.totals[("rx-0", "write")].spans == 5
+    assert data.spans == [SpanEvent("rx-0", "write", 1, 2, 3)] and data.waits == [WaitEvent("rx-0", "recv", 1, 2, "starved")]
+    assert data.counters == [CounterEvent(1, "q", 2.0)]
 
 
 def test_failing_sink_does_not_raise_out_of_the_recorder(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
