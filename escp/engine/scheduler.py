@@ -125,20 +125,33 @@ class BlockScheduler:
         """The next block of a big file; None once the walk is over and every block is out."""
         with self._ready:
             while True:
-                while self._queue and self._queue[0].dispatched_all:
-                    self._queue.popleft()
-                    self._ready.notify_all()
-                    if self._on_room is not None:
-                        self._on_room()  # the walker may queue the next big file
-                if self._queue:
-                    cur = self._queue[0]
-                    off = cur.offsets[cur.next_index]
-                    cur.next_index += 1
-                    cur.outstanding += 1
-                    return BlockJob(cur, off, min(self.block_size, cur.entry.size - off))
+                job = self._take()
+                if job is not None:
+                    return job
                 if self._exhausted or (stop is not None and stop.is_set()):
                     return None
                 self._ready.wait(0.5)
+
+    def ready_job(self) -> BlockJob | None:
+        """The next block if one is ready now, without waiting (None when none is: then
+        next_job() tells a wait from the end). Lets a traced worker record only real waits."""
+        with self._ready:
+            return self._take()
+
+    def _take(self) -> BlockJob | None:
+        """With the lock held: hand out the next block of the first file that has one."""
+        while self._queue and self._queue[0].dispatched_all:
+            self._queue.popleft()
+            self._ready.notify_all()
+            if self._on_room is not None:
+                self._on_room()  # the walker may queue the next big file
+        if not self._queue:
+            return None
+        cur = self._queue[0]
+        off = cur.offsets[cur.next_index]
+        cur.next_index += 1
+        cur.outstanding += 1
+        return BlockJob(cur, off, min(self.block_size, cur.entry.size - off))
 
     # --- walker side (the metadata thread) ---------------------------------------------
     def pump(self, max_items: int = 256, max_seconds: float = PUMP_SECONDS) -> None:

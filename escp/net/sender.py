@@ -297,11 +297,12 @@ class SenderSession:
         frames = nbytes = 0
         conn.trace_as(tr, wname)  # the stream records send and its blocked waits
         while not self.ctl.aborted.is_set():
-            t0 = tr.now()
-            job = sched.next_job(self.ctl.aborted)
+            job = sched.ready_job() if tr.enabled else None
             if job is None:
-                break
-            if tr.enabled:
+                t0 = tr.now()
+                job = sched.next_job(self.ctl.aborted)
+                if job is None:
+                    break
                 tr.wait(wname, "read", t0, "starved")  # no block to read yet (the walk is behind)
             f = job.file
             if f.cancelled or f.error is not None:

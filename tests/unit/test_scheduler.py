@@ -61,3 +61,25 @@ def test_small_file_grown_after_the_walk_fails_alone(tmp_path: Path, monkeypatch
     assert ends[0].blocks == 0
     assert ends[1].fino == 1 and ends[1].status == STATUS_OK
     assert max(reads) <= INLINE + 1, reads
+
+
+def test_ready_job_hands_out_the_same_blocks_without_waiting(tmp_path: Path) -> None:
+    """ready_job (a traced worker's first try, so that only real waits are recorded) returns
+    None while nothing is queued, then the blocks in next_job's order, sharing one cursor."""
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(3 * B + 5))
+    item = SourceItem(KIND_FILE, b"big", os.fsencode(big), os.stat(big))
+    sched = BlockScheduler(iter([item]), B, sparse=False, dummy=False, checksums=True,
+                           announce=lambda _e, _p: None, file_end=lambda _e: None, problem=lambda _p: None,
+                           preserve_ids=False, inline=lambda _b: None, inline_max=INLINE)
+    assert sched.ready_job() is None  # the walk has not queued anything: None at once, no wait
+    for _ in range(10):
+        if sched.exhausted:
+            break
+        sched.pump()
+    first = sched.ready_job()
+    second = sched.next_job()
+    third, fourth = sched.ready_job(), sched.ready_job()
+    assert first is not None and second is not None and third is not None and fourth is not None
+    assert [(j.offset, j.length) for j in (first, second, third, fourth)] == [(0, B), (B, B), (2 * B, B), (3 * B, 5)]
+    assert sched.ready_job() is None and sched.next_job() is None  # every block out and the walk over
