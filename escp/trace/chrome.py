@@ -59,6 +59,7 @@ def _worker_key(name: str) -> tuple[int, str, int]:
 # An item of a track: (t0, t1, is_wait, index into data.spans or data.waits); plain tuples
 # of ints so that sorting compares in C.
 _Item = tuple[int, int, int, int]
+_T0, _T1, _T2 = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)  # fields by position
 
 
 def _assign_lanes(items: list[_Item]) -> list[list[_Item]]:
@@ -79,10 +80,10 @@ def _assign_lanes(items: list[_Item]) -> list[list[_Item]]:
 
 
 def _one_lane(items: list[_Item]) -> bool:
-    """True when no two items overlap: the usual case, checked in C before the greedy layout."""
-    if len(items) < 2:
-        return True
-    starts, ends = zip(*((t0, t1) for t0, t1, _k, _i in sorted(items)), strict=True)
+    """True when no two items overlap: the usual case, checked in C before the greedy layout.
+    Sorts items in place (a worker's events arrive nearly sorted: two runs, cheap)."""
+    items.sort()
+    starts, ends = list(map(_T0, items)), list(map(_T1, items))
     return all(map(operator.le, ends[:-1], starts[1:]))
 
 
@@ -99,30 +100,35 @@ def _render_side(data: TraceData, off: int, base: int, separate_wait_tracks: boo
         out.append(_meta("process_labels", pid, 0,
                          {"labels": f"{data.dropped} events dropped from the timeline (totals exact)"}))
     spans, waits = data.spans, data.waits
-    groups: dict[str, tuple[list[int], list[int]]] = {}  # track -> (indexes of spans, of waits)
-    for i, sp in enumerate(spans):
-        groups.setdefault(sp.worker, ([], []))[0].append(i)
-    for i, wt in enumerate(waits):
-        track = f"{wt.worker} wait" if separate_wait_tracks else wt.worker
-        groups.setdefault(track, ([], []))[1].append(i)
+    wait_tracks = [f"{w.worker} wait" for w in waits] if separate_wait_tracks else [w.worker for w in waits]
+    groups: dict[str, list[_Item]] = {}  # track -> its events as (t0, t1, is_wait, index)
+    for i, (worker, _stage, t0, t1, _n) in enumerate(spans):
+        groups.setdefault(worker, []).append((t0, t1, 0, i))
+    for i, (track, (_w, _s, t0, t1, _k)) in enumerate(zip(wait_tracks, waits, strict=True)):
+        groups.setdefault(track, []).append((t0, t1, 1, i))
     for ins in data.instants:
-        groups.setdefault(ins.worker, ([], []))
+        groups.setdefault(ins.worker, [])
 
-    span_tid = [0] * len(spans)
-    wait_tid = [0] * len(waits)
     tid = 0
-    first_tid: dict[str, int] = {}
+    track_tid: dict[str, int] = {}  # a track's first lane
+    lane_tid: dict[tuple[int, int], int] = {}  # (is_wait, index) -> tid of events on further lanes
     for track in sorted(groups, key=lambda n: (_worker_key(n.removesuffix(" wait")), n)):
-        span_ix, wait_ix = groups[track]
-        items = [(spans[i].t0, spans[i].t1, 0, i) for i in span_ix] + [(waits[i].t0, waits[i].t1, 1, i) for i in wait_ix]
+        items = groups[track]
         lanes = [items] if _one_lane(items) else _assign_lanes(items)
         for n, lane in enumerate(lanes):
             tid += 1
-            first_tid.setdefault(track, tid)
             out.append(_meta("thread_name", pid, tid, {"name": track if n == 0 else f"{track} #{n + 1}"}))
             out.append(_meta("thread_sort_index", pid, tid, {"sort_index": tid}))
-            for _t0, _t1, is_wait, i in lane:
-                (wait_tid if is_wait else span_tid)[i] = tid
+            if n == 0:
+                track_tid[track] = tid
+            else:
+                lane_tid.update(((is_wait, i), tid) for _t0, _t1, is_wait, i in lane)
+    span_tid = [track_tid[sp.worker] for sp in spans]
+    wait_tid = [track_tid[track] for track in wait_tracks]
+    if lane_tid:
+        span_tid = [lane_tid.get((0, i), t) for i, t in enumerate(span_tid)]
+        wait_tid = [lane_tid.get((1, i), t) for i, t in enumerate(wait_tid)]
+    first_tid = track_tid
 
     # Event order in the file does not matter to the viewers: each kind is rendered in one
     # comprehension, names escaped once, times in µs with ns resolution.
@@ -165,19 +171,17 @@ def chrome_trace_text(
         sides.append((receiver, receiver_offset_ns))
     starts: list[int] = []
     for data, off in sides:
-        for times in ((e.t0 for e in data.spans), (e.t0 for e in data.waits),
-                      (e.ts for e in data.counters), (e.ts for e in data.instants)):
-            first = min(times, default=None)
-            if first is not None:
-                starts.append(first + off)
+        for events, time_of in ((data.spans, _T2), (data.waits, _T2), (data.counters, _T0), (data.instants, _T0)):
+            if events:
+                starts.append(min(map(time_of, events)) + off)
     base = min(starts, default=0)
     out: list[str] = []
     for data, off in sides:
         _render_side(data, off, base, separate_wait_tracks, out)
     other = json.dumps({"producer": "escp", "clock": "CLOCK_MONOTONIC", "base_ns": base,
                         "receiver_offset_ns": receiver_offset_ns}, separators=(",", ":"))
-    events = ",\n".join(out)
-    return f'{{"traceEvents":[\n{events}\n],"displayTimeUnit":"ms","otherData":{other}}}\n'
+    body = ",\n".join(out)
+    return f'{{"traceEvents":[\n{body}\n],"displayTimeUnit":"ms","otherData":{other}}}\n'
 
 
 def chrome_trace(
