@@ -183,6 +183,9 @@ def _one(
     escp_doc = _read_escp_json(json_report)
     if escp_doc is not None:
         rep["escp_json"] = escp_doc
+        seconds = escp_doc.get("seconds")
+        if isinstance(seconds, int | float) and seconds > 0:
+            rep["transfer_s"] = seconds  # escp's own data phase: set-up to SESSION_DONE, no start-up or export
     if m.exit_code != 0:
         rep.update(verified=False, verify_error=f"exit code {m.exit_code}")
     elif not inv.verify:
@@ -266,7 +269,8 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
         if entry["status"] == "ok" and reps:
             entry["summary"] = {
                 k: summary([r[k] for r in reps if r.get(k) is not None])
-                for k in ("wall_s", "rate_bytes_per_s", "files_per_s", "user_s", "sys_s", "max_rss_bytes")
+                for k in ("wall_s", "transfer_s", "rate_bytes_per_s", "files_per_s", "user_s", "sys_s",
+                          "max_rss_bytes")
             }
     ratios: dict[str, Any] = {}
     escp_reps = {r["round"]: r for r in tools["escp"]["repeats"]}
@@ -280,6 +284,14 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
         ]
         # time ratio < 1 means escp is faster; speedup = 1 / ratio
         ratios[tool] = {"time_ratio_per_round": per_round, "summary": summary(per_round)}
+        phase = [  # another escp (e.g. escp-traced): also the ratio of the data phases (throughput)
+            escp_reps[r["round"]]["transfer_s"] / r["transfer_s"]
+            for r in tools[tool]["repeats"]
+            if r["round"] in escp_reps and r.get("transfer_s") and escp_reps[r["round"]].get("transfer_s")
+        ]
+        if phase:
+            ratios[tool]["transfer_time_ratio_per_round"] = phase
+            ratios[tool]["transfer_summary"] = summary(phase)
 
     instrumented = None
     if ctx.instrumented and not ctx.escp.plain and tools["escp"]["status"] == "ok":

@@ -172,3 +172,20 @@ def test_stage_share_rows_put_tracer_and_pyspy_side_by_side() -> None:
     assert table["decrypt"] == ["25%", "-"] and table["other"] == ["-", "30%"]
     assert [r[0] for r in rows] == ["encrypt", "decrypt", "write", "other"]  # pipeline order
     assert report.stage_share_rows(stats, None) == [] and report.stage_share_rows(stats, {"error": "x"}) == []
+
+
+def test_tracer_overhead_is_judged_on_escps_own_data_phase(tmp_path: Path, tiny: datasets.Dataset) -> None:
+    """Real escp against escp-traced: both runs' JSON `seconds` give a per-round ratio of the
+    data phases (throughput), beside the wall ratio; the report's target is judged on it."""
+    ctx = _ctx(tmp_path, peers.EscpCommand())
+    sc = Scenario(name="traced-test", dataset="tiny", escp=EscpOptions(), peers=("escp-traced",), repeats=2,
+                  warmup=0, ratio_peer="escp-traced")
+    rec = runner.run_scenario(ctx, sc, tiny)
+    assert results.validate(rec) == []
+    for tool in ("escp", "escp-traced"):
+        assert all(r["transfer_s"] == r["escp_json"]["seconds"] > 0 for r in rec["tools"][tool]["repeats"])
+    ratio = rec["ratios"]["escp-traced"]
+    assert len(ratio["transfer_time_ratio_per_round"]) == 2 and ratio["transfer_summary"]["n"] == 2
+    (target,) = [t for t in report.targets([rec]) if t.key == "tracer_overhead"]
+    assert target.status in ("met", "not met")
+    assert "throughput" in target.evidence and "wall time" in target.evidence and "traced-test" in target.evidence
