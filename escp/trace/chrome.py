@@ -128,7 +128,6 @@ def _render_side(data: TraceData, off: int, base: int, separate_wait_tracks: boo
     if lane_tid:
         span_tid = [lane_tid.get((0, i), t) for i, t in enumerate(span_tid)]
         wait_tid = [lane_tid.get((1, i), t) for i, t in enumerate(wait_tid)]
-    first_tid = track_tid
 
     # Event order in the file does not matter to the viewers: each kind is rendered in one
     # comprehension, names escaped once, times in µs with ns resolution.
@@ -146,7 +145,7 @@ def _render_side(data: TraceData, off: int, base: int, separate_wait_tracks: boo
         for (_w, stage, t0, t1, kind), tid in zip(waits, wait_tid, strict=True)
     )
     for ins in data.instants:
-        out.append(json.dumps({"ph": "i", "s": "t", "name": ins.name, "pid": pid, "tid": first_tid[ins.worker],
+        out.append(json.dumps({"ph": "i", "s": "t", "name": ins.name, "pid": pid, "tid": track_tid[ins.worker],
                                "ts": round((ins.ts + shift) / 1000, 3), "args": _jsonable(ins.args)},
                               separators=(",", ":"), allow_nan=False))
     out.extend(  # JSON has no NaN/inf: such a sample is left out
