@@ -59,14 +59,16 @@ def _worker_key(name: str) -> tuple[int, str, int]:
 # An item of a track: (t0, t1, is_wait, index into data.spans or data.waits); plain tuples
 # of ints so that sorting compares in C.
 _Item = tuple[int, int, int, int]
-_T0, _T1, _T2 = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)  # fields by position
+_ITEM_T0, _ITEM_T1 = operator.itemgetter(0), operator.itemgetter(1)
+_START, _STAMP = operator.attrgetter("t0"), operator.attrgetter("ts")  # of spans/waits, counters/instants
 
 
 def _assign_lanes(items: list[_Item]) -> list[list[_Item]]:
-    """Greedy interval partitioning: lanes whose events never overlap (touching is fine)."""
+    """Greedy interval partitioning of sorted items: lanes whose events never overlap
+    (touching is fine)."""
     lanes: list[list[_Item]] = []
     ends: list[int] = []
-    for it in sorted(items):
+    for it in items:
         t0, t1 = it[0], it[1]
         for i, end in enumerate(ends):
             if end <= t0:
@@ -80,10 +82,9 @@ def _assign_lanes(items: list[_Item]) -> list[list[_Item]]:
 
 
 def _one_lane(items: list[_Item]) -> bool:
-    """True when no two items overlap: the usual case, checked in C before the greedy layout.
-    Sorts items in place (a worker's events arrive nearly sorted: two runs, cheap)."""
-    items.sort()
-    starts, ends = list(map(_T0, items)), list(map(_T1, items))
+    """True when no two of the sorted items overlap: the usual case, checked in C before the
+    greedy layout."""
+    starts, ends = list(map(_ITEM_T0, items)), list(map(_ITEM_T1, items))
     return all(map(operator.le, ends[:-1], starts[1:]))
 
 
@@ -114,6 +115,7 @@ def _render_side(data: TraceData, off: int, base: int, separate_wait_tracks: boo
     lane_tid: dict[tuple[int, int], int] = {}  # (is_wait, index) -> tid of events on further lanes
     for track in sorted(groups, key=lambda n: (_worker_key(n.removesuffix(" wait")), n)):
         items = groups[track]
+        items.sort()  # a worker's events arrive nearly sorted (spans, then waits): two runs, cheap
         lanes = [items] if _one_lane(items) else _assign_lanes(items)
         for n, lane in enumerate(lanes):
             tid += 1
@@ -170,7 +172,8 @@ def chrome_trace_text(
         sides.append((receiver, receiver_offset_ns))
     starts: list[int] = []
     for data, off in sides:
-        for events, time_of in ((data.spans, _T2), (data.waits, _T2), (data.counters, _T0), (data.instants, _T0)):
+        for events, time_of in ((data.spans, _START), (data.waits, _START), (data.counters, _STAMP),
+                                (data.instants, _STAMP)):
             if events:
                 starts.append(min(map(time_of, events)) + off)
     base = min(starts, default=0)
