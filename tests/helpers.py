@@ -46,6 +46,14 @@ def local(*args: str | os.PathLike[str], port: int | None = None, **kw: object) 
     return run_escp("--local", "-q", "--escp_port", str(port or free_port_base()), *args, **kw)  # type: ignore[arg-type]
 
 
+def random_file(path: Path, size: int) -> Path:
+    """path filled with `size` random bytes, written 1 MiB at a time; returns path."""
+    with open(path, "wb") as f:
+        for off in range(0, size, 1 << 20):
+            f.write(os.urandom(min(1 << 20, size - off)))
+    return path
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

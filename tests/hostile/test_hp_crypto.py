@@ -34,7 +34,7 @@ from escp.protocol.crypto import (
 )
 from escp.protocol.framing import FrameDecoder
 from tests.cases import case
-from tests.helpers import local
+from tests.helpers import local, random_file
 
 KEY = bytes(range(16))
 SID = 0x1122334455667788
@@ -242,10 +242,7 @@ def test_production_rekey_limit() -> None:
 @case("HP-33")
 def test_rekey_every_64k_end_to_end(tmp_path: Path) -> None:
     """64 MiB instead of the list's 1 GiB (CI time); every 256 KiB frame gets a new key."""
-    src = tmp_path / "big.bin"
-    with open(src, "wb") as f:
-        for _ in range(64):
-            f.write(os.urandom(1 << 20))
+    src = random_file(tmp_path / "big.bin", 64 << 20)
     out = tmp_path / "out"
     out.mkdir()
     r = local("--rekey-bytes", str(64 * 1024), "--blocksize", "256K", "-t", "2", src, out)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_same_tree, file_digest, local, no_temp_files
+from tests.helpers import assert_same_tree, file_digest, local, no_temp_files, random_file
 
 B = 256 * 1024  # smallest block size, to cross block edges cheaply
 
@@ -25,10 +25,7 @@ def test_file_sizes_around_block_edges(tmp_path: Path, size: int) -> None:
 
 
 def test_64mib_random_file(tmp_path: Path) -> None:
-    src = tmp_path / "big.bin"
-    with open(src, "wb") as f:
-        for _ in range(64):
-            f.write(os.urandom(1 << 20))
+    src = random_file(tmp_path / "big.bin", 64 << 20)
     out = tmp_path / "out"
     out.mkdir()
     r = local(src, out)

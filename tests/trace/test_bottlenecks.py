@@ -20,14 +20,9 @@ from typing import Any
 import pytest
 
 from escp.engine.faults import ENV as FAULT_ENV
-from tests.helpers import file_digest, local
+from tests.helpers import file_digest, local, random_file
 
 MiB = 1 << 20
-
-
-def random_file(path: Path, size: int) -> Path:
-    path.write_bytes(os.urandom(size))
-    return path
 
 
 def text_file(path: Path, size: int) -> Path:
