@@ -22,13 +22,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile", default="quick", help="quick (default, < 10 min) or full")
     ap.add_argument("--scenarios", type=Path, default=scenarios.DEFAULT_FILE)
     ap.add_argument("--only", action="append", default=[], help="scenario name glob (repeatable)")
-    ap.add_argument("--escp-cmd", help="escp argv prefix (default: python -m escp --local -q)")
+    ap.add_argument("--escp-cmd", help="escp argv prefix (default: python -m escp -q; the route adds --local or "
+                    "the ssh options)")
     ap.add_argument(
         "--escp-plain", action="store_true", help="the escp command is a stand-in (e.g. 'cp -r'): pass only SRC DEST"
     )
     ap.add_argument("--repeats", type=int, help="override timed repeats of every scenario")
     ap.add_argument("--no-budget", action="store_true", help="ignore the profile's per-scenario time budget")
     ap.add_argument("--no-ssh", action="store_true", help="do not start the private sshd (ssh peers skipped)")
+    ap.add_argument(
+        "--escp-local", action="store_true",
+        help="escp always runs --local, even in scenarios whose peers go over ssh (mixed-route ratios)",
+    )
     ap.add_argument("--no-instrumented", action="store_true", help="skip the extra escp --stats --trace run")
     ap.add_argument(
         "--no-pyspy", action="store_true", help="do not sample the instrumented run with py-spy"
@@ -104,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         artifacts=run_dir / "artifacts",
         sshd=server,
         sshd_reason=reason,
+        ssh_route=not args.escp_local,
         instrumented=not args.no_instrumented,
         pyspy=not args.no_pyspy,
         repeats_override=args.repeats,
@@ -122,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         "sshd": f"127.0.0.1:{server.port}"
         if server
         else (f"unavailable: {reason}" if wants_ssh else "not needed (no ssh peer in these scenarios)"),
+        "escp_route": (
+            "over the private sshd (-F <its client config> -D <this checkout's escp>) in scenarios with an "
+            "ssh peer, --local in the others"
+            if server and not args.escp_local and not escp.local_only
+            else "--local in every scenario" + ("" if server else " (no sshd: only local peers are compared)")
+        ),
         "datasets_s": round(datasets_s, 2),
         "datasets": {n: {"spec": d.spec, "bytes": d.total_bytes, "files": d.file_count} for n, d in sets.items()},
         "scenarios": [],

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from escp.trace.summary import STAGE_ORDER as SUMMARY_STAGE_ORDER
-from harness import plots, results
+from harness import comparisons, plots, results
 from harness.datasets import parse_size
 
 Record = dict[str, Any]
@@ -238,7 +238,8 @@ def _fmt_rate(s: dict[str, float] | None) -> str:
 
 def _scenario_rows(rec: Record) -> list[list[str]]:
     rows = []
-    for tool, t in rec["tools"].items():
+    for name, t in rec["tools"].items():
+        tool = f"{name} ({t['route']})" if t.get("route") else name
         s = t.get("summary") or {}
         w = s.get("wall_s")
         if t["status"] != "ok" or not w:
@@ -308,13 +309,16 @@ def render(run_dir: Path) -> Path:
             + (f", at end {records[-1]['machine'].get('loadavg')}" if records else ""),
             f"escp command: {meta.get('escp_command', '?')}",
             f"ssh peers: {meta.get('sshd', '?')}",
+            f"escp route: {meta.get('escp_route', 'not recorded (escp ran --local)')}",
         ]
     )
     if any(r["config"].get("escp_plain") for r in records):
         doc.p("NOTE: escp was a stand-in command for this run; the escp figures are not escp's.")
     doc.p(
-        "All ratios compare escp with peers measured in the same run, alternating tools round by round "
-        "(escp, peer1, peer2, ..., escp, ...) after a warm-up round; medians over the timed repeats; "
+        "All ratios compare escp with peers measured in the same run: every tool once per round, in a "
+        "new random order each timed round, after a warm-up round; before every run the previous run's "
+        "destination was freed and synced (after a run that writes nothing the harness writes and frees "
+        "as many bytes), so each tool starts from the same state; medians over the timed repeats; "
         "speedup = peer time / escp time per round, median over rounds. Every destination is verified "
         "against the dataset manifest (size + xxh3-128); a failed or wrong copy is reported as FAILED, not timed."
     )
@@ -333,21 +337,18 @@ def render(run_dir: Path) -> Path:
         )
 
     doc.h(2, "Ratios against peers (same run)")
-    rows = []
-    for r in records:
-        for peer, v in r.get("ratios", {}).items():
-            s = v.get("summary")
-            if s:
-                rows.append(
-                    [
-                        r["scenario"]["name"],
-                        peer,
-                        f"{1 / s['median']:.2f}x",
-                        f"{1 / s['max']:.2f}..{1 / s['min']:.2f}",
-                        str(s["n"]),
-                    ]
-                )
-    doc.table(["scenario", "peer", "escp speedup (median)", "range over rounds", "rounds"], rows)
+    doc.p(
+        "Each peer is compared with the escp run that took the same route: over the private sshd "
+        "(ssh) like scp and rsync-ssh, or on this host (local) like cp and rsync. A flag marks a ratio "
+        "whose rounds spread more than the effect it shows (max - min of the per-round ratios > "
+        "|median - 1|): on this VM such a ratio is noise."
+    )
+    doc.table(comparisons.RATIO_HEADER, comparisons.ratio_rows(records))
+    limit = comparisons.limit_rows(records)
+    if limit:
+        doc.h(3, "escp against the limit of this machine")
+        doc.p(comparisons.LIMIT_TEXT)
+        doc.table(comparisons.LIMIT_HEADER, limit)
     doc.img(plots.speedups(records, plot_dir / "speedups.png"), "escp speedup vs peers", run_dir)
     doc.img(plots.throughput(records, plot_dir / "throughput.png"), "throughput per scenario", run_dir)
     doc.img(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
-KNOWN_PEERS = {"cp", "scp", "scp-gcm", "rsync-ssh", "escp-dummy", "escp-traced"}
+KNOWN_PEERS = {"cp", "rsync", "limit", "scp", "scp-gcm", "rsync-ssh", "escp-dummy", "escp-traced", "escp-local"}
 FAULT_ENV = "ESCP_FAULT"  # escp's test-only I/O fault hook (escp/engine/faults.py)
 
 
