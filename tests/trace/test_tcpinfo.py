@@ -135,6 +135,19 @@ def test_stream_rows_and_table() -> None:
     assert "TCP_INFO per stream" in text and "120.00" in text and "80%" in text and "70" in text
 
 
+def test_stats_of_a_real_transfer_print_the_table(tmp_path: Path) -> None:
+    src = random_file(tmp_path / "src", 8 << 20)
+    report = tmp_path / "r.json"
+    r = local("-t", "2", "--blocksize", "256K", "--stats", "--json", report, src, tmp_path / "dst")
+    assert r.code == 0, r.stderr
+    assert "TCP_INFO per stream" in r.stderr
+    rows = json.loads(report.read_text())["stats"]["tcp"]
+    assert sorted(row["worker"] for row in rows) == ["tx-1", "tx-2"]
+    for row in rows:
+        assert row["samples"] >= 1 and row["rtt_us"] > 0 and row["cwnd_bytes"] > 0  # one at least: at its end
+        assert row["retrans"] is not None and row["busy_us"] is not None
+
+
 def test_summary_carries_the_rows() -> None:
     tr = RecordingTracer("sender")
     tr.counter("tx-1 tcp rtt_us", 100)
