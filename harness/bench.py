@@ -5,7 +5,6 @@ run every scenario of a profile, write results under reports/<run-id>/ and rende
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import signal
 import sys
 import time
@@ -21,7 +20,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m harness bench", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="quick", help="quick (default, < 10 min) or full")
     ap.add_argument("--scenarios", type=Path, default=scenarios.DEFAULT_FILE)
-    ap.add_argument("--only", action="append", default=[], help="scenario name glob (repeatable)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="scenario name or sweep-group glob, or a tag such as 'wan' (repeatable); selects "
+                         "on-demand scenarios too")
     ap.add_argument("--escp-cmd", help="escp argv prefix (default: python -m escp -q; the route adds --local or "
                     "the ssh options)")
     ap.add_argument(
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     run_id = args.run_id or results.new_run_id()
     run_dir = args.reports / run_id
     prof = scenarios.load(args.scenarios, args.profile)
-    selected = [s for s in prof.scenarios if not args.only or any(fnmatch.fnmatch(s.name, g) for g in args.only)]
+    selected = [s for s in prof.scenarios
+                if (not args.only and not s.on_demand) or any(s.matches(g) for g in args.only)]
     if not selected:
         print(f"no scenario matches {args.only}", file=sys.stderr)
         return 2

@@ -16,8 +16,9 @@ metadata stream, handshake, per-file digest, temp name or pacing: everything esc
 loop is what escp costs above the limit.
 
 `--connect-to` sends the streams through a relay (the WAN path emulator) instead of straight to
-the receiver's port (`--port`, default: any free one). `--json` writes {"seconds", "bytes",
-"streams", "blocksize"}: seconds is the data phase, first connect to the receiver's exit.
+the receiver's port (`--port`, default: any free one; `--bind`, default 127.0.0.1). `--json`
+writes {"seconds", "bytes", "streams", "blocksize"}: seconds is the data phase, first connect to
+the receiver's exit.
 Exit status 0 when every block arrived and verified, 1 otherwise.
 """
 
@@ -142,14 +143,14 @@ def run_receiver(listener: socket.socket, dest: Path, size: int, streams: int, b
     return 1 if errors else 0
 
 
-def copy(src: Path, dest: Path, *, streams: int, blocksize: int, port: int = 0,
+def copy(src: Path, dest: Path, *, streams: int, blocksize: int, port: int = 0, bind: str = "127.0.0.1",
          connect_to: tuple[str, int] | None = None) -> float:
     """Copy src to dest; the data phase in seconds. Raises OSError when the copy failed."""
     size = src.stat().st_size
     key = AESGCM.generate_key(bit_length=128)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
+    listener.bind((bind, port))
     listener.listen(streams)
     address = connect_to or listener.getsockname()[:2]
     pid = os.fork()
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-t", "--streams", type=int, default=4)
     ap.add_argument("--blocksize", default="1M")
     ap.add_argument("--port", type=int, default=0, help="the receiver's port (default: any free one)")
+    ap.add_argument("--bind", default="127.0.0.1", help="the receiver's address (default 127.0.0.1)")
     ap.add_argument("--connect-to", type=_address, help="HOST:PORT the streams connect to (a relay)")
     ap.add_argument("--json", type=Path, help="write {seconds, bytes, streams, blocksize} here")
     ap.add_argument("src", type=Path)
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     blocksize = parse_size(a.blocksize)
     dest = a.dest / a.src.name if a.dest.is_dir() else a.dest
     try:
-        seconds = copy(a.src, dest, streams=a.streams, blocksize=blocksize, port=a.port, connect_to=a.connect_to)
+        seconds = copy(a.src, dest, streams=a.streams, blocksize=blocksize, port=a.port, bind=a.bind,
+                       connect_to=a.connect_to)
     except OSError as exc:
         print(f"limit: {exc}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ thread hands them to the destination socket:
 
 Accounting: every delivery is logged (time, route, connection, direction, bytes, due time), so
 tests and the harness check what the emulator really did against what it should do
-(`throughput`, `peak_rate`). Limits of a Python relay on this 2-core VM are in the harness
+(`throughput`, `steady_rate`, `peak_rate`). Limits of a Python relay on this 2-core VM are in the harness
 README ("Highest emulable rate"). An optional kernel shaper (tc tbf in a network namespace) is
 harness/netns.py.
 """
@@ -187,6 +187,21 @@ class PathEmulator:
         span = ds[-1].t - ds[0].t
         return sum(d.nbytes for d in ds[1:]) / span if span > 0 else 0.0
 
+    def steady_rate(self, route: str | None = None, direction: str = C2S, middle: float = 0.9) -> float:
+        """Bytes per second while the middle `middle` share of the bytes crossed: the rate once the
+        data flows, without the set-up before it and the tail after it (0 without deliveries)."""
+        ds = self.deliveries(route, direction)
+        total = sum(d.nbytes for d in ds)
+        lo_mark, hi_mark = total * (1 - middle) / 2, total * (1 + middle) / 2
+        done, t_lo, b_lo = 0, None, 0
+        for d in ds:
+            done += d.nbytes
+            if t_lo is None and done >= lo_mark:
+                t_lo, b_lo = d.t, done
+            if done >= hi_mark and t_lo is not None and d.t > t_lo:
+                return (done - b_lo) / (d.t - t_lo)
+        return 0.0
+
     def peak_rate(self, window_s: float, route: str | None = None, direction: str = C2S) -> float:
         """The most bytes delivered within any `window_s` seconds, per second."""
         ds = self.deliveries(route, direction)
@@ -205,6 +220,7 @@ class PathEmulator:
             "connections": len({(d.route, d.conn) for d in ds}),
             "bytes": sum(d.nbytes for d in ds),
             "throughput_Bps": round(self.throughput(route), 1),
+            "steady_Bps": round(self.steady_rate(route), 1),
             "late_s_max": round(max((d.t - d.due for d in ds), default=0.0), 4),
         }
 

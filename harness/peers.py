@@ -63,6 +63,7 @@ class PathPorts:
     data: tuple[str, int]  # relays to receiver_port (escp's data streams, the limit peer's streams)
     receiver_port: int  # the receiver listens here (escp --escp_port P --escp_portrange 1)
     ssh_port: int | None = None  # relays to the private sshd (None: no sshd)
+    bind: str | None = None  # the receiver's listen address when not 127.0.0.1 (a shaped namespace link)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def build(
             argv.append("--local")
         if path is not None:
             argv += ["--escp_port", str(path.receiver_port), "--escp_portrange", "1",
-                     "--connect-to", f"{path.data[0]}:{path.data[1]}"]
+                     "--connect-to", f"{path.data[0]}:{path.data[1]}"] + (["--bind", path.bind] if path.bind else [])
         if is_dir:
             argv.append("-r")
         o = opts
@@ -174,6 +175,7 @@ def build(
         argv = [sys.executable, "-m", "harness.limit", "-t", str(opts.streams), "--blocksize", str(opts.blocksize)]
         if path is not None:
             argv += ["--port", str(path.receiver_port), "--connect-to", f"{path.data[0]}:{path.data[1]}"]
+            argv += ["--bind", path.bind] if path.bind else []
         if json_report is not None:
             argv += ["--json", str(json_report)]
         return Invocation(argv + [str(src), str(dest)], json_report=json_report, cwd=REPO, env=escp_env())

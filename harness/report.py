@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from escp.trace.summary import STAGE_ORDER as SUMMARY_STAGE_ORDER
-from harness import comparisons, plots, results
+from harness import comparisons, plots, results, wanreport
 from harness.datasets import parse_size
 
 Record = dict[str, Any]
@@ -417,6 +417,7 @@ def render(run_dir: Path) -> Path:
                 run_dir,
             )
 
+    wanreport.section(doc, records, plot_dir, run_dir)
     md = run_dir / "report.md"
     md.write_text(doc.markdown())
     (run_dir / "index.html").write_text(doc.html(f"escp benchmark {meta.get('run_id', run_dir.name)}"))

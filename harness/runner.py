@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from escp.trace.pyspy import attribute_samples, record_command
-from harness import peers, results
+from harness import peers, results, wan
 from harness.datasets import Dataset, FileEntry, file_digest
 from harness.scenarios import Scenario
 from harness.sshd import PrivateSshd
@@ -167,7 +167,7 @@ def _one(
     rnd: int,
     *,
     route: str = peers.LOCAL,
-    path: peers.PathPorts | None = None,
+    path: wan.WanPath | None = None,
     extra: list[str] | None = None,
     pyspy_out: Path | None = None,
 ) -> dict[str, Any]:
@@ -192,14 +192,18 @@ def _one(
         json_report=json_report,
         extra=extra,
         route=route,
-        path=path,
+        path=path.ports if path else None,
     )
     if pyspy_out is not None:  # sampled by py-spy, both processes (the receiver is a subprocess)
         inv.argv = record_command(pyspy_out, command=inv.argv, subprocesses=True, rate=PYSPY_RATE)
     tool_route = peers.tool_route(tool, route)
     use_sshd = ctx.sshd if tool_route == peers.SSH else None
+    if path is not None:
+        path.run_accounting()  # what crossed the path before this run is not this run's
     m = peers.measure(inv, base / "log.txt", sshd=use_sshd)
     rep: dict[str, Any] = {"round": rnd, **m.to_dict(), "argv": inv.argv, "route": tool_route}
+    if path is not None:
+        rep["path"] = path.run_accounting()
     rep["rate_bytes_per_s"] = ds.total_bytes / m.wall_s if m.wall_s > 0 else None
     rep["files_per_s"] = ds.file_count / m.wall_s if m.wall_s > 0 else None
     escp_doc = _read_escp_json(json_report)
@@ -307,6 +311,16 @@ def _ratios(tools: dict[str, dict[str, Any]], peer_names: list[str], route: str)
 
 
 def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
+    """Run a scenario (on its emulated WAN path when it has one) and build its record."""
+    if sc.path is None:
+        return _run_scenario(ctx, sc, ds, None)
+    with wan.open_path(sc.path, ctx.sshd) as path:
+        for note in path.notes:
+            ctx.log(f"  {sc.name}: {note}")
+        return _run_scenario(ctx, sc, ds, path)
+
+
+def _run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset, path: wan.WanPath | None) -> dict[str, Any]:
     repeats = ctx.repeats_override or sc.repeats
     t_start = time.perf_counter()
     route = escp_route(ctx, sc)
@@ -319,7 +333,7 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
     active = [t for t in tools if tools[t]["status"] == "ok"]
 
     def do(tool: str, rnd: int, position: int) -> None:
-        rep = _one(ctx, sc, ds, tool, rnd, route=route)
+        rep = _one(ctx, sc, ds, tool, rnd, route=route, path=path)
         rep["position"] = position
         entry = tools[tool]
         (entry["warmup"] if rnd < 0 else entry["repeats"]).append(rep)
@@ -372,7 +386,7 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
 
     instrumented = None
     if ctx.instrumented and not ctx.escp.plain and tools["escp"]["status"] == "ok":
-        instrumented = _instrumented(ctx, sc, ds, route)
+        instrumented = _instrumented(ctx, sc, ds, route, path)
 
     return {
         "schema": results.SCHEMA,
@@ -406,12 +420,22 @@ def run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset) -> dict[str, Any]:
         "tools": tools,
         "ratios": ratios,
         "instrumented": instrumented,
-        "notes": notes,
+        "notes": notes + (path.notes if path else []),
+        "path": None if path is None else {
+            "describe": path.describe(),
+            "rtt_s": path.spec.rtt_s,
+            "window_bytes": path.spec.window_bytes,
+            "bottleneck_Bps": path.spec.rate_bytes_per_s,
+            "per_stream_Bps": path.spec.per_stream(),
+            "ceiling_Bps": path.spec.ceiling(sc.escp.streams),
+            "kernel_tbf": path.kernel_rate is not None,
+        },
         "elapsed_s": round(time.perf_counter() - t_start, 2),
     }
 
 
-def _instrumented(ctx: RunContext, sc: Scenario, ds: Dataset, route: str) -> dict[str, Any]:
+def _instrumented(ctx: RunContext, sc: Scenario, ds: Dataset, route: str,
+                  path: wan.WanPath | None) -> dict[str, Any]:
     """One untimed escp run with --stats --trace, under py-spy when available; if the run under
     py-spy fails (e.g. no ptrace permission), it is repeated without py-spy."""
     trace = ctx.artifacts / sc.name / "escp-instr.trace.json"
@@ -420,7 +444,7 @@ def _instrumented(ctx: RunContext, sc: Scenario, ds: Dataset, route: str) -> dic
     rep: dict[str, Any] | None = None
     if ctx.pyspy and shutil.which("py-spy"):
         raw = ctx.artifacts / sc.name / "escp-instr.pyspy.txt"
-        rep = _one(ctx, sc, ds, "escp", 0, route=route, extra=extra, pyspy_out=raw)
+        rep = _one(ctx, sc, ds, "escp", 0, route=route, path=path, extra=extra, pyspy_out=raw)
         if _ok(rep) and raw.exists():
             shares = attribute_samples([raw])
             pyspy = {"samples": shares.total, "shares": shares.shares(), "rate_hz": PYSPY_RATE,
@@ -430,7 +454,7 @@ def _instrumented(ctx: RunContext, sc: Scenario, ds: Dataset, route: str) -> dic
             shutil.rmtree(ctx.scratch / sc.name / "escp-instr", ignore_errors=True)
             rep = None
     if rep is None:
-        rep = _one(ctx, sc, ds, "escp", 0, route=route, extra=extra)
+        rep = _one(ctx, sc, ds, "escp", 0, route=route, path=path, extra=extra)
     return {
         **rep,
         "trace_file": str(trace.relative_to(ctx.artifacts.parent)) if trace.exists() else None,

@@ -197,3 +197,15 @@ def test_tbf_in_a_namespace_shapes_the_upstream_hop() -> None:
     first, last = sink.first_last[0]
     measured = (len(sink.received[0]) - CHUNK) / (last - first)
     assert 0.8 * rate <= measured <= 1.05 * rate, measured
+
+
+def test_steady_rate_leaves_out_set_up_and_tail() -> None:
+    from harness.pathemu import Delivery
+
+    emu = PathEmulator(PathSpec(rtt_s=0.01, window_bytes=1 << 20))
+    emu.log.append(Delivery(0.0, "data", 0, "c2s", 1, 0.0))  # a handshake long before the data
+    for i in range(100):
+        emu.log.append(Delivery(10.0 + i, "data", 1, "c2s", 1000, 10.0 + i))
+    assert emu.steady_rate() == pytest.approx(1000.0)
+    assert emu.throughput() < 1000.0  # from the handshake on
+    assert PathEmulator(PathSpec(rtt_s=0.01, window_bytes=1)).steady_rate() == 0.0
