@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import datasets, peers, report, results, runner, scenarios, sshd
+from harness import datasets, peers, publish, report, results, runner, scenarios, sshd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reports", type=Path, default=REPO / "reports")
     ap.add_argument("--scratch", type=Path, help="where destinations go (default datasets/_scratch/<run-id>)")
     ap.add_argument("--run-id", default=None)
+    ap.add_argument("--publish", type=Path, metavar="DIR",
+                    help="afterwards publish the run there (e.g. reports/example; see harness/publish.py)")
     return ap.parse_args(argv)
 
 
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     path = report.render(run_dir)
     print(f"total {meta['elapsed_s']} s (datasets {meta['datasets_s']} s)")
     print(f"report: {path}")
+    if args.publish:
+        print(f"published as {publish.publish(run_dir, args.publish)}")
     return 0
 
 

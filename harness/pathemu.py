@@ -27,6 +27,7 @@ harness/netns.py.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -341,3 +342,75 @@ class PathEmulator:
             except OSError:
                 return False
         return True
+
+
+# ---------------------------------------------------------------- measuring the emulator itself
+
+
+def measure(spec: PathSpec, streams: int, nbytes: int) -> dict[str, float]:
+    """Send nbytes on each of `streams` connections through an emulator into a sink on 127.0.0.1;
+    the end-to-end rate, the emulator's own steady rate and lateness, and the ceiling."""
+    sink = socket.create_server(("127.0.0.1", 0), backlog=streams)
+    received: list[int] = []
+
+    def drain(conn: socket.socket) -> None:
+        buf, n = bytearray(1 << 20), 0
+        with conn:
+            while k := conn.recv_into(buf):
+                n += k
+        received.append(n)
+
+    def accept() -> None:
+        for _ in range(streams):
+            conn, _ = sink.accept()
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+    def send(port: int) -> None:
+        payload = memoryview(bytes(1 << 20))
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            for start in range(0, nbytes, len(payload)):
+                s.sendall(payload[: min(len(payload), nbytes - start)])
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
+
+    with sink, PathEmulator(spec) as emu:
+        port = emu.add_route(sink.getsockname()[:2])
+        threading.Thread(target=accept, daemon=True).start()
+        t0 = time.monotonic()
+        senders = [threading.Thread(target=send, args=(port,)) for _ in range(streams)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        elapsed = time.monotonic() - t0
+        out = {"end_to_end_Bps": sum(received) / elapsed, "steady_Bps": emu.steady_rate(),
+               "ceiling_Bps": spec.ceiling(streams), "late_s_max": emu.summary()["late_s_max"]}
+    if sum(received) != streams * nbytes:
+        raise OSError(f"received {sum(received)} of {streams * nbytes} bytes")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from escp.units import parse_rate
+    from harness.datasets import parse_size
+
+    ap = argparse.ArgumentParser(prog="python -m harness.pathemu",
+                                 description="measure the path emulator on this machine")
+    ap.add_argument("--rtt-ms", type=float, default=0.1)
+    ap.add_argument("--window", default="64M")
+    ap.add_argument("--bottleneck", default=None, help="e.g. 1Gbit (default: none)")
+    ap.add_argument("-t", "--streams", type=int, default=1)
+    ap.add_argument("--bytes", default="1G", help="per stream")
+    a = ap.parse_args(argv)
+    spec = PathSpec(a.rtt_ms / 1e3, parse_size(a.window), parse_rate(a.bottleneck) if a.bottleneck else None)
+    r = measure(spec, a.streams, parse_size(a.bytes))
+    print(f"{spec.describe()}, {a.streams} streams: end to end {r['end_to_end_Bps'] / 1e6:.1f} MB/s, "
+          f"on the path {r['steady_Bps'] / 1e6:.1f} MB/s, ceiling {r['ceiling_Bps'] / 1e6:.1f} MB/s, "
+          f"latest delivery {1e3 * r['late_s_max']:.1f} ms after its time")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import datasets, peers, report, results, runner, scenarios, wanreport
+from harness import datasets, peers, publish, report, results, runner, scenarios, wanreport
 from harness.scenarios import EscpOptions, PathOptions, Scenario
 
 
@@ -73,3 +73,12 @@ def test_a_wan_scenario_runs_through_the_emulator(tmp_path: Path) -> None:
     assert (run_dir / "plots" / "wan-wan-t.png").stat().st_size > 0
     (row,) = wanreport.table([rec])
     assert row[0] == "wan-t-s2" and row[3] == f"{rec['path']['ceiling_Bps'] / 1e6:.1f}"
+    # published for git: report, plots and slim records that still render the WAN section
+    dest = publish.publish(run_dir, tmp_path / "example")
+    assert (dest / "report.md").read_text() == text and (dest / "plots" / "wan-wan-t.png").exists()
+    assert not (dest / "artifacts").exists()
+    (slim,) = results.load_records(dest)
+    rep = slim["tools"]["escp"]["repeats"][0]
+    assert "argv" not in rep and set(rep["escp_json"]) <= set(publish.ESCP_JSON_KEPT) and rep["path"]
+    assert slim["instrumented"]["escp_json"]["stats"]["tcp"] and slim["path"] == rec["path"]
+    assert "WAN: throughput against streams" in report.render(dest).read_text()
