@@ -352,6 +352,7 @@ def measure(spec: PathSpec, streams: int, nbytes: int) -> dict[str, float]:
     the end-to-end rate, the emulator's own steady rate and lateness, and the ceiling."""
     sink = socket.create_server(("127.0.0.1", 0), backlog=streams)
     received: list[int] = []
+    drains: list[threading.Thread] = []
 
     def drain(conn: socket.socket) -> None:
         buf, n = bytearray(1 << 20), 0
@@ -363,7 +364,8 @@ def measure(spec: PathSpec, streams: int, nbytes: int) -> dict[str, float]:
     def accept() -> None:
         for _ in range(streams):
             conn, _ = sink.accept()
-            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+            drains.append(threading.Thread(target=drain, args=(conn,), daemon=True))
+            drains[-1].start()
 
     def send(port: int) -> None:
         payload = memoryview(bytes(1 << 20))
@@ -381,6 +383,8 @@ def measure(spec: PathSpec, streams: int, nbytes: int) -> dict[str, float]:
         for t in senders:
             t.start()
         for t in senders:
+            t.join()
+        for t in list(drains):
             t.join()
         elapsed = time.monotonic() - t0
         out = {"end_to_end_Bps": sum(received) / elapsed, "steady_Bps": emu.steady_rate(),
