@@ -71,6 +71,13 @@ def _tagged(records: list[Record], tag: str) -> list[Record]:
     return [r for r in records if tag in r["scenario"].get("targets", [])]
 
 
+def _under_load(machine: dict[str, Any]) -> bool:
+    """Other work competed for the CPUs: the 1-minute load average was above 1.5 x CPUs + 1 (the
+    harness's own runs, sender and receiver on every CPU, keep it near the CPU count)."""
+    load, cpus = machine.get("loadavg"), machine.get("cpu_count")
+    return bool(load and cpus and load[0] > 1.5 * cpus + 1)
+
+
 def _size_note(rec: Record) -> str:
     return f"{rec['dataset']['bytes'] / 2**30:.1f} GiB, {rec['dataset']['files']} files"
 
@@ -314,6 +321,13 @@ def render(run_dir: Path) -> Path:
     )
     if any(r["config"].get("escp_plain") for r in records):
         doc.p("NOTE: escp was a stand-in command for this run; the escp figures are not escp's.")
+    loaded = [r["scenario"]["name"] for r in records if _under_load(r["machine"])]
+    if loaded or _under_load(machine):
+        doc.p(
+            f"NOTE: measured under load (the 1-minute load average exceeded 1.5 x CPUs + 1: other work ran on "
+            f"this machine). Loopback figures, which are CPU-bound, are skewed by it; WAN figures, which are "
+            f"bound by the emulated delay, much less. Scenarios that ended under load: {', '.join(loaded) or '-'}."
+        )
     doc.p(
         "All ratios compare escp with peers measured in the same run: every tool once per round, in a "
         "new random order each timed round, after a warm-up round; before every run the previous run's "
@@ -383,7 +397,7 @@ def render(run_dir: Path) -> Path:
             + (" -C" if opts.get("compress") else "")
             + (" --sparse" if opts.get("sparse") else "")
             + f"; {r['config']['repeats']} timed repeats after {r['config']['warmup']} warm-up; "
-            f"scenario hash {r['scenario_hash']}"
+            f"scenario hash {r['scenario_hash']}; load average at its end {r['machine'].get('loadavg', '?')}"
         )
         for note in r.get("notes", []):
             doc.p(f"Note: {note}.")
