@@ -59,11 +59,12 @@ def _tracer_overhead_target(records: list[Record]) -> Target:
                       "data-phase times not recorded in this run)")
     cost = 1 / phase["median"] - 1
     lo, hi = 1 / phase["max"] - 1, 1 / phase["min"] - 1
+    flagged = (r["ratios"]["escp-traced"].get("transfer_spread") or {}).get("flagged")
     return Target(
         "tracer_overhead", TRACER_TARGET, "met" if cost <= 0.03 else "not met",
         f"{name}: throughput {100 * cost:+.1f}% (rounds {100 * lo:+.0f}% to {100 * hi:+.0f}%); wall time "
         f"{100 * wall_cost:+.1f}% including start-up and writing the trace (medians over {phase['n']} "
-        "alternated rounds)",
+        "alternated rounds)" + ("; the rounds spread more than the effect: not conclusive" if flagged else ""),
     )
 
 
@@ -98,7 +99,10 @@ def targets(records: list[Record]) -> list[Target]:
             return
         r, v = min(vals, key=lambda rv: rv[1])
         status = "met" if v >= threshold else "not met"
-        out.append(Target(key, text, status, f"{r['scenario']['name']} ({_size_note(r)}): {v:.2f}x {unit}"))
+        ratio = r["ratios"][peer]
+        s = ratio["summary"]
+        out.append(Target(key, text, status, f"{r['scenario']['name']} ({_size_note(r)}): {v:.2f}x "
+                          f"{unit + ' ' if unit else ''}(rounds {1 / s['max']:.2f}..{1 / s['min']:.2f}; {ratio.get('route', 'routes not recorded')})"))
 
     ratio_target(
         "huge_vs_scp_gcm", "2 GiB random file >= 4x scp -c aes128-gcm", "huge_vs_scp_gcm", "scp-gcm", 4.0, ""
@@ -325,8 +329,9 @@ def render(run_dir: Path) -> Path:
     if loaded or _under_load(machine):
         doc.p(
             f"NOTE: measured under load (the 1-minute load average exceeded 1.5 x CPUs + 1: other work ran on "
-            f"this machine). Loopback figures, which are CPU-bound, are skewed by it; WAN figures, which are "
-            f"bound by the emulated delay, much less. Scenarios that ended under load: {', '.join(loaded) or '-'}."
+            f"this machine). Loopback figures, which are CPU-bound, are skewed by it; WAN figures are bound by the "
+            f"emulated delay only while the machine keeps up (compare escp's rate on the path with the ceiling). "
+            f"Scenarios that ended under load: {', '.join(loaded) or '-'}."
         )
     doc.p(
         "All ratios compare escp with peers measured in the same run: every tool once per round, in a "

@@ -180,8 +180,8 @@ def _one(
     art = ctx.artifacts / sc.name
     art.mkdir(parents=True, exist_ok=True)
     suffix = "instr" if extra is not None else tag
-    json_report = art / f"{tool}-{suffix}.{'escp' if tool.startswith('escp') else tool}.json" \
-        if tool.startswith("escp") or tool == "limit" else None
+    reporter = "escp" if tool.startswith("escp") else tool  # the tools that write a --json report
+    json_report = art / f"{tool}-{suffix}.{reporter}.json" if reporter in ("escp", "limit") else None
     inv = peers.build(
         tool,
         ds.source(),
@@ -208,10 +208,10 @@ def _one(
     rep["files_per_s"] = ds.file_count / m.wall_s if m.wall_s > 0 else None
     escp_doc = _read_escp_json(json_report)
     if escp_doc is not None:
-        rep["escp_json" if tool.startswith("escp") else "tool_json"] = escp_doc
+        rep["escp_json" if reporter == "escp" else "tool_json"] = escp_doc
         seconds = escp_doc.get("seconds")
         if isinstance(seconds, int | float) and seconds > 0:
-            rep["transfer_s"] = seconds  # escp's own data phase: set-up to SESSION_DONE, no start-up or export
+            rep["transfer_s"] = seconds  # the data phase: escp's set-up to SESSION_DONE (the limit loop's own)
     if m.exit_code != 0:
         rep.update(verified=False, verify_error=f"exit code {m.exit_code}")
     elif not inv.verify:
