@@ -60,7 +60,7 @@ from ..protocol.wire import (
     max_frame_len,
 )
 from ..sysconf import apply_cpumask
-from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer
+from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer, tcpinfo
 from .conn import StreamConn, connect_stream
 from .control import SessionControl, keepalive_interval
 from .spawn import ReceiverProcess
@@ -357,6 +357,8 @@ class SenderSession:
             if tr.enabled and frames % COUNTER_EVERY == 1:
                 tr.counter("sender bytes sent", self.bytes_sent)
                 tr.counter(f"{wname} bytes in flight", conn.unacked_bytes())
+                tcpinfo.sample(tr, wname, conn.sock)
+        tcpinfo.sample(tr, wname, conn.sock)  # the stream's final retransmits and limited times
         if self.ctl.aborted.is_set():
             return
         conn.send_plain(m.encode_eos(m.Eos(frames, nbytes)))
