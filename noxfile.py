@@ -70,3 +70,10 @@ def plots(session: nox.Session) -> None:
 def flatc(session: nox.Session) -> None:
     """Regenerate the FlatBuffers Python code from escp/protocol/schema/escp.fbs."""
     session.run("flatc", "--python", "--gen-onefile", "-o", "escp/protocol/fb", "escp/protocol/schema/escp.fbs", external=True)
+
+
+@nox.session
+def flakes(session: nox.Session) -> None:
+    """Flake hunt: tests/faults and tests/hostile N times quiet and N times under a CPU load it
+    starts and stops; prints failures per test (-- --reps 5 --load 2; see tests/flakes.py)."""
+    run_module(session, "tests.flakes")
