@@ -52,7 +52,7 @@ class Repetition:
         return self.passed + self.skipped + sum(1 for f in self.failed if not f.startswith(WHOLE_RUN))
 
 
-def test_id(case: ET.Element) -> str:
+def node_id(case: ET.Element) -> str:
     """pytest's node id from a JUnit <testcase> (module path :: name)."""
     module, _, cls = case.get("classname", "").partition(".test_")
     path = module.replace(".", "/") + "/test_" + cls.split(".")[0] + ".py" if cls else module
@@ -64,7 +64,7 @@ def read_report(xml: Path, rep: Repetition) -> None:
     for case in ET.parse(xml).getroot().iter("testcase"):
         outcomes = {child.tag for child in case}
         if outcomes & {"failure", "error"}:
-            rep.failed.append(test_id(case))
+            rep.failed.append(node_id(case))
         elif "skipped" in outcomes:
             rep.skipped += 1
         else:
