@@ -33,6 +33,7 @@ class FaultProxy(TcpRelay):
         self.delay = delay
         self.forwarded = 0  # sender -> receiver bytes in total
         self.cut = threading.Event()
+        self.cut_at: float | None = None  # time.monotonic() of the first cut
         self.start()
 
     def admit(self, client: socket.socket) -> bool:
@@ -43,6 +44,8 @@ class FaultProxy(TcpRelay):
 
     def cut_all(self) -> None:
         """Reset every connection now (TCP RST on both sides)."""
+        if self.cut_at is None:
+            self.cut_at = time.monotonic()
         self.cut.set()
         for link in self.snapshot():
             for s in link.sockets():

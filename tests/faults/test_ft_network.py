@@ -53,13 +53,19 @@ def args(sc: Scene, *extra: str) -> list[str]:
     return ["--local", "-q", *pinned(sc), "--blocksize", "256K", *extra, "-r", str(sc.src), str(sc.dest)]
 
 
-def finished_failed(sc: Scene, p: Proc, causes: tuple[str, ...] = ()) -> None:
+def finished_failed(sc: Scene, p: Proc, proxy: FaultProxy, causes: tuple[str, ...] = ()) -> None:
     """After a fault: E (exit 1 with an error line), T (all gone, port closed), C, L, P."""
     code = p.wait()
+    ended = time.monotonic()
     check_error(code, p.stderr, [1], causes=causes)
     p.wait_gone()
     no_listener(sc.port, 1)
-    sc.check_all()
+    try:
+        sc.check_all()
+    except AssertionError as exc:  # say how the session ended: a receiver SIGKILLed by the sender
+        # (3 s to exit, then SIGTERM, then SIGKILL 3 s later) cannot remove its temp files
+        after = f"{ended - proxy.cut_at:.1f} s after the proxy's cut" if proxy.cut_at else "(no cut of every stream)"
+        raise AssertionError(f"{exc}\n(the sender exited {after}; its stderr:\n{p.stderr})") from None
 
 
 def rerun_exact(sc: Scene) -> None:
@@ -90,7 +96,7 @@ def test_all_streams_cut_at_sweep_point_then_rerun(tmp_path: Path, fraction: flo
     total = BIG + 3 * B + 11 + sum(1 + i * 997 for i in range(12))
     with FaultProxy(sc.upstream, cut_after=max(1, int(total * fraction))) as proxy:
         p = Proc(*args(sc, "--connect-to", proxy.address, "-t", "4"))
-        finished_failed(sc, p)
+        finished_failed(sc, p, proxy)
         assert proxy.cut.is_set(), (f"the transfer failed, but not at the proxy's cut (forwarded "
                                     f"{proxy.forwarded} of {total} bytes, cut at {proxy.cut_after}):\n{p.stderr}")
     rerun_exact(sc)
@@ -103,7 +109,7 @@ def test_one_stream_reset_mid_transfer_aborts_cleanly(tmp_path: Path, stream: in
     sc = build(tmp_path)
     with FaultProxy(sc.upstream, cut_stream=(stream, 200_000 if stream else 2_000), rate=8_000_000) as proxy:
         p = Proc(*args(sc, "--connect-to", proxy.address, "-t", "4"))
-        finished_failed(sc, p)
+        finished_failed(sc, p, proxy)
     rerun_exact(sc)
 
 
