@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EscpError
-from .recorder import TraceData, _jsonable
+from .tracedata import TraceData, jsonable
 
 PIDS = {"sender": 1, "receiver": 2}
 _WAIT_CNAME = {"starved": "grey", "blocked": "yellow"}
@@ -148,7 +148,7 @@ def _render_side(data: TraceData, off: int, base: int, separate_wait_tracks: boo
     )
     for ins in data.instants:
         out.append(json.dumps({"ph": "i", "s": "t", "name": ins.name, "pid": pid, "tid": track_tid[ins.worker],
-                               "ts": round((ins.ts + shift) / 1000, 3), "args": _jsonable(ins.args)},
+                               "ts": round((ins.ts + shift) / 1000, 3), "args": jsonable(ins.args)},
                               separators=(",", ":"), allow_nan=False))
     out.extend(  # JSON has no NaN/inf: such a sample is left out
         f'{{"ph":"C","pid":{pid},"tid":0,"name":{lit[name]},"ts":{(ts + shift) / 1000:.3f},'
