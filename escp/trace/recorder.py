@@ -41,6 +41,7 @@ from .tracedata import (
     MAX_LOAD_EVENTS,
     MAX_RATE_BINS,
     ROLES,
+    TIMELINE_SERIES,
     CounterEvent,
     CounterTotals,
     InstantEvent,
@@ -64,7 +65,6 @@ CGROUP_SAMPLE_NS = 250_000_000  # "cgroup throttled %": one sample per this (onl
 RATE_BIN_NS = 50_000_000  # first width of the per-stream byte bins (doubled to stay in MAX_RATE_BINS)
 UNTRACED = "untraced"  # the sched pseudo-stage of time between spans and waits
 NET_STAGE: dict[str, str] = {"sender": "send", "receiver": "recv"}
-TIMELINE_SERIES = ("on-CPU %", "runnable %", "sleeping %")
 
 # Per-(worker, stage) totals on the hot path are lists in StageTotals field order:
 # busy_ns, starved_ns, blocked_ns, nbytes, spans, starved_waits, blocked_waits (indexes 0..6);

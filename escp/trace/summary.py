@@ -1,45 +1,37 @@
-"""Per-stage summary of a traced transfer and the bottleneck verdict.
+"""Per-stage summary of a traced transfer: the `--stats` table and the figures the verdict uses.
 
 summarize(sender, receiver) turns the exact totals of both sides (TraceData) into one
-StageSummary per (side, stage) and a Verdict naming what limited the transfer:
+StageSummary per (side, stage), the worker-time shares each side is ranked by, each side's
+CPU picture (SideCpu: on a CPU / runnable / sleeping, plus its cgroup quota and throttling,
+context switches and host CPU pressure) and the network figures (escp.trace.netclass), then
+asks escp.trace.verdict for the verdict. The summary's dict form holds everything the verdict
+reads, so TraceSummary.from_dict() on a --json report's "stats" gives the verdict again.
 
-    network-bound  the sender spends most worker time in send (blocked) and the
-                   receiver most in recv (starved): bytes are in flight, not in a stage.
-    disk-bound     read (sender) or write (receiver) dominates its side; for write the
-                   sender shows it as back-pressure (blocked in send).
-    cpu-bound      a CPU stage (checksum, compress, encrypt / decrypt, decompress,
-                   verify) dominates its side.
-    balanced       no clear leader (or most worker time is outside traced stages).
-
-The engine runs one thread per stream doing every stage in turn, so the time of one
-worker splits across its stages. Shares are fractions of a side's worker time
-(wall x stream workers; "meta" workers are shown but not counted). The sender's
-"downstream" time is send busy + send waits + blocked waits of any stage; the
-receiver's "upstream" time is recv busy + recv waits + starved waits of any stage.
-The sender decides first: if its leader is downstream time, the receiver decides
-between network (its leader is upstream time) and its own leading stage.
+The engine runs one thread per stream doing every stage in turn, so the time of one worker
+splits across its stages. Shares are fractions of a side's worker time (wall x stream
+workers; "meta" workers are shown but not counted). The sender's "downstream" time is send
+busy + send waits + blocked waits of any stage; the receiver's "upstream" time is recv busy
++ recv waits + starved waits of any stage.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from ..units import format_bytes
-from .recorder import Role, TraceData
+from .netclass import NetInputs, net_inputs
+from .tracedata import Role, TraceData
 
-VerdictKind = Literal["network-bound", "disk-bound", "cpu-bound", "balanced"]
+if TYPE_CHECKING:
+    from .verdict import Verdict
 
-DISK_STAGES = frozenset({"read", "write"})
-CPU_STAGES = frozenset({"checksum", "compress", "encrypt", "decrypt", "decompress", "verify"})
-NET_STAGES = frozenset({"send", "recv"})
 STAGE_ORDER = ["read", "checksum", "compress", "encrypt", "send", "recv", "decrypt", "decompress",
                "verify", "write", "meta"]
-
-DOMINANT = 0.40  # a leader must take at least this share of its side's worker time
-MARGIN = 0.10  # ... and lead the runner-up by this much, else "balanced"
 DOWNSTREAM = "send+blocked"  # pseudo-stage names used in the rankings
 UPSTREAM = "recv+starved"
+PEER = {"sender": DOWNSTREAM, "receiver": UPSTREAM}
+PEER_STAGE = {"sender": "send", "receiver": "recv"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +45,9 @@ class StageSummary:
     nbytes: int
     count: int
     wall_s: float
+    on_cpu_s: float | None = None  # the CPU split of the stage's time (None: no schedstat)
+    runq_s: float | None = None
+    sleep_s: float | None = None
 
     @property
     def wait_s(self) -> float:
@@ -82,16 +77,69 @@ class StageSummary:
         return d
 
 
+_STAGE_FIELDS = {f.name for f in fields(StageSummary)}
+
+
 @dataclass(frozen=True)
-class Verdict:
-    kind: VerdictKind
-    stage: str
-    side: Role | None
-    evidence: str
-    hint: str
+class Split:
+    """Time split into on a CPU / runnable (waiting for one) / sleeping (blocked: I/O, poll, lock)."""
+
+    on_cpu_s: float = 0.0
+    runq_s: float = 0.0
+    sleep_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.on_cpu_s + self.runq_s + self.sleep_s
+
+    def share(self, part: str) -> float:
+        """Fraction of the total in part ("on_cpu", "runq" or "sleep"); 0 without time."""
+        total = self.total_s
+        return getattr(self, f"{part}_s") / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class SideCpu:
+    """One side's CPU picture: its stream workers' time split, and the counters around it."""
+
+    side: Role
+    split: Split  # stream workers, all stages and the gaps between them (empty: no schedstat)
+    stages: dict[str, Split]  # by ranking name (work stage, or the peer pseudo-stage)
+    data_wall_s: float = 0.0  # the side's wall time (first to last span or wait)
+    wall_s: float = 0.0  # of the counters below (the recording: start-up to the end)
+    cpus: int | None = None  # CPUs the process may run on
+    cpuset: tuple[int, ...] = ()
+    boot_id: str = ""  # the same on both sides when they share a host
+    process_cpu_s: float | None = None  # user + system time of the whole process
+    nivcsw: int | None = None  # involuntary context switches (preempted while runnable)
+    nvcsw: int | None = None
+    quota_cores: float | None = None  # the cgroup's CPU quota (None: none or not seen)
+    cgroup: str | None = None
+    periods: int = 0
+    throttled_periods: int = 0
+    throttled_s: float = 0.0
+    psi_some_s: float | None = None  # host: time some task waited for a CPU
+    unseen: tuple[str, ...] = ()  # counters that could not be read
+
+    @property
+    def has_sched(self) -> bool:
+        return self.split.total_s > 0
+
+    @property
+    def cpus_used(self) -> float:
+        """CPUs the stream workers kept busy on average over the side's wall time."""
+        return self.split.on_cpu_s / self.data_wall_s if self.data_wall_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["cpuset"] = list(self.cpuset)
+        d["unseen"] = list(self.unseen)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SideCpu:
+        return cls(**(d | {"split": Split(**d["split"]), "stages": {k: Split(**v) for k, v in d["stages"].items()},
+                           "cpuset": tuple(d.get("cpuset", ())), "unseen": tuple(d.get("unseen", ()))}))
 
 
 @dataclass
@@ -101,7 +149,9 @@ class TraceSummary:
     workers: dict[str, int]
     shares: dict[str, dict[str, float]]  # side -> ranking name -> share of worker time
     nbytes: int
-    verdict: Verdict = field(default_factory=lambda: Verdict("balanced", "none", None, "no data", ""))
+    cpu: dict[str, SideCpu] = field(default_factory=dict)
+    net: NetInputs = field(default_factory=NetInputs)  # what the network verdict reads
+    verdict: Verdict | None = None
 
     def render_text(self) -> str:
         return render_text(self)
@@ -109,9 +159,18 @@ class TraceSummary:
     def to_dict(self) -> dict[str, Any]:
         return summary_to_dict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TraceSummary:
+        """A summary from its to_dict() form (a --json report's "stats"), without its verdict:
+        compute_verdict() on it gives the verdict again."""
+        return cls([StageSummary(**{k: v for k, v in row.items() if k in _STAGE_FIELDS}) for row in d["stages"]],
+                   dict(d["wall_s"]), dict(d["workers"]), {k: dict(v) for k, v in d["shares"].items()}, d["bytes"],
+                   {side: SideCpu.from_dict(c) for side, c in d.get("cpu", {}).items()},
+                   NetInputs.from_dict(d.get("net", {})))
 
-def _is_meta(worker: str) -> bool:
-    return worker.startswith("meta")
+
+def is_meta(worker: str) -> bool:
+    return worker.startswith("meta") or worker.endswith("-meta")
 
 
 def _stage_rows(data: TraceData) -> list[StageSummary]:
@@ -126,24 +185,34 @@ def _stage_rows(data: TraceData) -> list[StageSummary]:
         a[3] += t.nbytes
         a[4] += t.spans
         workers.setdefault(stage, set()).add(worker)
+    split: dict[str, list[int]] = {}
+    for (_worker, stage), s in data.sched.items():
+        p = split.setdefault(stage, [0, 0, 0])
+        p[0] += s.cpu_ns
+        p[1] += s.runq_ns
+        p[2] += s.sleep_ns
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
-    return [
-        StageSummary(data.role, stage, len(workers[stage]), a[0] / 1e9, a[1] / 1e9, a[2] / 1e9, a[3], a[4], wall)
-        for stage, a in sorted(acc.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
-    ]
+    rows = []
+    for stage, a in sorted(acc.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
+        # the readings cover a little more than the stage's spans and waits (the µs between
+        # events, the tracer's own reading): their proportions, applied to the stage's time
+        parts, traced = split.get(stage), (a[0] + a[1] + a[2]) / 1e9
+        cpu: list[float | None] = [traced * x / sum(parts) for x in parts] if parts and sum(parts) else [None] * 3
+        rows.append(StageSummary(data.role, stage, len(workers[stage]), a[0] / 1e9, a[1] / 1e9, a[2] / 1e9, a[3],
+                                 a[4], wall, *cpu))
+    return rows
 
 
 def _shares(data: TraceData) -> tuple[dict[str, float], int]:
     """Ranking of one side: its peer-wait pseudo-stage and each work stage, as worker-time shares."""
-    stream_workers = {w for (w, _s) in data.totals if not _is_meta(w)}
+    stream_workers = {w for (w, _s) in data.totals if not is_meta(w)}
     denom = data.wall_ns * len(stream_workers)
-    peer = DOWNSTREAM if data.role == "sender" else UPSTREAM
-    peer_stage = "send" if data.role == "sender" else "recv"
+    peer, peer_stage = PEER[data.role], PEER_STAGE[data.role]
     peer_kind = "blocked" if data.role == "sender" else "starved"
     ns: dict[str, int] = {peer: 0}
     traced = 0
     for (worker, stage), t in data.totals.items():
-        if _is_meta(worker):
+        if is_meta(worker):
             continue
         traced += t.busy_ns + t.starved_ns + t.blocked_ns
         if stage == peer_stage:
@@ -158,150 +227,113 @@ def _shares(data: TraceData) -> tuple[dict[str, float], int]:
     return shares, len(stream_workers)
 
 
-def _ranked(shares: dict[str, float]) -> list[tuple[str, float]]:
-    return sorted(((k, v) for k, v in shares.items() if k != "untraced"), key=lambda kv: -kv[1])
+def _side_cpu(data: TraceData) -> SideCpu:
+    """The CPU split of the stream workers (whole side and per ranking name) and the counters.
 
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
-
-
-def _describe(side: str, ranking: list[tuple[str, float]], shares: dict[str, float]) -> str:
-    top = ", ".join(f"{k} {_pct(v)}" for k, v in ranking[:3])
-    return f"{side}: {top} of worker time (untraced {_pct(shares.get('untraced', 0.0))})"
-
-
-HINTS: dict[tuple[str, str], str] = {
-    ("network-bound", "*"): "the path limits: try more streams (-t 8 or more), check TCP buffer limits "
-    "(net.core.rmem_max/wmem_max, tcp_rmem/wmem) and MTU; use -l pacing if there is loss; "
-    "--ioengine dummy isolates the network",
-    ("disk-bound", "read"): "the source disk limits: check the disk (fio; --ioengine dummy::posix skips source reads to compare), "
-    "try --nodirect (page cache and its read-ahead) or larger blocks (--blocksize 4M); more streams only help devices with queue depth",
-    ("disk-bound", "write"): "the destination disk limits (the sender sees back-pressure): check the target "
-    "filesystem, try larger blocks (--blocksize 4M) or fewer streams; --ioengine posix::dummy skips writes to confirm; "
-    "--sparse helps mostly-zero data",
-    ("cpu-bound", "compress"): "zstd compression dominates: run without -C unless the link is slower than "
-    "the compress MB/s shown here times the streams",
-    ("cpu-bound", "decompress"): "zstd decompression on the receiver dominates: run without -C "
-    "or add streams (-t) if cores are idle",
-    ("cpu-bound", "encrypt"): "AES-GCM dominates: add streams (-t) up to the number of cores, pin with "
-    "cpumask in /etc/escp.conf, check the CPU has AES-NI / VAES",
-    ("cpu-bound", "decrypt"): "AES-GCM on the receiver dominates: add streams (-t) up to the receiver's cores, "
-    "pin with cpumask in /etc/escp.conf, check AES-NI / VAES",
-    ("cpu-bound", "checksum"): "block hashing dominates: add streams (-t); --nochecksum removes it "
-    "(not recommended: end-to-end integrity is lost)",
-    ("cpu-bound", "verify"): "block hash verification dominates: add streams (-t); --nochecksum removes it "
-    "(not recommended)",
-    ("cpu-bound", "*"): "a CPU stage dominates: add streams (-t) up to the number of cores, larger blocks (--blocksize)",
-    ("balanced", "untraced"): "most worker time is outside the traced stages (file open/close, metadata, "
-    "many small files, start-up): fewer streams for many small files, check the metadata path",
-    ("balanced", "*"): "no single stage dominates: raise streams (-t) and block size (--blocksize) together and "
-    "re-measure; check for other load on the hosts",
-}
-
-
-def _hint(kind: str, stage: str) -> str:
-    return HINTS.get((kind, stage)) or HINTS[(kind, "*")]
-
-
-def _classify_stage(stage: str) -> VerdictKind:
-    if stage in DISK_STAGES:
-        return "disk-bound"
-    return "cpu-bound"
-
-
-def _lead(ranking: list[tuple[str, float]]) -> tuple[str, float, float]:
-    name, share = ranking[0] if ranking else ("none", 0.0)
-    runner = ranking[1][1] if len(ranking) > 1 else 0.0
-    return name, share, runner
-
-
-def compute_verdict(summary: TraceSummary) -> Verdict:
-    """The bottleneck verdict from the per-side shares of a summary (see module doc)."""
-    s_sh = summary.shares.get("sender")
-    r_sh = summary.shares.get("receiver")
-    if not s_sh and not r_sh:
-        return Verdict("balanced", "none", None, "no trace data", _hint("balanced", "*"))
-
-    def balanced(side: Role, sh: dict[str, float], ranking: list[tuple[str, float]], why: str) -> Verdict:
-        name, _share, _r = _lead(ranking)
-        if sh.get("untraced", 0.0) >= 0.5:
-            return Verdict("balanced", "untraced", side, f"{why}; {_describe(side, ranking, sh)}",
-                           _hint("balanced", "untraced"))
-        stage = {DOWNSTREAM: "send", UPSTREAM: "recv"}.get(name, name)
-        return Verdict("balanced", stage, side, f"{why}; {_describe(side, ranking, sh)}", _hint("balanced", "*"))
-
-    def by_stage(side: Role, stage: str, evidence: str) -> Verdict:
-        kind = _classify_stage(stage)
-        return Verdict(kind, stage, side, evidence, _hint(kind, stage))
-
-    r_rank = _ranked(r_sh) if r_sh else []
-    if s_sh:
-        s_rank = _ranked(s_sh)
-        name, share, runner = _lead(s_rank)
-        if share < DOMINANT or share - runner < MARGIN:
-            return balanced("sender", s_sh, s_rank, "no clear leader on the sender")
-        if name != DOWNSTREAM:
-            ev = _describe("sender", s_rank, s_sh)
-            if r_sh:
-                ev += f"; receiver waits for data {_pct(r_sh.get(UPSTREAM, 0.0))}"
-            return by_stage("sender", name, ev)
-        ev_s = _describe("sender", s_rank, s_sh)
-        if not r_sh:
-            return Verdict("network-bound", "send", "sender",
-                           ev_s + "; no receiver trace, so receiver back-pressure is not ruled out",
-                           _hint("network-bound", "*"))
-    else:
-        ev_s = "no sender trace"
-    assert r_sh is not None
-    name, share, runner = _lead(r_rank)
-    ev = f"{ev_s}; {_describe('receiver', r_rank, r_sh)}"
-    if share < DOMINANT or share - runner < MARGIN:
-        return balanced("receiver", r_sh, r_rank, f"{ev_s}; no clear leader on the receiver")
-    if name == UPSTREAM:
-        return Verdict("network-bound", "send", "sender", ev, _hint("network-bound", "*"))
-    return by_stage("receiver", name, ev)
+    A work stage's waits count toward the peer pseudo-stage in the ranking, but the CPU
+    split is per (worker, stage), so a stage's split covers its spans and its own waits; for
+    the ranking names the work stages' splits are mostly their spans (a worker's waits for the
+    peer are recorded under send / recv)."""
+    total = [0, 0, 0]
+    per: dict[str, list[int]] = {}
+    peer, peer_stage = PEER[data.role], PEER_STAGE[data.role]
+    for (worker, stage), s in data.sched.items():
+        if is_meta(worker):
+            continue
+        parts = (s.cpu_ns, s.runq_ns, s.sleep_ns)
+        total = [a + b for a, b in zip(total, parts, strict=True)]
+        name = peer if stage == peer_stage else stage
+        per[name] = [a + b for a, b in zip(per.get(name, [0, 0, 0]), parts, strict=True)]
+    as_split = lambda v: Split(*(x / 1e9 for x in v))  # noqa: E731
+    cpu = data.cpu or {}
+    unseen = list(cpu.get("unseen", []))
+    if not data.sched:
+        unseen.insert(0, cpu.get("schedstat") or "no schedstat (on-CPU / runnable time)")
+    cg = cpu.get("cgroup") or {}
+    psi = cpu.get("psi_some_ns")
+    return SideCpu(
+        data.role, as_split(total), {k: as_split(v) for k, v in per.items()}, data_wall_s=data.wall_ns / 1e9,
+        wall_s=cpu.get("wall_ns", 0) / 1e9, cpus=cpu.get("cpus"), cpuset=tuple(cpu.get("cpuset", ())),
+        boot_id=cpu.get("boot_id", ""),
+        process_cpu_s=cpu["cpu_ns"] / 1e9 if "cpu_ns" in cpu else None,
+        nivcsw=cpu.get("nivcsw"), nvcsw=cpu.get("nvcsw"), quota_cores=cg.get("quota_cores"),
+        cgroup=cg.get("path"), periods=cg.get("periods", 0), throttled_periods=cg.get("throttled", 0),
+        throttled_s=cg.get("throttled_ns", 0) / 1e9, psi_some_s=psi / 1e9 if psi is not None else None,
+        unseen=tuple(unseen) if data.cpu is not None or not data.sched else ("no CPU counters",),
+    )
 
 
 def summarize(sender: TraceData | None, receiver: TraceData | None) -> TraceSummary:
-    """StageSummary rows of both sides plus the verdict."""
+    """StageSummary rows of both sides, their CPU pictures, and the verdict."""
+    from .verdict import compute_verdict
+
     stages: list[StageSummary] = []
     wall: dict[str, float] = {}
     workers: dict[str, int] = {}
     shares: dict[str, dict[str, float]] = {}
+    cpu: dict[str, SideCpu] = {}
     for data in (sender, receiver):
         if data is None:
             continue
         stages += _stage_rows(data)
         wall[data.role] = data.wall_ns / 1e9
         shares[data.role], workers[data.role] = _shares(data)
+        cpu[data.role] = _side_cpu(data)
     nbytes = 0
     for side, stage in (("sender", "read"), ("sender", "send"), ("receiver", "write"), ("receiver", "recv")):
         nbytes = sum(s.nbytes for s in stages if s.side == side and s.stage == stage)
         if nbytes:
             break
-    summary = TraceSummary(stages, wall, workers, shares, nbytes)
+    summary = TraceSummary(stages, wall, workers, shares, nbytes, cpu, net_inputs(sender, receiver))
     summary.verdict = compute_verdict(summary)
     return summary
 
 
+def _seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def describe_cpu(c: SideCpu) -> str:
+    """One line: where the side's worker time went and the counters that explain it."""
+    parts = []
+    if c.has_sched:
+        parts.append(f"on-CPU {pct(c.split.share('on_cpu'))}, runnable {pct(c.split.share('runq'))}, "
+                     f"sleeping {pct(c.split.share('sleep'))} of worker time")
+    if c.has_sched and c.cpus:
+        parts.append(f"workers used {c.cpus_used:.2f} of {c.cpus} CPUs")
+    if c.quota_cores is not None:
+        parts.append(f"cgroup quota {c.quota_cores:.2f} CPU, throttled in {c.throttled_periods} of "
+                     f"{c.periods} periods ({c.throttled_s:.2f} s)")
+    if c.nivcsw is not None:
+        parts.append(f"{c.nivcsw} involuntary context switches")
+    return f"{c.side}: " + ("; ".join(parts) if parts else "no CPU figures")
+
+
 def render_text(summary: TraceSummary) -> str:
-    """The table printed by `escp --stats`, then the verdict and the hint."""
+    """The table printed by `escp --stats`, the CPU lines, then the verdict and the hint."""
     head = f"{'side':<9}{'stage':<11}{'wkr':>4}{'busy s':>9}{'starved s':>11}{'blocked s':>11}" \
-           f"{'bytes':>13}{'MB/s busy':>11}{'util':>6}"
+           f"{'bytes':>13}{'MB/s busy':>11}{'util':>6}{'on-CPU s':>10}{'runq s':>9}{'sleep s':>9}"
     lines = [head, "-" * len(head)]
     for s in summary.stages:
         rate = f"{s.mb_per_s:.0f}" if s.mb_per_s is not None else "-"
         lines.append(
             f"{s.side:<9}{s.stage:<11}{s.workers:>4}{s.busy_s:>9.3f}{s.starved_s:>11.3f}{s.blocked_s:>11.3f}"
-            f"{format_bytes(s.nbytes) if s.nbytes else '-':>13}{rate:>11}{_pct(s.utilisation):>6}"
+            f"{format_bytes(s.nbytes) if s.nbytes else '-':>13}{rate:>11}{pct(s.utilisation):>6}"
+            f"{_seconds(s.on_cpu_s):>10}{_seconds(s.runq_s):>9}{_seconds(s.sleep_s):>9}"
         )
     walls = ", ".join(f"{side} {w:.3f} s x {summary.workers.get(side, 0)} workers" for side, w in summary.wall_s.items())
     lines.append(f"wall: {walls or '-'}; data {format_bytes(summary.nbytes)}")
+    lines += [f"cpu: {describe_cpu(c)}" for c in summary.cpu.values()]
     v = summary.verdict
-    where = f"{v.stage}, {v.side}" if v.side else v.stage
-    lines.append(f"verdict: {v.kind} ({where}): {v.evidence}")
-    lines.append(f"hint: {v.hint}")
+    if v is not None:
+        lines.append(f"verdict: {v.title()}: {v.evidence}")
+        if v.unseen:
+            lines.append(f"not seen: {'; '.join(v.unseen)}")
+        lines.append(f"hint: {v.hint}")
     return "\n".join(lines)
 
 
@@ -313,17 +345,24 @@ def summary_to_dict(summary: TraceSummary) -> dict[str, Any]:
         "bytes": summary.nbytes,
         "shares": {side: dict(sh) for side, sh in summary.shares.items()},
         "stages": [s.to_dict() for s in summary.stages],
-        "verdict": summary.verdict.to_dict(),
+        "cpu": {side: c.to_dict() for side, c in summary.cpu.items()},
+        "net": summary.net.to_dict(),
+        "verdict": summary.verdict.to_dict() if summary.verdict is not None else None,
     }
 
 
 __all__ = [
     "StageSummary",
-    "Verdict",
-    "VerdictKind",
+    "Split",
+    "SideCpu",
     "TraceSummary",
     "summarize",
-    "compute_verdict",
     "render_text",
     "summary_to_dict",
+    "describe_cpu",
+    "is_meta",
+    "pct",
+    "STAGE_ORDER",
+    "DOWNSTREAM",
+    "UPSTREAM",
 ]

@@ -29,6 +29,8 @@ from . import WaitKind
 Role = Literal["sender", "receiver"]
 WAIT_KINDS: tuple[WaitKind, ...] = ("starved", "blocked")  # wait "kind" column: index here
 ROLES: tuple[Role, ...] = ("sender", "receiver")
+# a worker's CPU split on the timeline: counters "<worker> on-CPU %", "<worker> runnable %", ...
+TIMELINE_SERIES = ("on-CPU %", "runnable %", "sleeping %")
 FORMAT_NAME = "escp-trace"
 FORMAT_VERSION = 2  # 2: columnar event tables and a string table (sched, cpu, rates: optional keys)
 
@@ -475,4 +477,5 @@ __all__ = [
     "Role",
     "ROLES",
     "WAIT_KINDS",
+    "TIMELINE_SERIES",
 ]
