@@ -204,22 +204,29 @@ def _stage_rows(data: TraceData) -> list[StageSummary]:
 
 
 def _shares(data: TraceData) -> tuple[dict[str, float], int]:
-    """Ranking of one side: its peer-wait pseudo-stage and each work stage, as worker-time shares."""
+    """Ranking of one side: its peer-wait pseudo-stage and each work stage, as worker-time shares.
+
+    With the CPU split, a (worker, stage)'s times are scaled to the wall time its readings
+    covered: a thread that waited for a CPU right after a span (at the system call of the
+    reading, where a preempted thread leaves) lost that time to the stage, not to no stage."""
     stream_workers = {w for (w, _s) in data.totals if not is_meta(w)}
     denom = data.wall_ns * len(stream_workers)
     peer, peer_stage = PEER[data.role], PEER_STAGE[data.role]
     peer_kind = "blocked" if data.role == "sender" else "starved"
-    ns: dict[str, int] = {peer: 0}
-    traced = 0
+    ns: dict[str, float] = {peer: 0}
+    traced = 0.0
     for (worker, stage), t in data.totals.items():
         if is_meta(worker):
             continue
-        traced += t.busy_ns + t.starved_ns + t.blocked_ns
+        own = t.busy_ns + t.starved_ns + t.blocked_ns
+        covered = data.sched[(worker, stage)].covered_ns if (worker, stage) in data.sched else 0
+        scale = covered / own if own and covered > own else 1.0
+        traced += own * scale
         if stage == peer_stage:
-            ns[peer] += t.busy_ns + t.starved_ns + t.blocked_ns
+            ns[peer] += own * scale
             continue
-        ns[stage] = ns.get(stage, 0) + t.busy_ns
-        ns[peer] += t.blocked_ns if peer_kind == "blocked" else t.starved_ns
+        ns[stage] = ns.get(stage, 0) + t.busy_ns * scale
+        ns[peer] += (t.blocked_ns if peer_kind == "blocked" else t.starved_ns) * scale
     if denom <= 0:
         return {k: 0.0 for k in ns} | {"untraced": 0.0}, len(stream_workers)
     shares = {k: v / denom for k, v in ns.items()}
@@ -307,7 +314,7 @@ def describe_cpu(c: SideCpu) -> str:
         parts.append(f"workers used {c.cpus_used:.2f} of {c.cpus} CPUs")
     if c.quota_cores is not None:
         parts.append(f"cgroup quota {c.quota_cores:.2f} CPU, throttled in {c.throttled_periods} of "
-                     f"{c.periods} periods ({c.throttled_s:.2f} s)")
+                     f"{c.periods} periods ({c.throttled_s:.2f} s, summed over CPUs)")
     if c.nivcsw is not None:
         parts.append(f"{c.nivcsw} involuntary context switches")
     return f"{c.side}: " + ("; ".join(parts) if parts else "no CPU figures")

@@ -52,9 +52,10 @@ DISK_STAGES = frozenset({"read", "write"})
 # too on a busy host, but that stage is what to change: cpu-bound, with the waiting in evidence.
 STARVED_RUNQ = 0.50
 STRETCH = 2.0
-DOMINANT_WORK = 0.60
+DOMINANT_WORK = 0.80
 SATURATED = 0.75
-# quota: the cgroup was throttled this share of the wall time, and the side was runnable this much
+# quota: the cgroup was throttled in this share of its CFS periods (or the workers used SATURATED
+# of the quota), and the side was runnable this much
 THROTTLED = 0.10
 QUOTA_RUNQ = 0.30
 BUSY_HOST = 0.30  # a cpu-bound verdict mentions the waiting for a CPU from this share on
@@ -163,15 +164,17 @@ def _split_text(name: str, s: Split) -> str:
 def starvation(c: SideCpu, peer: SideCpu | None) -> tuple[str, float] | None:
     """(cause, runnable share) when this side was starved of CPU, else None (see STRETCH).
 
-    A side whose transfer's own threads fill the CPUs they may use (with the peer's, when it
-    shares the host and CPUs) waits for itself: cpu-bound, judged by stage. A quota that
-    throttled the side is reported whenever the side waited for a CPU a good part of its time."""
+    A quota starves a side that waited for a CPU a good part of its time while its cgroup was
+    throttled or its workers used up the quota. A side whose transfer's own threads fill the
+    CPUs they may use (with the peer's, when it shares the host and CPUs) waits for itself:
+    cpu-bound, judged by stage."""
     if not c.has_sched:
         return None
     runq, on_cpu = c.split.share("runq"), c.split.share("on_cpu")
     if peer is not None and c.data_wall_s > 0 and peer.data_wall_s > c.data_wall_s:
         runq *= c.data_wall_s / peer.data_wall_s  # a side that finished early waited for a part of the transfer only
-    if c.quota_cores is not None and c.wall_s > 0 and c.throttled_s / c.wall_s >= THROTTLED and runq >= QUOTA_RUNQ:
+    if c.quota_cores is not None and runq >= QUOTA_RUNQ and (
+            c.periods and c.throttled_periods / c.periods >= THROTTLED or c.cpus_used >= SATURATED * c.quota_cores):
         return "quota", runq
     if runq < STARVED_RUNQ or runq < STRETCH * on_cpu:
         return None
@@ -182,8 +185,7 @@ def starvation(c: SideCpu, peer: SideCpu | None) -> tuple[str, float] | None:
     if peer is not None and peer.has_sched and peer.boot_id and peer.boot_id == c.boot_id and cpus & set(peer.cpuset):
         cpus |= set(peer.cpuset)
         used += peer.cpus_used
-    capacity = min(float(len(cpus) or c.cpus or 1), c.quota_cores or float("inf"))
-    if used >= SATURATED * capacity:
+    if used >= SATURATED * float(len(cpus) or c.cpus or 1):
         return None
     return "contention", runq
 
@@ -201,7 +203,7 @@ def describe_starved(c: SideCpu) -> str:
     parts = [f"{c.side}: runnable {pct(c.split.share('runq'))}, on-CPU {pct(c.split.share('on_cpu'))} of worker time"]
     if c.quota_cores is not None:
         parts.append(f"cgroup quota {c.quota_cores:.2f} CPU, throttled in {c.throttled_periods} of {c.periods} "
-                     f"periods ({c.throttled_s:.2f} s of {c.wall_s:.2f} s)")
+                     f"periods ({c.throttled_s:.2f} s, summed over CPUs)")
     parts.append(f"its workers used {c.cpus_used:.2f} of {c.cpus} CPUs")
     if c.nivcsw is not None:
         parts.append(f"{c.nivcsw} involuntary context switches")
