@@ -1,4 +1,4 @@
-"""nox sessions for escp: tests, lint, typecheck, datasets, bench, profile, regress, plots, flatc.
+"""nox sessions for escp: tests, lint, typecheck, datasets, bench, profile, regress, plots, verdicts, flatc.
 
 Sessions run in the CURRENT environment (no virtualenvs: default_venv_backend = "none"): the
 dev machine has every package installed, and CI installs them first with
@@ -64,6 +64,13 @@ def regress(session: nox.Session) -> None:
 def plots(session: nox.Session) -> None:
     """Re-render report.md, index.html and plots from stored results (latest run or -- RUN_DIR)."""
     run_module(session, "harness", "report")
+
+
+@nox.session
+def verdicts(session: nox.Session) -> None:
+    """The verdict matrix (root): injected bottlenecks x 3 runs, each verdict checked (-- --example to
+    refresh reports/example/verdicts.md)."""
+    run_module(session, "harness", "verdicts")
 
 
 @nox.session
