@@ -8,7 +8,8 @@ nothing is formatted until export. The data model and its document are in traced
 CPU accounting (on by default): each worker thread keeps its /proc/thread-self/schedstat
 open (escp.trace.sched.ThreadClock) and reads it at the end of every span and wait (~2 µs),
 so each (worker, stage) learns how much of its time was on a CPU, runnable (waiting for a
-CPU: contention or a cgroup quota) or blocked. now() takes a reading only when its thread
+CPU: contention or a cgroup quota) or sleeping (the run queue is read only when the thread
+was off its CPU since its last reading, so a CPU stage costs ~1 µs). now() takes a reading only when its thread
 was outside any span or wait for more than GAP_NS, and books that gap as "untraced". Every
 TIMELINE_NS a worker adds "<worker> on-CPU %", "runnable %" and "sleeping %" counters to the
 timeline, and, when the process's cgroup has a CPU quota, "cgroup throttled %". The bytes of
@@ -60,6 +61,7 @@ from .tracedata import (
 log = logging.getLogger("escp.trace")
 
 GAP_NS = 100_000  # now(): a thread outside spans and waits for longer gets its own reading
+OFF_CPU_MIN_NS = 20_000  # a reading looks at the run queue only after this much time off the CPU
 TIMELINE_NS = 100_000_000  # a worker's on-CPU / runnable / blocked counters: one sample per this
 CGROUP_SAMPLE_NS = 250_000_000  # "cgroup throttled %": one sample per this (only under a quota)
 RATE_BIN_NS = 50_000_000  # first width of the per-stream byte bins (doubled to stay in MAX_RATE_BINS)
@@ -67,8 +69,8 @@ UNTRACED = "untraced"  # the sched pseudo-stage of time between spans and waits
 NET_STAGE: dict[str, str] = {"sender": "send", "receiver": "recv"}
 
 # Per-(worker, stage) totals on the hot path are lists in StageTotals field order:
-# busy_ns, starved_ns, blocked_ns, nbytes, spans, starved_waits, blocked_waits (indexes 0..6);
-# the CPU split is [cpu_ns, runq_ns, covered_ns] (SchedTotals order).
+# busy_ns, starved_ns, blocked_ns, nbytes, spans, starved_waits, blocked_waits (indexes 0..6),
+# then the CPU split in SchedTotals order: cpu_ns, runq_ns, covered_ns (7..9).
 
 
 class _ThreadSched:
@@ -87,8 +89,14 @@ class _ThreadSched:
 
         The wall time is the reading's own, not the event's end: a thread that lost the GIL
         or its CPU between the event's end and this reading must not add runnable time to an
-        interval that does not contain it."""
-        t, cpu, runq = self.clock.read()
+        interval that does not contain it. The run queue is read only when the thread was off
+        its CPU for OFF_CPU_MIN_NS or more (or the clock pair was not read cleanly): a CPU
+        stage on a quiet host costs one thread-clock read (~1 µs), the full reading ~3 µs."""
+        pair = self.clock.cpu_time()
+        if pair is None or (pair[0] - self.t) - (pair[1] - self.cpu) >= OFF_CPU_MIN_NS:
+            t, cpu, runq = self.clock.read()
+        else:
+            (t, cpu), runq = pair, self.runq  # at most OFF_CPU_MIN_NS of run-queue time moves to the next reading
         out = (cpu - self.cpu, runq - self.runq, t - self.t)
         self.cpu, self.runq, self.t = cpu, runq, t
         return out
@@ -120,7 +128,7 @@ class RecordingTracer:
         # CPU accounting
         self._accounting = cpu_accounting
         self._local = threading.local()
-        self._sched: dict[tuple[str, str], list[int]] = {}
+        self._untraced: dict[str, list[int]] = {}  # worker -> CPU split of its time outside events
         self._schedstat_missing: str | None = None if cpu_accounting else "CPU accounting turned off"
         self._cpu_start = schedmod.snapshot() if cpu_accounting else None
         quota_dirs = [cg for cg in self._cpu_start.cgroups if cg.quota_cores] if self._cpu_start else []
@@ -141,11 +149,11 @@ class RecordingTracer:
                 th = getattr(self._local, "th", None)
                 if th is None:
                     self._new_thread()
-                elif th and t - th.t > GAP_NS:  # the thread was outside spans and waits: book the gap
+                elif t - th.t > GAP_NS:  # the thread was outside spans and waits: book the gap
                     gap = th.take()
                     if th.worker is not None:
                         with self._lock:
-                            self._add_sched((th.worker, UNTRACED), gap)
+                            self._add_untraced(th.worker, gap)
             except Exception as exc:
                 self._fail(exc)
         return t
@@ -183,13 +191,15 @@ class RecordingTracer:
     def _record(self, worker: str, stage: str, t0: int, t1: int, event: tuple[Any, ...], i_ns: int, i_n: int,
                 nbytes: int) -> None:
         """Totals, CPU split and log of one span (i_ns 0) or wait (1 starved, 2 blocked)."""
-        th = self._thread() if self._accounting else None
+        th: _ThreadSched | None = getattr(self._local, "th", None) if self._accounting else None
+        if th is None and self._accounting:
+            th = self._new_thread()
         split = th.take() if th is not None else None
         key = (worker, stage)
         with self._lock:
             tot = self._totals.get(key)
             if tot is None:
-                tot = self._totals[key] = [0, 0, 0, 0, 0, 0, 0]
+                tot = self._totals[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
             tot[i_ns] += t1 - t0
             tot[i_n] += 1
             if nbytes:
@@ -201,7 +211,9 @@ class RecordingTracer:
             if t0 < self._t_first or self._t_first == 0:
                 self._t_first = t0
             if split is not None:
-                self._add_sched(key, split)
+                tot[7] += split[0]
+                tot[8] += split[1]
+                tot[9] += split[2]
             self._append(event)
         if th is not None:
             th.worker = worker
@@ -252,10 +264,11 @@ class RecordingTracer:
             c.maximum = v
         self._append(new_event(CounterEvent, (ts, name, v)))
 
-    def _add_sched(self, key: tuple[str, str], split: tuple[int, int, int]) -> None:
-        s = self._sched.get(key)
+    def _add_untraced(self, worker: str, split: tuple[int, int, int]) -> None:
+        """A worker's time between spans and waits (its CPU split only: no span, no wait)."""
+        s = self._untraced.get(worker)
         if s is None:
-            s = self._sched[key] = [0, 0, 0]
+            s = self._untraced[worker] = [0, 0, 0]
         s[0] += split[0]
         s[1] += split[1]
         s[2] += split[2]
@@ -276,19 +289,14 @@ class RecordingTracer:
             bins.extend([0] * (i + 1 - len(bins)))
         bins[i] += nbytes
 
-    def _thread(self) -> _ThreadSched | None:
-        th = getattr(self._local, "th", None)
-        if th is None:
-            return self._new_thread()
-        return th or None
-
     def _new_thread(self) -> _ThreadSched | None:
-        """This thread's schedstat clock (False in the thread-local when the kernel has none)."""
+        """This thread's schedstat clock; without one (the kernel has none) the CPU accounting
+        stops for every thread."""
         try:
             th = _ThreadSched(schedmod.ThreadClock())
         except schedmod.SchedstatUnavailable as exc:
             self._schedstat_missing = f"no schedstat ({exc})"
-            self._local.th = False
+            self._accounting = False
             return None
         self._local.th = th
         return th
@@ -347,12 +355,14 @@ class RecordingTracer:
         end = schedmod.snapshot() if self._cpu_start is not None else None
         with self._lock:
             events = list(self._head) + list(self._tail)
-            totals = {k: StageTotals(*v) for k, v in self._totals.items()}
+            totals = {k: StageTotals(*v[:7]) for k, v in self._totals.items()}
+            sched = {k: SchedTotals(*v[7:]) for k, v in self._totals.items() if v[9]}
+            sched |= {(w, UNTRACED): SchedTotals(*v) for w, v in self._untraced.items()}
             counters = {k: CounterTotals(c.count, c.last, c.minimum, c.maximum) for k, c in self._counters.items()}
             data = TraceData(
                 role=self.role, pid=os.getpid(), t_first_ns=self._t_first, t_last_ns=self._t_last,
                 max_events=self.max_events, dropped=self._dropped, totals=totals, counter_totals=counters,
-                sched={k: SchedTotals(*v) for k, v in self._sched.items()},
+                sched=sched,
                 rates=RateBins(self._bin_ns, self._rate_t0, {w: list(b) for w, b in self._bins.items()}),
             )
         if self._cpu_start is not None and end is not None:
