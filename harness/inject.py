@@ -175,8 +175,11 @@ class SideCgroup(contextlib.AbstractContextManager["SideCgroup"]):
         return self.path / "cgroup.procs"
 
     def limit_io(self, device: str, read_bps: int | None, write_bps: int | None) -> None:
-        """v2 io.max for a device "MAJ:MIN" on this cgroup."""
+        """v2 io.max for a device "MAJ:MIN" on this cgroup. Writeback is charged to a cgroup only
+        when it has both the memory and the io controller, so memory is enabled too when there."""
         _enable(self.layout.cpu_root, "io")
+        if "memory" in _controllers(self.layout.cpu_root):
+            _enable(self.layout.cpu_root, "memory")
         limits = " ".join(f"{k}={v}" for k, v in (("rbps", read_bps), ("wbps", write_bps)) if v)
         _write(self.path / "io.max", f"{device} {limits}\n")
 

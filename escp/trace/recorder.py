@@ -5,12 +5,13 @@ RecordingTracer implements the escp.trace.Tracer protocol for one side of a tran
 the C tuple constructor) under one lock and adds to the per-(worker, stage) totals;
 nothing is formatted until export. The data model and its document are in tracedata.py.
 
-CPU accounting (on by default): each worker thread keeps its /proc/thread-self/schedstat
-open (escp.trace.sched.ThreadClock) and reads it at the end of every span and wait (~2 µs),
-so each (worker, stage) learns how much of its time was on a CPU, runnable (waiting for a
-CPU: contention or a cgroup quota) or sleeping (the run queue is read only when the thread
-was off its CPU since its last reading, so a CPU stage costs ~1 µs). now() takes a reading only when its thread
-was outside any span or wait for more than GAP_NS, and books that gap as "untraced". Every
+CPU accounting (on by default): each worker thread reads its own clocks at the end of every
+span and wait (escp.trace.sched.ThreadClock: its thread CPU clock, and, after time off the
+CPU, the run queue time in its /proc/thread-self/schedstat, kept open), so each (worker,
+stage) learns how much of its time was on a CPU, runnable (waiting for a CPU: contention or
+a cgroup quota) or sleeping (I/O, poll, lock, sleep). A reading costs ~1 µs after time on
+the CPU, ~3 µs after a wait. now() takes a reading only when its thread was outside any span
+or wait for more than GAP_NS, and books that gap as "untraced". Every
 TIMELINE_NS a worker adds "<worker> on-CPU %", "runnable %" and "sleeping %" counters to the
 timeline, and, when the process's cgroup has a CPU quota, "cgroup throttled %". The bytes of
 each stream's network stage (send / recv) are summed per time bin for the verdict (tracedata

@@ -234,6 +234,10 @@ def _shares(data: TraceData) -> tuple[dict[str, float], int]:
     return shares, len(stream_workers)
 
 
+def _seconds_split(ns: list[int]) -> Split:
+    return Split(*(x / 1e9 for x in ns))
+
+
 def _side_cpu(data: TraceData) -> SideCpu:
     """The CPU split of the stream workers (whole side and per ranking name) and the counters.
 
@@ -251,22 +255,21 @@ def _side_cpu(data: TraceData) -> SideCpu:
         total = [a + b for a, b in zip(total, parts, strict=True)]
         name = peer if stage == peer_stage else stage
         per[name] = [a + b for a, b in zip(per.get(name, [0, 0, 0]), parts, strict=True)]
-    as_split = lambda v: Split(*(x / 1e9 for x in v))  # noqa: E731
     cpu = data.cpu or {}
-    unseen = list(cpu.get("unseen", []))
+    unseen = list(cpu.get("unseen", [])) if data.cpu is not None else ["no CPU counters (cgroup, context switches)"]
     if not data.sched:
         unseen.insert(0, cpu.get("schedstat") or "no schedstat (on-CPU / runnable time)")
     cg = cpu.get("cgroup") or {}
     psi = cpu.get("psi_some_ns")
     return SideCpu(
-        data.role, as_split(total), {k: as_split(v) for k, v in per.items()}, data_wall_s=data.wall_ns / 1e9,
+        data.role, _seconds_split(total), {k: _seconds_split(v) for k, v in per.items()}, data_wall_s=data.wall_ns / 1e9,
         wall_s=cpu.get("wall_ns", 0) / 1e9, cpus=cpu.get("cpus"), cpuset=tuple(cpu.get("cpuset", ())),
         boot_id=cpu.get("boot_id", ""),
         process_cpu_s=cpu["cpu_ns"] / 1e9 if "cpu_ns" in cpu else None,
         nivcsw=cpu.get("nivcsw"), nvcsw=cpu.get("nvcsw"), quota_cores=cg.get("quota_cores"),
         cgroup=cg.get("path"), periods=cg.get("periods", 0), throttled_periods=cg.get("throttled", 0),
         throttled_s=cg.get("throttled_ns", 0) / 1e9, psi_some_s=psi / 1e9 if psi is not None else None,
-        unseen=tuple(unseen) if data.cpu is not None or not data.sched else ("no CPU counters",),
+        unseen=tuple(unseen),
     )
 
 
