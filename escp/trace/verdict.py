@@ -5,12 +5,13 @@ Classes (Verdict.kind), each naming the side:
     cpu-starved    a side's workers were runnable but not running: a cgroup CPU quota
                    (cause "quota": the cgroup was throttled) or other processes on its CPUs
                    (cause "contention": runnable most of the time and far longer than on a
-                   CPU, the work spread over its stages, while the transfer used well under
-                   the CPUs it may run on).
+                   CPU, hardly ever asleep waiting for its peer, the work spread over its
+                   stages, while the transfer used well under the CPUs it may run on).
     cpu-bound      a stage's own work on a CPU limits: compress, encrypt, ... or the kernel's
-                   copy in read / write (page cache) or send / recv (loopback).
-    disk-bound     read (sender) or write (receiver) limits while its thread sleeps in I/O:
-                   off-CPU and not runnable.
+                   copy in read / write (page cache) or send / recv (loopback): more of
+                   the stage's time on a CPU than asleep.
+    disk-bound     read (sender) or write (receiver) limits while its thread sleeps in I/O
+                   (more of its time asleep than on a CPU; runnable time is contention).
     network-bound  both ends wait on the network: the sender blocked in send, the receiver
                    starved in recv, both asleep. Cause "link-saturated" (the streams share one
                    flat total: more streams will not help), "window-limited" (each stream
@@ -52,6 +53,7 @@ DISK_STAGES = frozenset({"read", "write"})
 # too on a busy host, but that stage is what to change: cpu-bound, with the waiting in evidence.
 STARVED_RUNQ = 0.50
 STRETCH = 2.0
+PEER_SLEEP = 0.15  # ... and slept waiting for its peer less than this share (else it was not the limit)
 DOMINANT_WORK = 0.80
 SATURATED = 0.75
 # quota: the cgroup was throttled in this share of its CFS periods (or the workers used SATURATED
@@ -59,7 +61,6 @@ SATURATED = 0.75
 THROTTLED = 0.10
 QUOTA_RUNQ = 0.30
 BUSY_HOST = 0.30  # a cpu-bound verdict mentions the waiting for a CPU from this share on
-SLEEPING = 0.5  # a stage whose time is at least this share asleep is waiting (disk, network), not computing
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,9 @@ def starvation(c: SideCpu, peer: SideCpu | None) -> tuple[str, float] | None:
         return "quota", runq
     if runq < STARVED_RUNQ or runq < STRETCH * on_cpu:
         return None
+    peer_wait = c.stages.get(DOWNSTREAM if c.side == "sender" else UPSTREAM)
+    if peer_wait is not None and peer_wait.sleep_s >= PEER_SLEEP * c.split.total_s:
+        return None  # it slept waiting for its peer or the network: its waits for a CPU cost no throughput
     top_work = max((s.on_cpu_s for s in c.stages.values()), default=0.0)
     if c.split.on_cpu_s > 0 and top_work >= DOMINANT_WORK * c.split.on_cpu_s:
         return None
@@ -276,6 +280,13 @@ def compute_verdict(summary: TraceSummary) -> Verdict:
     return _by_stage(summary, "receiver", name, ev, unseen)
 
 
+def _computing(split: Split) -> bool:
+    """A stage that spent more of its time on a CPU than asleep computes (a copy in the kernel,
+    say); one that slept more waits (the device, the network). Its runnable time says neither:
+    it is the host's contention, judged by starvation()."""
+    return split.on_cpu_s > split.sleep_s
+
+
 def _by_stage(summary: TraceSummary, side: Role, stage: str, ev: str, unseen: tuple[str, ...]) -> Verdict:
     """A work stage leads: the disk when it sleeps in read / write, else the CPU."""
     c = summary.cpu.get(side)
@@ -286,7 +297,7 @@ def _by_stage(summary: TraceSummary, side: Role, stage: str, ev: str, unseen: tu
         ev += (f"; the {side}'s workers also waited for a CPU {pct(c.split.share('runq'))} of their time "
                f"({c.split.runq_s / max(c.split.on_cpu_s, 1e-9):.1f}x their time on one): the host is busy")
     if stage in DISK_STAGES:
-        if split is None or split.total_s <= 0 or split.share("sleep") >= SLEEPING:
+        if split is None or not _computing(split):
             return Verdict("disk-bound", stage, side, ev, hint_for("disk-bound", stage), unseen=unseen)
         return Verdict("cpu-bound", stage, side, ev, hint_for("cpu-bound", stage), "page-cache copy", unseen)
     return Verdict("cpu-bound", stage, side, ev, hint_for("cpu-bound", stage), unseen=unseen)
@@ -298,7 +309,7 @@ def _network(summary: TraceSummary, ev: str, unseen: tuple[str, ...]) -> Verdict
     for side, pseudo, stage in (("sender", DOWNSTREAM, "send"), ("receiver", UPSTREAM, "recv")):
         c = summary.cpu.get(side)
         split = c.stages.get(pseudo) if c is not None else None
-        if split is not None and split.total_s > 0 and split.share("sleep") < SLEEPING:
+        if split is not None and _computing(split):
             return Verdict("cpu-bound", stage, side,  # type: ignore[arg-type]
                            f"{ev}; {_split_text(stage, split)}: the socket copies, not the network",
                            hint_for("cpu-bound", stage), "socket copy", unseen)

@@ -114,6 +114,16 @@ def test_contention_needs_long_waits_per_unit_of_work() -> None:
     assert "the host is busy" in v.evidence
 
 
+def test_a_side_that_sleeps_waiting_for_its_peer_is_not_starved() -> None:
+    # both sides wait for CPUs on a busy host, but the receiver also sleeps a third of its time
+    # waiting for data: the link paces the transfer, its waits for a CPU cost no throughput
+    snd = with_cpu(synthetic("sender", 2, WALL_S, BLOCKED_SENDER), {"send": (0.02, 0.3, 0.6)})
+    rcv = with_cpu(synthetic("receiver", 2, WALL_S, {"recv": (0.05, 0.65, 0), "write": (0.25, 0, 0)}),
+                   {"recv": (0.04, 0.3, 0.33), "write": (0.02, 0.23, 0.0)})
+    v = verdict(snd, rcv)
+    assert v.kind == "network-bound", v
+
+
 def test_a_cpu_stage_on_a_busy_host_is_cpu_bound() -> None:
     # zstd -19 on a loaded host: compress waits 3x as long as it runs: its own work is the limit
     snd = with_cpu(synthetic("sender", 2, WALL_S, {"compress": (0.95, 0, 0), "send": (0.01, 0, 0.01)}),
