@@ -41,7 +41,7 @@ RUN_TIMEOUT_S = 300
 STREAMS = 2
 # the hog injection: busy loops sharing the side's CPU; the other side gets a CPU of its own at
 # this weight, so that the machine's other load (a shared 2-CPU host) does not starve it too
-HOGS = 2
+HOGS = 4
 PROTECT_WEIGHT = 10
 
 

@@ -51,7 +51,7 @@ DISK_STAGES = frozenset({"read", "write"})
 # the transfer's workers kept less than SATURATED of the CPUs they may use busy (else its own
 # threads outnumber the CPUs). One stage doing nearly all the work (zstd at a high level) waits
 # too on a busy host, but that stage is what to change: cpu-bound, with the waiting in evidence.
-STARVED_RUNQ = 0.50
+STARVED_RUNQ = 0.40
 STRETCH = 2.0
 PEER_SLEEP = 0.15  # ... and slept waiting for its peer less than this share (else it was not the limit)
 DOMINANT_WORK = 0.80

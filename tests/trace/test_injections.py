@@ -24,7 +24,7 @@ from tests.helpers import random_file
 MiB = 1 << 20
 LOCK = Path("/tmp/escp-injection-tests.lock")
 # small scale: a second or so of data per injection on a two-CPU machine
-SIZES_MIB = {"quota-receiver": 24, "quota-sender": 3, "hog-sender": 32, "hog-receiver": 32, "link-tbf": 64,
+SIZES_MIB = {"quota-receiver": 24, "quota-sender": 3, "hog-sender": 128, "hog-receiver": 128, "link-tbf": 64,
              "disk-write": 32, "disk-read": 16}
 OUTSIDE = [inj for inj in verdicts.INJECTIONS if inj.outside]
 

@@ -2,9 +2,9 @@
 constructed inputs.
 
 Recorded: tests/trace/data/verdict_inputs.json holds the --json "stats" of one run of each
-injection of the verdict matrix (harness/verdicts.py, copied from reports/example/verdicts.json):
-the verdict computed again from them must be the recorded one, and the injection's expected
-class and side. Constructed: the rules' edges one at a time: quota, contention against a
+injection of the verdict matrix (harness/verdicts.py, copied from reports/example/verdicts.json),
+and, under "<injection>/<edge>", runs of earlier matrix runs that the first rules got wrong:
+the verdict computed again from them must name the injection's expected class and side. Constructed: the rules' edges one at a time: quota, contention against a
 transfer that fills its own CPUs, a CPU stage on a busy host, the page-cache copy, socket
 copies on loopback, the network classes with and without TCP_INFO, and missing counters.
 """
@@ -35,15 +35,16 @@ def _recorded() -> list[tuple[str, dict[str, Any]]]:
 
 
 @pytest.mark.parametrize("name,stats", _recorded(), ids=[n for n, _s in _recorded()])
-def test_recorded_runs_give_their_verdict_again(name: str, stats: dict[str, Any]) -> None:
+def test_recorded_runs_give_the_injected_verdict(name: str, stats: dict[str, Any]) -> None:
     again = compute_verdict(TraceSummary.from_dict(stats)).to_dict()
-    fields = ("kind", "cause", "stage", "side")  # the evidence's wording may change, not what it says
-    assert [again[f] for f in fields] == [stats["verdict"][f] for f in fields]
-    assert EXPECT[name].matches(again), again
+    assert EXPECT[name.split("/")[0]].matches(again), again
+    if "/" not in name:  # the example run: the same verdict as when it ran (not its wording)
+        fields = ("kind", "cause", "stage", "side")
+        assert [again[f] for f in fields] == [stats["verdict"][f] for f in fields]
 
 
 def test_recorded_inputs_cover_every_injection() -> None:
-    assert {n for n, _s in _recorded()} == set(EXPECT)
+    assert {n.split("/")[0] for n, _s in _recorded()} == set(EXPECT)
 
 
 # -- constructed inputs ------------------------------------------------------------------------
