@@ -42,8 +42,8 @@ from .tracedata import Role
 VerdictKind = Literal["cpu-starved", "cpu-bound", "disk-bound", "network-bound", "balanced"]
 
 DOMINANT = 0.40  # a leader must take at least this share of its side's worker time
-EARLY = 1.5  # a sender done this many times sooner than the receiver is not the limit
 MARGIN = 0.10  # ... and lead the runner-up by this much, else "balanced"
+EARLY = 1.5  # a receiver that took this many times as long as its sender decides (the data sat in buffers)
 DISK_STAGES = frozenset({"read", "write"})
 # cpu-starved (contention): runnable for at least STARVED_RUNQ of the side's worker time and
 # STRETCH times as long as on a CPU (the side got under a third of the CPU time it was ready to
