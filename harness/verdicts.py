@@ -205,6 +205,7 @@ class RunResult:
     wall_s: float
     error: str | None = None
     stats: dict[str, Any] | None = None  # the run's --json "stats": everything its verdict was made from
+    unset: bool = False  # the injection itself could not be set up (the error says why)
 
 
 def source_file(base: Path, content: str, size_mib: int) -> Path:
@@ -243,7 +244,10 @@ def run_once(inj: Injection, src: Path, work: Path, run: int) -> RunResult:
                 return RunResult(inj.name, run, False, False, None, wall, f"exit {r.returncode}: {r.stderr[-500:]}")
             if inj.verify and file_digest(p.dest) != file_digest(p.src):
                 return RunResult(inj.name, run, False, False, None, wall, "the copy differs from the source")
-    except (inject.InjectionError, OSError, subprocess.SubprocessError) as exc:
+    except inject.InjectionError as exc:
+        return RunResult(inj.name, run, False, False, None, time.monotonic() - t0, f"injection not set up: {exc}",
+                         unset=True)
+    except (OSError, subprocess.SubprocessError) as exc:
         return RunResult(inj.name, run, False, False, None, time.monotonic() - t0, f"{type(exc).__name__}: {exc}")
     stats = json.loads(report.read_text())["stats"]
     return RunResult(inj.name, run, True, inj.expect.matches(stats["verdict"]), stats["verdict"], wall, None, stats)

@@ -55,6 +55,8 @@ def test_injected_bottleneck_names_class_and_side(inj: verdicts.Injection, tmp_p
     _skip_unless(*inj.needs)
     src = random_file(tmp_path / "src.bin", SIZES_MIB[inj.name] * MiB)
     res = verdicts.run_once(inj, src, tmp_path / "run", 0)
+    if res.unset:  # the facility is there but refuses this use (a kernel or cgroup set-up of its own)
+        pytest.skip(res.error or "injection not set up")
     assert res.ok, res.error
     assert res.verdict is not None and res.stats is not None
     print(res.verdict)  # shown when the test fails
