@@ -18,8 +18,8 @@ Call pattern in a stage worker:
 Modules: recorder (RecordingTracer: the hot path), tracedata (TraceData, the recording as
 data and its export/load), sched (per-thread schedstat, cgroup throttling, context switches:
 where a stage's time went), chrome (Chrome Trace Event JSON of both sides), summary
-(per-stage table, CPU split per side), verdict (what limited the transfer) and netclass (which
-kind of network limit). See docs/tuning.md.
+(per-stage table), sidecpu (a side's CPU split and counters), verdict (what limited the
+transfer) and netclass (which kind of network limit). See docs/tuning.md.
 
 Stage names: sender read, checksum, compress, encrypt, send; receiver recv, decrypt,
 decompress, verify, write; plus "meta" for the metadata channel. Workers are strings

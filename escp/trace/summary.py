@@ -2,9 +2,9 @@
 
 summarize(sender, receiver) turns the exact totals of both sides (TraceData) into one
 StageSummary per (side, stage), the worker-time shares each side is ranked by, each side's
-CPU picture (SideCpu: on a CPU / runnable / sleeping, plus its cgroup quota and throttling,
-context switches and host CPU pressure) and the network figures (escp.trace.netclass), then
-asks escp.trace.verdict for the verdict. The summary's dict form holds everything the verdict
+CPU picture (escp.trace.sidecpu: on a CPU / runnable / sleeping, plus its cgroup quota and
+throttling, context switches and host CPU pressure) and the network figures
+(escp.trace.netclass), then asks escp.trace.verdict for the verdict. The summary's dict form holds everything the verdict
 reads, so TraceSummary.from_dict() on a --json report's "stats" gives the verdict again.
 
 The engine runs one thread per stream doing every stage in turn, so the time of one worker
@@ -17,21 +17,16 @@ busy + send waits + blocked waits of any stage; the receiver's "upstream" time i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..units import format_bytes
 from .netclass import NetInputs, net_inputs
+from .sidecpu import PEER, PEER_STAGE, SideCpu, describe_cpu, is_meta, pct, side_cpu
 from .tracedata import Role, TraceData
-
-if TYPE_CHECKING:
-    from .verdict import Verdict
+from .verdict import Verdict, compute_verdict
 
 STAGE_ORDER = ["read", "checksum", "compress", "encrypt", "send", "recv", "decrypt", "decompress",
                "verify", "write", "meta"]
-DOWNSTREAM = "send+blocked"  # pseudo-stage names used in the rankings
-UPSTREAM = "recv+starved"
-PEER = {"sender": DOWNSTREAM, "receiver": UPSTREAM}
-PEER_STAGE = {"sender": "send", "receiver": "recv"}
 
 
 @dataclass(frozen=True)
@@ -80,68 +75,6 @@ class StageSummary:
 _STAGE_FIELDS = {f.name for f in fields(StageSummary)}
 
 
-@dataclass(frozen=True)
-class Split:
-    """Time split into on a CPU / runnable (waiting for one) / sleeping (blocked: I/O, poll, lock)."""
-
-    on_cpu_s: float = 0.0
-    runq_s: float = 0.0
-    sleep_s: float = 0.0
-
-    @property
-    def total_s(self) -> float:
-        return self.on_cpu_s + self.runq_s + self.sleep_s
-
-    def share(self, part: str) -> float:
-        """Fraction of the total in part ("on_cpu", "runq" or "sleep"); 0 without time."""
-        total = self.total_s
-        return getattr(self, f"{part}_s") / total if total > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class SideCpu:
-    """One side's CPU picture: its stream workers' time split, and the counters around it."""
-
-    side: Role
-    split: Split  # stream workers, all stages and the gaps between them (empty: no schedstat)
-    stages: dict[str, Split]  # by ranking name (work stage, or the peer pseudo-stage)
-    data_wall_s: float = 0.0  # the side's wall time (first to last span or wait)
-    wall_s: float = 0.0  # of the counters below (the recording: start-up to the end)
-    cpus: int | None = None  # CPUs the process may run on
-    cpuset: tuple[int, ...] = ()
-    boot_id: str = ""  # the same on both sides when they share a host
-    process_cpu_s: float | None = None  # user + system time of the whole process
-    nivcsw: int | None = None  # involuntary context switches (preempted while runnable)
-    nvcsw: int | None = None
-    quota_cores: float | None = None  # the cgroup's CPU quota (None: none or not seen)
-    cgroup: str | None = None
-    periods: int = 0
-    throttled_periods: int = 0
-    throttled_s: float = 0.0
-    psi_some_s: float | None = None  # host: time some task waited for a CPU
-    unseen: tuple[str, ...] = ()  # counters that could not be read
-
-    @property
-    def has_sched(self) -> bool:
-        return self.split.total_s > 0
-
-    @property
-    def cpus_used(self) -> float:
-        """CPUs the stream workers kept busy on average over the side's wall time."""
-        return self.split.on_cpu_s / self.data_wall_s if self.data_wall_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["cpuset"] = list(self.cpuset)
-        d["unseen"] = list(self.unseen)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SideCpu:
-        return cls(**(d | {"split": Split(**d["split"]), "stages": {k: Split(**v) for k, v in d["stages"].items()},
-                           "cpuset": tuple(d.get("cpuset", ())), "unseen": tuple(d.get("unseen", ()))}))
-
-
 @dataclass
 class TraceSummary:
     stages: list[StageSummary]
@@ -168,9 +101,6 @@ class TraceSummary:
                    {side: SideCpu.from_dict(c) for side, c in d.get("cpu", {}).items()},
                    NetInputs.from_dict(d.get("net", {})))
 
-
-def is_meta(worker: str) -> bool:
-    return worker.startswith("meta") or worker.endswith("-meta")
 
 
 def _stage_rows(data: TraceData) -> list[StageSummary]:
@@ -234,49 +164,9 @@ def _shares(data: TraceData) -> tuple[dict[str, float], int]:
     return shares, len(stream_workers)
 
 
-def _seconds_split(ns: list[int]) -> Split:
-    return Split(*(x / 1e9 for x in ns))
-
-
-def _side_cpu(data: TraceData) -> SideCpu:
-    """The CPU split of the stream workers (whole side and per ranking name) and the counters.
-
-    A work stage's waits count toward the peer pseudo-stage in the ranking, but the CPU
-    split is per (worker, stage), so a stage's split covers its spans and its own waits; for
-    the ranking names the work stages' splits are mostly their spans (a worker's waits for the
-    peer are recorded under send / recv)."""
-    total = [0, 0, 0]
-    per: dict[str, list[int]] = {}
-    peer, peer_stage = PEER[data.role], PEER_STAGE[data.role]
-    for (worker, stage), s in data.sched.items():
-        if is_meta(worker):
-            continue
-        parts = (s.cpu_ns, s.runq_ns, s.sleep_ns)
-        total = [a + b for a, b in zip(total, parts, strict=True)]
-        name = peer if stage == peer_stage else stage
-        per[name] = [a + b for a, b in zip(per.get(name, [0, 0, 0]), parts, strict=True)]
-    cpu = data.cpu or {}
-    unseen = list(cpu.get("unseen", [])) if data.cpu is not None else ["no CPU counters (cgroup, context switches)"]
-    if not data.sched:
-        unseen.insert(0, cpu.get("schedstat") or "no schedstat (on-CPU / runnable time)")
-    cg = cpu.get("cgroup") or {}
-    psi = cpu.get("psi_some_ns")
-    return SideCpu(
-        data.role, _seconds_split(total), {k: _seconds_split(v) for k, v in per.items()}, data_wall_s=data.wall_ns / 1e9,
-        wall_s=cpu.get("wall_ns", 0) / 1e9, cpus=cpu.get("cpus"), cpuset=tuple(cpu.get("cpuset", ())),
-        boot_id=cpu.get("boot_id", ""),
-        process_cpu_s=cpu["cpu_ns"] / 1e9 if "cpu_ns" in cpu else None,
-        nivcsw=cpu.get("nivcsw"), nvcsw=cpu.get("nvcsw"), quota_cores=cg.get("quota_cores"),
-        cgroup=cg.get("path"), periods=cg.get("periods", 0), throttled_periods=cg.get("throttled", 0),
-        throttled_s=cg.get("throttled_ns", 0) / 1e9, psi_some_s=psi / 1e9 if psi is not None else None,
-        unseen=tuple(unseen),
-    )
-
 
 def summarize(sender: TraceData | None, receiver: TraceData | None) -> TraceSummary:
     """StageSummary rows of both sides, their CPU pictures, and the verdict."""
-    from .verdict import compute_verdict
-
     stages: list[StageSummary] = []
     wall: dict[str, float] = {}
     workers: dict[str, int] = {}
@@ -288,7 +178,7 @@ def summarize(sender: TraceData | None, receiver: TraceData | None) -> TraceSumm
         stages += _stage_rows(data)
         wall[data.role] = data.wall_ns / 1e9
         shares[data.role], workers[data.role] = _shares(data)
-        cpu[data.role] = _side_cpu(data)
+        cpu[data.role] = side_cpu(data)
     nbytes = 0
     for side, stage in (("sender", "read"), ("sender", "send"), ("receiver", "write"), ("receiver", "recv")):
         nbytes = sum(s.nbytes for s in stages if s.side == side and s.stage == stage)
@@ -302,25 +192,6 @@ def summarize(sender: TraceData | None, receiver: TraceData | None) -> TraceSumm
 def _seconds(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
-
-def pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
-
-
-def describe_cpu(c: SideCpu) -> str:
-    """One line: where the side's worker time went and the counters that explain it."""
-    parts = []
-    if c.has_sched:
-        parts.append(f"on-CPU {pct(c.split.share('on_cpu'))}, runnable {pct(c.split.share('runq'))}, "
-                     f"sleeping {pct(c.split.share('sleep'))} of worker time")
-    if c.has_sched and c.cpus:
-        parts.append(f"workers used {c.cpus_used:.2f} of {c.cpus} CPUs")
-    if c.quota_cores is not None:
-        parts.append(f"cgroup quota {c.quota_cores:.2f} CPU, throttled in {c.throttled_periods} of "
-                     f"{c.periods} periods ({c.throttled_s:.2f} s, summed over CPUs)")
-    if c.nivcsw is not None:
-        parts.append(f"{c.nivcsw} involuntary context switches")
-    return f"{c.side}: " + ("; ".join(parts) if parts else "no CPU figures")
 
 
 def render_text(summary: TraceSummary) -> str:
@@ -361,18 +232,4 @@ def summary_to_dict(summary: TraceSummary) -> dict[str, Any]:
     }
 
 
-__all__ = [
-    "StageSummary",
-    "Split",
-    "SideCpu",
-    "TraceSummary",
-    "summarize",
-    "render_text",
-    "summary_to_dict",
-    "describe_cpu",
-    "is_meta",
-    "pct",
-    "STAGE_ORDER",
-    "DOWNSTREAM",
-    "UPSTREAM",
-]
+__all__ = ["StageSummary", "TraceSummary", "summarize", "render_text", "summary_to_dict", "STAGE_ORDER"]

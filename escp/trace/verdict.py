@@ -33,11 +33,14 @@ see (Verdict.unseen).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import netclass
-from .summary import DOWNSTREAM, UPSTREAM, SideCpu, Split, TraceSummary, pct
+from .sidecpu import DOWNSTREAM, UPSTREAM, SideCpu, Split, pct
 from .tracedata import Role
+
+if TYPE_CHECKING:
+    from .summary import TraceSummary
 
 VerdictKind = Literal["cpu-starved", "cpu-bound", "disk-bound", "network-bound", "balanced"]
 
