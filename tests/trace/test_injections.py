@@ -1,6 +1,6 @@
 """Bottlenecks injected from outside escp name the right verdict: each injection of the verdict
-matrix (harness/verdicts.py) once, at a small scale (-t 2, a few MiB, about a second of data
-each), plus the injections' own clean-up.
+matrix (harness/verdicts.py) once, at a small scale (-t 2, 3 to 128 MiB: one to a few seconds of
+data each), plus the injections' own clean-up.
 
 These need root (cgroups, network namespaces, loop devices) and skip, with the reason, when it
 or a facility is missing. They run one at a time (a file lock across xdist workers): a CPU hog
@@ -23,7 +23,7 @@ from tests.helpers import random_file
 
 MiB = 1 << 20
 LOCK = Path("/tmp/escp-injection-tests.lock")
-# small scale: a second or so of data per injection on a two-CPU machine
+# small scale: one to a few seconds of data per injection on a two-CPU machine
 SIZES_MIB = {"quota-receiver": 24, "quota-sender": 3, "hog-sender": 128, "hog-receiver": 128, "link-tbf": 64,
              "disk-write": 32, "disk-read": 16}
 OUTSIDE = [inj for inj in verdicts.INJECTIONS if inj.outside]
