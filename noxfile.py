@@ -1,5 +1,5 @@
-"""nox sessions for escp: tests, lint, typecheck, datasets, bench, profile, regress, plots, flatc,
-build, flakes.
+"""nox sessions for escp: tests, lint, typecheck, datasets, bench, profile, regress, plots, verdicts,
+flatc, build, flakes.
 
 Sessions run in the CURRENT environment (no virtualenvs: default_venv_backend = "none"), which
 is meant to be ./dev's .venv (`./dev nox -s bench`: ./dev creates it and installs escp[dev]
@@ -70,6 +70,13 @@ def regress(session: nox.Session) -> None:
 def plots(session: nox.Session) -> None:
     """Re-render report.md, index.html and plots from stored results (latest run or -- RUN_DIR)."""
     run_module(session, "harness", "report")
+
+
+@nox.session
+def verdicts(session: nox.Session) -> None:
+    """The verdict matrix (root): injected bottlenecks x 3 runs, each verdict checked (-- --example to
+    refresh reports/example/verdicts.md)."""
+    run_module(session, "harness", "verdicts")
 
 
 @nox.session

@@ -1,4 +1,4 @@
-"""`python -m harness <command>`: datasets | bench | report | regress | profile | publish."""
+"""`python -m harness <command>`: datasets | bench | report | regress | profile | publish | verdicts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ COMMANDS = {
     "regress": "harness.regress",
     "profile": "harness.profile",
     "publish": "harness.publish",
+    "verdicts": "harness.verdicts",
 }
 
 

@@ -1,6 +1,6 @@
 """py-spy profiles of escp runs: `profile_run(cmd, outdir)` records a command twice under
 `py-spy record --subprocesses` (speedscope JSON for viewing, raw collapsed stacks for analysis),
-then hands the raw stacks to escp.trace.pyspy for per-stage attribution when that module exists.
+then hands the raw stacks to harness.pyspy for per-stage attribution.
 `nox -s profile` / `python -m harness profile` profiles escp copying one dataset.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness import datasets, peers, results, runner, scenarios
+from harness import datasets, peers, pyspy, results, runner, scenarios
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,13 +71,9 @@ def profile_run(
 
 
 def _attribute(raw: Path | None, outdir: Path) -> Any:
-    """Per-stage shares of the py-spy samples via escp.trace.pyspy.attribute_samples, if available."""
+    """Per-stage shares of the py-spy samples via harness.pyspy.attribute_samples."""
     if raw is None:
         return None
-    try:
-        from escp.trace import pyspy
-    except ImportError:
-        return "escp.trace.pyspy not available"
     try:
         shares = pyspy.attribute_samples([raw])
     except Exception as e:  # the helper must never lose the recorded profiles

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from escp.trace.pyspy import attribute_samples, record_command
 from harness import peers, results, wan
 from harness.datasets import Dataset, FileEntry, file_digest
+from harness.pyspy import attribute_samples, record_command
 from harness.scenarios import Scenario
 from harness.sshd import PrivateSshd
 from harness.stats import spread_flag, summary

@@ -15,9 +15,11 @@ Call pattern in a stage worker:
     tracer.wait(worker, "read", t0, "starved")  # waited for input
     tracer.wait(worker, "send", t0, "blocked")  # waited for the next stage / the peer
 
-Modules: recorder (RecordingTracer, TraceData export/load), chrome (Chrome Trace Event
-JSON of both sides), summary (per-stage table and bottleneck verdict), pyspy (py-spy
-command lines and stage attribution of sampled stacks). See docs/tuning.md.
+Modules: recorder (RecordingTracer: the hot path), tracedata (TraceData, the recording as
+data and its export/load), sched (per-thread schedstat, cgroup throttling, context switches:
+where a stage's time went), chrome (Chrome Trace Event JSON of both sides), summary
+(per-stage table), sidecpu (a side's CPU split and counters), verdict (what limited the
+transfer) and netclass (which kind of network limit). See docs/tuning.md.
 
 Stage names: sender read, checksum, compress, encrypt, send; receiver recv, decrypt,
 decompress, verify, write; plus "meta" for the metadata channel. Workers are strings

@@ -7,7 +7,10 @@ chrome://tracing open:
 - one track (tid) per worker ("tx-0", "rx-3", "meta"), named and ordered by 'M' metadata;
 - busy spans as 'X' complete events named after the stage, wait spans as 'X' events named
   "<stage> starved" / "<stage> blocked" (category wait.starved / wait.blocked);
-- counters as 'C' events, instants as 'i' events on their worker's track.
+- counters as 'C' events, instants as 'i' events on their worker's track; each worker's CPU
+  split ("<worker> on-CPU %", "runnable %", "sleeping %") as one 'C' event "<worker> CPU" with
+  the three series (a stacked graph in chrome://tracing, three tracks in Perfetto), so that a
+  starved worker shows as a band of runnable time;
 
 Timestamps are µs (fixed-point, ns resolution) relative to the earliest event of both
 sides. The receiver's times are shifted by receiver_offset_ns first (0 when both sides
@@ -37,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EscpError
-from .recorder import TraceData, _jsonable
+from .tracedata import TIMELINE_SERIES, CounterEvent, TraceData, jsonable
 
 PIDS = {"sender": 1, "receiver": 2}
+CPU_TRACK = "CPU"  # the name of a worker's CPU-split counter: "tx-0 CPU"
 _WAIT_CNAME = {"starved": "grey", "blocked": "yellow"}
 
 
@@ -148,13 +152,34 @@ def _render_side(data: TraceData, off: int, base: int, separate_wait_tracks: boo
     )
     for ins in data.instants:
         out.append(json.dumps({"ph": "i", "s": "t", "name": ins.name, "pid": pid, "tid": track_tid[ins.worker],
-                               "ts": round((ins.ts + shift) / 1000, 3), "args": _jsonable(ins.args)},
+                               "ts": round((ins.ts + shift) / 1000, 3), "args": jsonable(ins.args)},
                               separators=(",", ":"), allow_nan=False))
+    counters, cpu = _cpu_series(data.counters)
     out.extend(  # JSON has no NaN/inf: such a sample is left out
         f'{{"ph":"C","pid":{pid},"tid":0,"name":{lit[name]},"ts":{(ts + shift) / 1000:.3f},'
         f'"args":{{{lit[name]}:{float(value)!r}}}}}'
-        for ts, name, value in data.counters if math.isfinite(value)
+        for ts, name, value in counters if math.isfinite(value)
     )
+    out.extend(
+        f'{{"ph":"C","pid":{pid},"tid":0,"name":{json.dumps(f"{worker} {CPU_TRACK}")},"ts":{(ts + shift) / 1000:.3f},'
+        f'"args":{json.dumps(parts, separators=(",", ":"))}}}'
+        for (worker, ts), parts in cpu.items()
+    )
+
+
+def _cpu_series(counters: list[CounterEvent]) -> tuple[list[CounterEvent], dict[tuple[str, int], dict[str, float]]]:
+    """The other counters, and each worker's on-CPU / runnable / sleeping samples joined into one
+    'C' event per time stamp: chrome://tracing stacks its series, Perfetto shows one track each."""
+    plain: list[CounterEvent] = []
+    cpu: dict[tuple[str, int], dict[str, float]] = {}
+    for ev in counters:
+        for series in TIMELINE_SERIES:
+            if ev.name.endswith(" " + series) and math.isfinite(ev.value):
+                cpu.setdefault((ev.name[: -len(series) - 1], ev.ts), {})[series] = ev.value
+                break
+        else:
+            plain.append(ev)
+    return plain, cpu
 
 
 def chrome_trace_text(

@@ -3,204 +3,110 @@
 RecordingTracer implements the escp.trace.Tracer protocol for one side of a transfer
 (sender or receiver). The hot path appends one event tuple (a SpanEvent etc., built by
 the C tuple constructor) under one lock and adds to the per-(worker, stage) totals;
-nothing is formatted until export.
+nothing is formatted until export. The data model and its document are in tracedata.py.
 
-Bounds: the totals (busy ns, wait ns by kind, bytes, counts) are exact whatever the
-number of events. The event log used for the timeline keeps the first max_events // 2
+CPU accounting (on by default): each worker thread reads its own clocks at the end of every
+span and wait (escp.trace.sched.ThreadClock: its thread CPU clock, and, after time off the
+CPU, the run queue time in its /proc/thread-self/schedstat, kept open), so each (worker,
+stage) learns how much of its time was on a CPU, runnable (waiting for a CPU: contention or
+a cgroup quota) or sleeping (I/O, poll, lock, sleep). A reading costs ~1 µs after time on
+the CPU, ~3 µs after a wait. now() takes a reading only when its thread was outside any span
+or wait for more than GAP_NS, and books that gap as "untraced". Every
+TIMELINE_NS a worker adds "<worker> on-CPU %", "runnable %" and "sleeping %" counters to the
+timeline, and, when the process's cgroup has a CPU quota, "cgroup throttled %". The bytes of
+each stream's network stage (send / recv) are summed per time bin for the verdict (tracedata
+RateBins). The process, cgroup and host counters are read at the start and at snapshot().
+
+Bounds: the totals (busy ns, wait ns by kind, bytes, counts, CPU split) are exact whatever
+the number of events. The event log used for the timeline keeps the first max_events // 2
 events (start-up) and a ring of the most recent max_events - max_events // 2 events
 (steady state and the end); events in between are dropped and counted.
 
-Failures: the tracer never raises into the engine. Any internal error disables
-recording and is logged once; the transfer goes on untraced.
-
-Export: TraceData (a plain snapshot) converts to and from a JSON-able dict, so the
-receiver can ship its part to the sender over the session (docs/protocol.md §6.11 gives
-the document). Events travel as columns (one list per field, names as indexes into a
-string table): the loader checks a whole column at once in C (array('q') rejects
-anything but 64-bit integers) and raises TraceDataError on anything malformed or out of
-bounds. A 2 GiB transfer's ~10,000 receiver events load in ~15 ms.
+Failures: the tracer never raises into the engine. Any internal error disables recording
+and is logged once; the transfer goes on untraced. A kernel without schedstat only turns
+the CPU accounting off (the summary says it could not see it).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import operator
 import os
 import threading
-from array import array
 from collections import deque
-from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from time import monotonic_ns
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 from . import WaitKind
+from . import sched as schedmod
+from .tracedata import (
+    MAX_LOAD_EVENTS,
+    MAX_RATE_BINS,
+    ROLES,
+    TIMELINE_SERIES,
+    CounterEvent,
+    CounterTotals,
+    InstantEvent,
+    RateBins,
+    Role,
+    SchedTotals,
+    SpanEvent,
+    StageTotals,
+    TraceData,
+    TraceDataError,
+    WaitEvent,
+    load_trace_data,
+    new_event,
+)
 
 log = logging.getLogger("escp.trace")
 
-Role = Literal["sender", "receiver"]
-_WAIT_KINDS: tuple[WaitKind, ...] = ("starved", "blocked")  # wait "kind" column: index here
-ROLES: tuple[Role, ...] = ("sender", "receiver")
-FORMAT_NAME = "escp-trace"
-FORMAT_VERSION = 2  # 2: columnar event tables and a string table
-
-# Limits applied when loading a dict that came from the peer.
-MAX_LOAD_EVENTS = 2_000_000
-MAX_NAME_LEN = 128
-MAX_TOTALS = 10_000
-
-
-class TraceDataError(ValueError):
-    """A trace dict (usually the peer's) is malformed or exceeds a bound."""
-
-
-# Events are made with tuple.__new__(EventType, fields): the C constructor (a NamedTuple's own
-# __new__ is Python code), on the hot path and when loading the peer's events.
-_new = tuple.__new__
-
-
-class SpanEvent(NamedTuple):
-    worker: str
-    stage: str
-    t0: int
-    t1: int
-    nbytes: int
-
-
-class WaitEvent(NamedTuple):
-    worker: str
-    stage: str
-    t0: int
-    t1: int
-    kind: WaitKind
-
-
-class CounterEvent(NamedTuple):
-    ts: int
-    name: str
-    value: float
-
-
-class InstantEvent(NamedTuple):
-    ts: int
-    worker: str
-    name: str
-    args: dict[str, Any]
-
-
-@dataclass
-class StageTotals:
-    """Exact totals of one (worker, stage)."""
-
-    busy_ns: int = 0
-    starved_ns: int = 0
-    blocked_ns: int = 0
-    nbytes: int = 0
-    spans: int = 0
-    starved_waits: int = 0
-    blocked_waits: int = 0
-
-    def add(self, other: StageTotals) -> None:
-        self.busy_ns += other.busy_ns
-        self.starved_ns += other.starved_ns
-        self.blocked_ns += other.blocked_ns
-        self.nbytes += other.nbytes
-        self.spans += other.spans
-        self.starved_waits += other.starved_waits
-        self.blocked_waits += other.blocked_waits
-
-
-@dataclass
-class CounterTotals:
-    count: int = 0
-    last: float = 0.0
-    minimum: float = math.inf
-    maximum: float = -math.inf
-
-
-@dataclass
-class TraceData:
-    """A snapshot of one side's recording; what chrome.py and summary.py consume."""
-
-    role: Role
-    pid: int = 0
-    t_first_ns: int = 0  # earliest span/wait start (0 when nothing was recorded)
-    t_last_ns: int = 0  # latest span/wait end
-    max_events: int = 0
-    dropped: int = 0
-    totals: dict[tuple[str, str], StageTotals] = field(default_factory=dict)
-    counter_totals: dict[str, CounterTotals] = field(default_factory=dict)
-    spans: list[SpanEvent] = field(default_factory=list)
-    waits: list[WaitEvent] = field(default_factory=list)
-    counters: list[CounterEvent] = field(default_factory=list)
-    instants: list[InstantEvent] = field(default_factory=list)
-
-    @property
-    def wall_ns(self) -> int:
-        return max(0, self.t_last_ns - self.t_first_ns)
-
-    def to_dict(self, *, include_events: bool = True) -> dict[str, Any]:
-        """A JSON-able dict; include_events=False ships only the exact totals."""
-        out: dict[str, Any] = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "role": self.role,
-            "pid": self.pid,
-            "clock": "CLOCK_MONOTONIC",
-            "t_first_ns": self.t_first_ns,
-            "t_last_ns": self.t_last_ns,
-            "max_events": self.max_events,
-            "dropped": self.dropped,
-            "log_policy": "head+tail",
-            "totals": [
-                [w, s, t.busy_ns, t.starved_ns, t.blocked_ns, t.nbytes, t.spans, t.starved_waits, t.blocked_waits]
-                for (w, s), t in sorted(self.totals.items())
-            ],
-            "counter_totals": {
-                name: [c.count, c.last, _finite(c.minimum), _finite(c.maximum)]
-                for name, c in sorted(self.counter_totals.items())
-            },
-        }
-        if include_events:
-            names = _NameTable()
-            sw, ss, st0, st1, sn = _columns(self.spans, 5)
-            ww, ws, wt0, wt1, wk = _columns(self.waits, 5)
-            cts, cname, cval = _columns(self.counters, 3)
-            out["spans"] = {"worker": names.indexes(sw), "stage": names.indexes(ss), "t0": list(st0),
-                            "dur": list(map(operator.sub, st1, st0)), "bytes": list(sn)}
-            out["waits"] = {"worker": names.indexes(ww), "stage": names.indexes(ws), "t0": list(wt0),
-                            "dur": list(map(operator.sub, wt1, wt0)), "kind": [_WAIT_KINDS.index(k) for k in wk]}
-            out["counters"] = {"name": names.indexes(cname), "ts": list(cts), "value": list(cval)}
-            out["instants"] = [[e.ts, e.worker, e.name, _jsonable(e.args)] for e in self.instants]
-            out["names"] = names.names
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Any, *, max_events: int = MAX_LOAD_EVENTS) -> TraceData:
-        """Load and validate a dict made by to_dict (possibly received from the peer)."""
-        try:
-            return _load(data, max_events)
-        except TraceDataError:
-            raise
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
-            raise TraceDataError(f"malformed trace data: {exc.__class__.__name__}: {exc}") from None
-
-
-def load_trace_data(data: Any, *, max_events: int = MAX_LOAD_EVENTS) -> TraceData:
-    """Function form of TraceData.from_dict."""
-    return TraceData.from_dict(data, max_events=max_events)
-
+GAP_NS = 100_000  # now(): a thread outside spans and waits for longer gets its own reading
+OFF_CPU_MIN_NS = 20_000  # a reading looks at the run queue only after this much time off the CPU
+TIMELINE_NS = 100_000_000  # a worker's on-CPU / runnable / blocked counters: one sample per this
+CGROUP_SAMPLE_NS = 250_000_000  # "cgroup throttled %": one sample per this (only under a quota)
+RATE_BIN_NS = 50_000_000  # first width of the per-stream byte bins (doubled to stay in MAX_RATE_BINS)
+UNTRACED = "untraced"  # the sched pseudo-stage of time between spans and waits
+NET_STAGE: dict[str, str] = {"sender": "send", "receiver": "recv"}
 
 # Per-(worker, stage) totals on the hot path are lists in StageTotals field order:
-# busy_ns, starved_ns, blocked_ns, nbytes, spans, starved_waits, blocked_waits (indexes 0..6).
+# busy_ns, starved_ns, blocked_ns, nbytes, spans, starved_waits, blocked_waits (indexes 0..6),
+# then the CPU split in SchedTotals order: cpu_ns, runq_ns, covered_ns (7..9).
+
+
+class _ThreadSched:
+    """One worker thread's schedstat clock, its last reading and its timeline interval."""
+
+    __slots__ = ("clock", "cpu", "runq", "t", "worker", "line_t", "line_cpu", "line_runq")
+
+    def __init__(self, clock: schedmod.ThreadClock) -> None:
+        self.clock = clock
+        self.t, self.cpu, self.runq = clock.read()
+        self.worker: str | None = None
+        self.line_t, self.line_cpu, self.line_runq = self.t, self.cpu, self.runq
+
+    def take(self) -> tuple[int, int, int]:
+        """(on-CPU ns, runnable ns, wall ns) since the last reading; this becomes the last.
+
+        The wall time is the reading's own, not the event's end: a thread that lost the GIL
+        or its CPU between the event's end and this reading must not add runnable time to an
+        interval that does not contain it. The run queue is read only when the thread was off
+        its CPU for OFF_CPU_MIN_NS or more (or the clock pair was not read cleanly): a CPU
+        stage on a quiet host costs one thread-clock read (~1 µs), the full reading ~3 µs."""
+        pair = self.clock.cpu_time()
+        if pair is None or (pair[0] - self.t) - (pair[1] - self.cpu) >= OFF_CPU_MIN_NS:
+            t, cpu, runq = self.clock.read()
+        else:
+            (t, cpu), runq = pair, self.runq  # at most OFF_CPU_MIN_NS of run-queue time moves to the next reading
+        out = (cpu - self.cpu, runq - self.runq, t - self.t)
+        self.cpu, self.runq, self.t = cpu, runq, t
+        return out
 
 
 class RecordingTracer:
     """Tracer that records one side of a transfer. Thread-safe; never raises."""
 
-    def __init__(self, role: Role, max_events: int = 200_000) -> None:
+    def __init__(self, role: Role, max_events: int = 200_000, *, cpu_accounting: bool = True) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be 'sender' or 'receiver', not {role!r}")
         if max_events < 0:
@@ -220,11 +126,38 @@ class RecordingTracer:
         self._t_last = 0
         self._totals: dict[tuple[str, str], list[int]] = {}
         self._counters: dict[str, CounterTotals] = {}
+        # CPU accounting
+        self._accounting = cpu_accounting
+        self._local = threading.local()
+        self._untraced: dict[str, list[int]] = {}  # worker -> CPU split of its time outside events
+        self._schedstat_missing: str | None = None if cpu_accounting else "CPU accounting turned off"
+        self._cpu_start = schedmod.snapshot() if cpu_accounting else None
+        quota_dirs = [cg for cg in self._cpu_start.cgroups if cg.quota_cores] if self._cpu_start else []
+        self._cg_dirs = [(Path(cg.path), cg.version) for cg in quota_dirs]
+        self._cg_t = monotonic_ns()
+        self._cg_throttled = sum(cg.throttled_ns for cg in quota_dirs)
+        self._net_stage = NET_STAGE[role]
+        self._rate_t0 = monotonic_ns()
+        self._bin_ns = RATE_BIN_NS
+        self._bins: dict[str, list[int]] = {}
 
     # -- hot path ---------------------------------------------------------------------
 
     def now(self) -> int:
-        return monotonic_ns()
+        t = monotonic_ns()
+        if self._accounting and self.enabled:
+            try:
+                th = getattr(self._local, "th", None)
+                if th is None:
+                    self._new_thread()
+                elif t - th.t > GAP_NS:  # the thread was outside spans and waits: book the gap
+                    gap = th.take()
+                    if th.worker is not None:
+                        with self._lock:
+                            self._add_untraced(th.worker, gap)
+            except Exception as exc:
+                self._fail(exc)
+        return t
 
     def span(self, worker: str, stage: str, t0: int, nbytes: int = 0) -> None:
         if not self.enabled:
@@ -234,25 +167,7 @@ class RecordingTracer:
             if t0 <= 0 or t0 > t1:  # t0 from another clock or a NullTracer: keep the bytes, no time
                 t0 = t1
                 self._anomalies += 1  # racy count: diagnostic only
-            key = (worker, stage)
-            event = _new(SpanEvent, (worker, stage, t0, t1, nbytes))
-            with self._lock:
-                tot = self._totals.get(key)
-                if tot is None:
-                    tot = self._totals[key] = [0, 0, 0, 0, 0, 0, 0]
-                tot[0] += t1 - t0  # _BUSY
-                tot[3] += nbytes  # _BYTES
-                tot[4] += 1  # _SPANS
-                if t1 > self._t_last:
-                    self._t_last = t1
-                if t0 < self._t_first or self._t_first == 0:
-                    self._t_first = t0
-                if len(self._head) < self._head_cap:
-                    self._head.append(event)
-                else:
-                    if len(self._tail) == self._tail_cap:
-                        self._dropped += 1
-                    self._tail.append(event)
+            self._record(worker, stage, t0, t1, new_event(SpanEvent, (worker, stage, t0, t1, nbytes)), 0, 4, nbytes)
         except Exception as exc:
             self._fail(exc)
 
@@ -270,26 +185,41 @@ class RecordingTracer:
             if t0 <= 0 or t0 > t1:
                 t0 = t1
                 self._anomalies += 1
-            key = (worker, stage)
-            event = _new(WaitEvent, (worker, stage, t0, t1, kind))
-            with self._lock:
-                tot = self._totals.get(key)
-                if tot is None:
-                    tot = self._totals[key] = [0, 0, 0, 0, 0, 0, 0]
-                tot[i_ns] += t1 - t0
-                tot[i_n] += 1
-                if t1 > self._t_last:
-                    self._t_last = t1
-                if t0 < self._t_first or self._t_first == 0:
-                    self._t_first = t0
-                if len(self._head) < self._head_cap:
-                    self._head.append(event)
-                else:
-                    if len(self._tail) == self._tail_cap:
-                        self._dropped += 1
-                    self._tail.append(event)
+            self._record(worker, stage, t0, t1, new_event(WaitEvent, (worker, stage, t0, t1, kind)), i_ns, i_n, 0)
         except Exception as exc:
             self._fail(exc)
+
+    def _record(self, worker: str, stage: str, t0: int, t1: int, event: tuple[Any, ...], i_ns: int, i_n: int,
+                nbytes: int) -> None:
+        """Totals, CPU split and log of one span (i_ns 0) or wait (1 starved, 2 blocked)."""
+        th: _ThreadSched | None = getattr(self._local, "th", None) if self._accounting else None
+        if th is None and self._accounting:
+            th = self._new_thread()
+        split = th.take() if th is not None else None
+        key = (worker, stage)
+        with self._lock:
+            tot = self._totals.get(key)
+            if tot is None:
+                tot = self._totals[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            tot[i_ns] += t1 - t0
+            tot[i_n] += 1
+            if nbytes:
+                tot[3] += nbytes  # _BYTES
+                if stage == self._net_stage:
+                    self._add_rate(worker, t1, nbytes)
+            if t1 > self._t_last:
+                self._t_last = t1
+            if t0 < self._t_first or self._t_first == 0:
+                self._t_first = t0
+            if split is not None:
+                tot[7] += split[0]
+                tot[8] += split[1]
+                tot[9] += split[2]
+            self._append(event)
+        if th is not None:
+            th.worker = worker
+            if th.t - th.line_t >= TIMELINE_NS:
+                self._timeline(worker, th)
 
     def counter(self, name: str, value: float) -> None:
         if not self.enabled:
@@ -298,16 +228,7 @@ class RecordingTracer:
         try:
             v = float(value)
             with self._lock:
-                c = self._counters.get(name)
-                if c is None:
-                    c = self._counters[name] = CounterTotals()
-                c.count += 1
-                c.last = v
-                if v < c.minimum:
-                    c.minimum = v
-                if v > c.maximum:
-                    c.maximum = v
-                self._append(_new(CounterEvent, (ts, name, v)))
+                self._count(ts, name, v)
         except Exception as exc:
             self._fail(exc)
 
@@ -318,9 +239,11 @@ class RecordingTracer:
         try:
             copied = dict(args) if args else {}
             with self._lock:
-                self._append(_new(InstantEvent, (ts, worker, name, copied)))
+                self._append(new_event(InstantEvent, (ts, worker, name, copied)))
         except Exception as exc:
             self._fail(exc)
+
+    # -- helpers (those named _add/_count/_append run under self._lock) --------------------
 
     def _append(self, event: tuple[Any, ...]) -> None:
         if len(self._head) < self._head_cap:
@@ -329,6 +252,83 @@ class RecordingTracer:
         if len(self._tail) == self._tail_cap:
             self._dropped += 1
         self._tail.append(event)
+
+    def _count(self, ts: int, name: str, v: float) -> None:
+        c = self._counters.get(name)
+        if c is None:
+            c = self._counters[name] = CounterTotals()
+        c.count += 1
+        c.last = v
+        if v < c.minimum:
+            c.minimum = v
+        if v > c.maximum:
+            c.maximum = v
+        self._append(new_event(CounterEvent, (ts, name, v)))
+
+    def _add_untraced(self, worker: str, split: tuple[int, int, int]) -> None:
+        """A worker's time between spans and waits (its CPU split only: no span, no wait)."""
+        s = self._untraced.get(worker)
+        if s is None:
+            s = self._untraced[worker] = [0, 0, 0]
+        s[0] += split[0]
+        s[1] += split[1]
+        s[2] += split[2]
+
+    def _add_rate(self, worker: str, t: int, nbytes: int) -> None:
+        i = (t - self._rate_t0) // self._bin_ns
+        if i < 0:
+            return
+        while i >= MAX_RATE_BINS:  # a long transfer: halve the resolution of every stream
+            self._bin_ns *= 2
+            for w, old in self._bins.items():
+                self._bins[w] = [sum(old[j:j + 2]) for j in range(0, len(old), 2)]
+            i = (t - self._rate_t0) // self._bin_ns
+        bins = self._bins.get(worker)
+        if bins is None:
+            bins = self._bins[worker] = []
+        if len(bins) <= i:
+            bins.extend([0] * (i + 1 - len(bins)))
+        bins[i] += nbytes
+
+    def _new_thread(self) -> _ThreadSched | None:
+        """This thread's schedstat clock; without one (the kernel has none) the CPU accounting
+        stops for every thread."""
+        try:
+            th = _ThreadSched(schedmod.ThreadClock())
+        except schedmod.SchedstatUnavailable as exc:
+            self._schedstat_missing = f"no schedstat ({exc})"
+            self._accounting = False
+            return None
+        self._local.th = th
+        return th
+
+    def _timeline(self, worker: str, th: _ThreadSched) -> None:
+        """The worker's on-CPU / runnable / sleeping shares since its last sample, as counters."""
+        t = th.t
+        dt = t - th.line_t
+        cpu = min(100.0, max(0.0, 100.0 * (th.cpu - th.line_cpu) / dt))
+        runq = min(100.0 - cpu, max(0.0, 100.0 * (th.runq - th.line_runq) / dt))
+        ts = th.line_t  # a counter holds its value until the next sample: place it at the interval's start
+        th.line_t, th.line_cpu, th.line_runq = t, th.cpu, th.runq
+        throttled = self._cgroup_sample(t) if self._cg_dirs and t - self._cg_t >= CGROUP_SAMPLE_NS else None
+        with self._lock:
+            for series, value in zip(TIMELINE_SERIES, (cpu, runq, 100.0 - cpu - runq), strict=True):
+                self._count(ts, f"{worker} {series}", value)
+            if throttled is not None:
+                self._count(throttled[0], "cgroup throttled %", throttled[1])
+
+    def _cgroup_sample(self, t: int) -> tuple[int, float] | None:
+        """(interval start, % of it the cgroup spent throttled) since the last sample, or None
+        when another worker took this sample."""
+        with self._lock:
+            t_prev = self._cg_t
+            if t - t_prev < CGROUP_SAMPLE_NS:
+                return None
+            self._cg_t = t
+        cgroups = [schedmod.read_cgroup_cpu(path, version) for path, version in self._cg_dirs]
+        throttled = sum(cg.throttled_ns for cg in cgroups if cg is not None)
+        delta, self._cg_throttled = throttled - self._cg_throttled, throttled
+        return t_prev, min(100.0, max(0.0, 100.0 * delta / (t - t_prev)))
 
     def _fail(self, exc: BaseException) -> None:
         self.enabled = False
@@ -353,14 +353,21 @@ class RecordingTracer:
 
     def snapshot(self) -> TraceData:
         """A consistent copy of everything recorded so far (may be called while running)."""
+        end = schedmod.snapshot() if self._cpu_start is not None else None
         with self._lock:
             events = list(self._head) + list(self._tail)
-            totals = {k: StageTotals(*v) for k, v in self._totals.items()}
+            totals = {k: StageTotals(*v[:7]) for k, v in self._totals.items()}
+            sched = {k: SchedTotals(*v[7:]) for k, v in self._totals.items() if v[9]}
+            sched |= {(w, UNTRACED): SchedTotals(*v) for w, v in self._untraced.items()}
             counters = {k: CounterTotals(c.count, c.last, c.minimum, c.maximum) for k, c in self._counters.items()}
             data = TraceData(
                 role=self.role, pid=os.getpid(), t_first_ns=self._t_first, t_last_ns=self._t_last,
                 max_events=self.max_events, dropped=self._dropped, totals=totals, counter_totals=counters,
+                sched=sched,
+                rates=RateBins(self._bin_ns, self._rate_t0, {w: list(b) for w, b in self._bins.items()}),
             )
+        if self._cpu_start is not None and end is not None:
+            data.cpu = schedmod.cpu_context(self._cpu_start, end) | {"schedstat": self._schedstat_missing}
         data.spans = [ev for ev in events if type(ev) is SpanEvent]
         data.waits = [ev for ev in events if type(ev) is WaitEvent]
         data.counters = [ev for ev in events if type(ev) is CounterEvent]
@@ -397,187 +404,12 @@ class RecordingTracer:
         return False
 
 
-# -- loading and JSON helpers -----------------------------------------------------------
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _jsonable(value: Any, depth: int = 0) -> Any:
-    """Instant args as plain JSON types (unknown objects become their repr)."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if depth > 4:
-        return repr(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, depth + 1) for v in value]
-    return repr(value)
-
-
-def _name(x: Any, what: str) -> str:
-    if not isinstance(x, str) or not x or len(x) > MAX_NAME_LEN:
-        raise TraceDataError(f"bad {what}: {x!r:.60}")
-    return x
-
-
-def _ns(x: Any, what: str) -> int:
-    if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x < 2**63:
-        raise TraceDataError(f"bad {what}: {x!r:.60}")
-    return x
-
-
-def _num(x: Any, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-        raise TraceDataError(f"bad {what}: {x!r:.60}")
-    return float(x)
-
-
-def _columns(events: list[Any], width: int) -> list[tuple[Any, ...]]:
-    """Events (tuples of `width` fields) as `width` columns."""
-    return list(zip(*events, strict=True)) if events else [()] * width
-
-
-class _NameTable:
-    """The string table of an export: each distinct worker, stage or counter name once."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self._index: dict[str, int] = {}
-
-    def indexes(self, column: tuple[str, ...]) -> list[int]:
-        index = self._index
-        for name in set(column) - index.keys():
-            index[name] = len(self.names)
-            self.names.append(name)
-        return [index[x] for x in column]
-
-
-def _table(d: dict[str, Any], key: str, fields: tuple[str, ...], budget: list[int]) -> dict[str, list[Any]]:
-    """A columnar event table: a dict of equally long lists, one per field ({} when absent)."""
-    table = d.get(key)
-    if table is None:
-        return {}
-    if not isinstance(table, dict) or set(table) != set(fields):
-        raise TraceDataError(f"{key} is not a table of {', '.join(fields)}")
-    cols = [table[f] for f in fields]
-    if not all(isinstance(c, list) for c in cols) or len({len(c) for c in cols}) != 1:
-        raise TraceDataError(f"{key}: columns are not lists of one length")
-    budget[0] -= len(cols[0])
-    if budget[0] < 0:
-        raise TraceDataError("too many events in trace data")
-    return dict(zip(fields, cols, strict=True))
-
-
-def _ints(column: list[Any], what: str, hi: int = 2**63 - 1) -> array[int]:
-    """A column of integers in 0..hi, checked in C (array rejects non-integers)."""
-    try:
-        values = array("q", column)
-    except (TypeError, OverflowError):
-        raise TraceDataError(f"bad {what}: not a 64-bit integer") from None
-    if values and (min(values) < 0 or max(values) > hi):
-        raise TraceDataError(f"bad {what}: out of range")
-    return values
-
-
-def _floats(column: list[Any], what: str) -> array[float]:
-    try:
-        values = array("d", column)
-    except (TypeError, OverflowError):
-        raise TraceDataError(f"bad {what}: not a number") from None
-    if not all(map(math.isfinite, values)):
-        raise TraceDataError(f"bad {what}: not finite")
-    return values
-
-
-def _named(column: list[Any], names: list[str]) -> list[str]:
-    """Indexes into the string table as the names."""
-    return [names[i] for i in _ints(column, "name index", len(names) - 1)]
-
-
-def _rows(cls: type[Any], *columns: Any) -> list[Any]:
-    """Events of type cls from equally long columns (constructed in C, see _new)."""
-    return list(map(_new, repeat(cls), zip(*columns, strict=True)))
-
-
-def _ends(t0: array[int], dur: array[int]) -> list[int]:
-    if t0 and max(t0) + max(dur) >= 2**63:
-        raise TraceDataError("event ends past the clock's range")
-    return list(map(operator.add, t0, dur))
-
-
-def _load(d: Any, max_events: int) -> TraceData:
-    if not isinstance(d, dict):
-        raise TraceDataError("trace data is not a dict")
-    if d.get("format") != FORMAT_NAME or d.get("version") != FORMAT_VERSION:
-        raise TraceDataError(f"unsupported trace format {d.get('format')!r} version {d.get('version')!r}")
-    role = d.get("role")
-    if role not in ROLES:
-        raise TraceDataError(f"bad role {role!r:.60}")
-    data = TraceData(
-        role=role, pid=_ns(d.get("pid", 0), "pid"), t_first_ns=_ns(d["t_first_ns"], "t_first_ns"),
-        t_last_ns=_ns(d["t_last_ns"], "t_last_ns"), max_events=_ns(d.get("max_events", 0), "max_events"),
-        dropped=_ns(d.get("dropped", 0), "dropped"),
-    )
-    totals = d.get("totals", [])
-    if not isinstance(totals, list) or len(totals) > MAX_TOTALS:
-        raise TraceDataError("bad totals")
-    for row in totals:
-        if not isinstance(row, list) or len(row) != 9:
-            raise TraceDataError("bad totals row")
-        key = (_name(row[0], "worker"), _name(row[1], "stage"))
-        data.totals[key] = StageTotals(*(_ns(v, "total") for v in row[2:]))
-    ctot = d.get("counter_totals", {})
-    if not isinstance(ctot, dict) or len(ctot) > MAX_TOTALS:
-        raise TraceDataError("bad counter_totals")
-    for name, row in ctot.items():
-        if not isinstance(row, list) or len(row) != 4:
-            raise TraceDataError("bad counter_totals row")
-        lo = math.inf if row[2] is None else _num(row[2], "counter min")
-        hi = -math.inf if row[3] is None else _num(row[3], "counter max")
-        data.counter_totals[_name(name, "counter")] = CounterTotals(_ns(row[0], "count"), _num(row[1], "last"), lo, hi)
-    budget = [max_events]
-    names = d.get("names", [])
-    if not isinstance(names, list) or len(names) > MAX_TOTALS:
-        raise TraceDataError("bad names")
-    names = [_name(x, "name") for x in names]
-    sp = _table(d, "spans", ("worker", "stage", "t0", "dur", "bytes"), budget)
-    if sp:
-        t0, dur = _ints(sp["t0"], "span t0"), _ints(sp["dur"], "span duration")
-        data.spans = _rows(SpanEvent, _named(sp["worker"], names), _named(sp["stage"], names), t0, _ends(t0, dur),
-                           _ints(sp["bytes"], "span bytes"))
-    wt = _table(d, "waits", ("worker", "stage", "t0", "dur", "kind"), budget)
-    if wt:
-        t0, dur = _ints(wt["t0"], "wait t0"), _ints(wt["dur"], "wait duration")
-        kinds = [_WAIT_KINDS[i] for i in _ints(wt["kind"], "wait kind", len(_WAIT_KINDS) - 1)]
-        data.waits = _rows(WaitEvent, _named(wt["worker"], names), _named(wt["stage"], names), t0, _ends(t0, dur),
-                           kinds)
-    ct = _table(d, "counters", ("name", "ts", "value"), budget)
-    if ct:
-        data.counters = _rows(CounterEvent, _ints(ct["ts"], "counter ts"), _named(ct["name"], names),
-                              _floats(ct["value"], "counter value"))
-    instants = d.get("instants", [])
-    if not isinstance(instants, list):
-        raise TraceDataError("instants is not a list")
-    budget[0] -= len(instants)
-    if budget[0] < 0:
-        raise TraceDataError("too many events in trace data")
-    for r in instants:
-        if not isinstance(r, list) or len(r) != 4 or not isinstance(r[3], dict):
-            raise TraceDataError("bad instant")
-        data.instants.append(InstantEvent(_ns(r[0], "ts"), _name(r[1], "worker"), _name(r[2], "instant"), r[3]))
-    return data
-
-
 __all__ = [
     "RecordingTracer",
     "TraceData",
     "TraceDataError",
     "StageTotals",
+    "SchedTotals",
     "CounterTotals",
     "SpanEvent",
     "WaitEvent",

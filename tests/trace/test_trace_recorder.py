@@ -107,7 +107,7 @@ ops = st.lists(
 def test_totals_exact_whatever_the_bound(ops: list[tuple[str, str, str, int, int]], max_events: int) -> None:
     fake = [10**9]
     with mock.patch.object(recorder_mod, "monotonic_ns", lambda: fake[0]):
-        tr = RecordingTracer("sender", max_events=max_events)
+        tr = RecordingTracer("sender", max_events=max_events, cpu_accounting=False)  # no timeline counters
         expect: dict[tuple[str, str], list[int]] = {}
         for op, worker, stage, dur, nbytes in ops:
             t0 = fake[0]
@@ -136,7 +136,7 @@ def test_totals_exact_whatever_the_bound(ops: list[tuple[str, str, str, int, int
 
 
 def test_thread_safety_exact_totals() -> None:
-    tr = RecordingTracer("receiver", max_events=1000)
+    tr = RecordingTracer("receiver", max_events=1000, cpu_accounting=False)  # counts every logged event
     n_threads, n_ops = 8, 3000
     barrier = threading.Barrier(n_threads)
 

@@ -125,8 +125,11 @@ def test_text_and_dict_rendering() -> None:
 
 
 def test_end_to_end_through_the_recorder(clock: Any) -> None:
-    """Recorder -> export -> load -> summary, on a fake clock: a write-bound receiver."""
-    snd, rcv = RecordingTracer("sender"), RecordingTracer("receiver")
+    """Recorder -> export -> load -> summary, on a fake clock: a write-bound receiver. The CPU
+    accounting reads the real thread clocks, which a fake clock cannot move: off here (its rules
+    are tested on recorded inputs in test_verdict_rules.py)."""
+    snd = RecordingTracer("sender", cpu_accounting=False)
+    rcv = RecordingTracer("receiver", cpu_accounting=False)
     for _ in range(50):
         for w in ("0", "1"):
             t0 = clock.t

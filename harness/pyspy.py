@@ -1,4 +1,4 @@
-"""Harness helper for py-spy: command lines and stage attribution of sampled stacks.
+"""py-spy for the harness: command lines and stage attribution of sampled stacks.
 
 py-spy samples Python stacks from outside the process; it complements the tracer by
 showing where the time goes inside a stage (and in code the tracer does not cover).

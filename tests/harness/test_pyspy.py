@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from escp.trace.pyspy import attribute_lines, attribute_samples, parse_frame, record_command, stage_of_stack
+from harness.pyspy import attribute_lines, attribute_samples, parse_frame, record_command, stage_of_stack
 
 BOOT = "Thread._bootstrap (threading.py:1002);Thread._bootstrap_inner (threading.py:1045);Thread.run (threading.py:982)"
 SENDER = 'process 101:"python -m escp src host:dst"'
