@@ -47,22 +47,12 @@ from ..logsetup import set_session, setup_logging
 from ..paths import split_peer_name
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
+from ..protocol.data import DATA_HEADER_LEN, decode_data_header
 from ..protocol.state import ReceiverCore, RxFile
 from ..protocol.wire import (
     BOOT_HEADER,
     BOOT_SESSION_INIT,
     DATA_FLAG_ZSTD,
-    DATA_HDR,
-    FLAG_COMPRESS,
-    FLAG_DEST_DIR,
-    FLAG_FSYNC,
-    FLAG_NO_CHECKSUM,
-    FLAG_PRESERVE,
-    FLAG_SPARSE,
-    FLAG_TOP_DIR,
-    FLAG_TRACE,
-    FLAG_TRACE_EVENTS,
-    FLAG_VERBOSE,
     KIND_DIR,
     META_MAX_PLAINTEXT,
     META_STREAM,
@@ -152,14 +142,15 @@ class ReceiverSession:
         # --timeout, when given, caps it: a peer can shorten the deadline, never lift it
         idle = init.receiver_idle_timeout if idle_cap is None else min(init.receiver_idle_timeout, idle_cap)
         self.ctl = SessionControl(idle_timeout=idle)
-        self.core = ReceiverCore(init.block_size, bool(init.flags & FLAG_SPARSE))
+        self.flags = flags = init.session_flags
+        self.core = ReceiverCore(init.block_size, flags.sparse)
         self.lock = threading.RLock()
         self.announced = threading.Condition(self.lock)
-        self.checksums = not init.flags & FLAG_NO_CHECKSUM
+        self.checksums = flags.checksum
         self.dummy = init.rx_engine == "dummy"
-        self.fsync = bool(init.flags & FLAG_FSYNC)
-        self.preserve = bool(init.flags & FLAG_PRESERVE)
-        self.sparse = bool(init.flags & FLAG_SPARSE)
+        self.fsync = flags.fsync
+        self.preserve = flags.preserve
+        self.sparse = flags.sparse
         self.taken: set[int] = set()
         self.eos_streams: set[int] = set()
         self.meta: StreamConn | None = None
@@ -169,7 +160,7 @@ class ReceiverSession:
         self.pending: deque[socket.socket] = deque()  # connections still in their handshake
         self.top_names: set[bytes] = set()
         self.sink_locks = [threading.Lock() for _ in range(64)]
-        self.allowed_data_flags = DATA_FLAG_ZSTD if init.flags & FLAG_COMPRESS else 0
+        self.allowed_data_flags = DATA_FLAG_ZSTD if flags.compress else 0
         self.meta_cond = threading.Condition(threading.Lock())
         self.meta_out: list[bytes] = []
         self.meta_last_queued = False
@@ -187,7 +178,7 @@ class ReceiverSession:
         umask = os.umask(0o022)
         os.umask(umask)
         self.plan = plan_destination(self.init.dest_path, self.init.top_level_count,
-                                     bool(self.init.flags & FLAG_TOP_DIR), bool(self.init.flags & FLAG_DEST_DIR))
+                                     self.flags.top_dir, self.flags.dest_dir)
         self.tree = DestinationTree(self.plan, self.init.session_id, umask, self.preserve)
 
     def claim(self, index: int) -> bool:
@@ -325,10 +316,9 @@ class ReceiverSession:
                     unz: memoryview) -> int:
         """One DATA frame (from a data stream or, for small files, the metadata stream)."""
         tr = self.tracer
-        hdr = DATA_HDR.size
-        if k < hdr:
-            raise ProtocolError("DATA frame shorter than its header")
-        _, flags, _, fino, offset, raw_len = DATA_HDR.unpack_from(plain)
+        hdr = DATA_HEADER_LEN
+        header = decode_data_header(plain, k)
+        fino, offset, raw_len, flags = header.fino, header.offset, header.raw_len, header.flags
         if flags & ~self.allowed_data_flags:
             raise ProtocolError(f"data flags {flags:#x} not allowed in this session")
         with self.lock:
@@ -337,7 +327,7 @@ class ReceiverSession:
             failed = f.failed
         sink = None if failed else self.open_sink(f)
         t0 = tr.now()
-        if flags & DATA_FLAG_ZSTD:
+        if header.compressed:
             decomp.decompress_into(plain[hdr:k], unz, raw_len)
             data = unz[:raw_len]
             tr.span(worker, "decompress", t0, raw_len)
@@ -541,7 +531,7 @@ class ReceiverSession:
     def check_top_level(self, items: list[tuple[m.FileEntry, tuple[bytes, ...]]]) -> None:
         """With self.lock held: refuse a top-level name beyond the count the sender declared
         in SessionInit (an unrequested file, CVE-2019-6111 class)."""
-        if self.init.flags & FLAG_DEST_DIR:
+        if self.flags.dest_dir:
             return  # with --filelist the count is not known at set-up; containment still holds
         for e, parts in items:
             if parts[0] in self.top_names:
@@ -580,7 +570,7 @@ class ReceiverSession:
         errors = self.tree.finish_dirs() if self.tree is not None and not self.dummy else []
         for err in errors:
             log.warning("%s", err.one_line())
-        if self.init.flags & FLAG_TRACE:
+        if self.flags.trace:
             for chunk in self.trace_chunks():
                 self.queue_meta(chunk)
         self.queue_meta(m.encode_session_done(m.SessionDone(self.files_ok, self.files_failed,
@@ -592,7 +582,7 @@ class ReceiverSession:
         if not callable(export):
             return []
         try:
-            blob = json.dumps(export(include_events=bool(self.init.flags & FLAG_TRACE_EVENTS))).encode()
+            blob = json.dumps(export(include_events=self.flags.trace_events)).encode()
             if len(blob) > TRACE_TOTAL_MAX:
                 blob = json.dumps(export(include_events=False)).encode()
             if len(blob) > TRACE_TOTAL_MAX:
@@ -702,7 +692,7 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
             except OSError:
                 pass
         return exc.exit_code
-    setup_logging(bool(init.flags & FLAG_VERBOSE), init.log_path or None, "server")
+    setup_logging(init.session_flags.verbose, init.log_path or None, "server")
     set_session(init.session_id)
     try:
         host = load_host_config()
@@ -710,7 +700,7 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
         reply(SessionReply("", 0, error=f"receiver host configuration: {exc.message}", error_cause="usage"))
         return exc.exit_code
     log.debug("session %016x: %s", init.session_id, host.describe())
-    if init.flags & FLAG_TRACE and tracer is NULL_TRACER:
+    if init.session_flags.trace and tracer is NULL_TRACER:
         tracer = _recording_tracer()
     session = ReceiverSession(init, tracer, idle_cap)
     session.cpus = host.cpus

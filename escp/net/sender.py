@@ -31,29 +31,16 @@ from ..errors import ConnectionFailure, EscpError, ProtocolError, TransferIOErro
 from ..logsetup import set_session
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit
+from ..protocol.data import DATA_HEADER_LEN, encode_data, pack_data_header
+from ..protocol.flags import SessionFlags
 from ..protocol.state import SenderCore, TxFile
 from ..protocol.wire import (
-    DATA_FLAG_ZSTD,
-    DATA_HDR,
-    FLAG_COMPRESS,
-    FLAG_DEST_DIR,
-    FLAG_FSYNC,
-    FLAG_NO_CHECKSUM,
-    FLAG_NO_DIRECT,
-    FLAG_PRESERVE,
-    FLAG_RECURSIVE,
-    FLAG_SPARSE,
-    FLAG_TOP_DIR,
-    FLAG_TRACE,
-    FLAG_TRACE_EVENTS,
-    FLAG_VERBOSE,
     KIND_DIR,
     LEN_PREFIX,
     MAX_FILES_PER_LIST,
     META_MAX_PLAINTEXT,
     META_STREAM,
     STATUS_OK,
-    T_DATA,
     TAG_LEN,
     TRACE_TOTAL_MAX,
     cause_name,
@@ -143,16 +130,15 @@ class SenderSession:
     def session_init(self) -> SessionInit:
         cfg = self.cfg
         kinds = top_level_kinds(self.sources)
-        flags = FLAG_DEST_DIR if cfg.filelist is not None else 0
-        for cond, bit in ((cfg.compress, FLAG_COMPRESS), (cfg.sparse, FLAG_SPARSE), (cfg.preserve, FLAG_PRESERVE),
-                          (not cfg.checksum, FLAG_NO_CHECKSUM), (not cfg.direct, FLAG_NO_DIRECT),
-                          (self.tracer.enabled, FLAG_TRACE), (self.tracer.enabled and bool(cfg.trace_path), FLAG_TRACE_EVENTS),
-                (cfg.recursive, FLAG_RECURSIVE),
-                          (cfg.fsync, FLAG_FSYNC), (cfg.verbose, FLAG_VERBOSE), (len(kinds) == 1 and kinds[0] == KIND_DIR, FLAG_TOP_DIR)):
-            if cond:
-                flags |= bit
+        traced = self.tracer.enabled
+        flags = SessionFlags(
+            compress=cfg.compress, sparse=cfg.sparse, preserve=cfg.preserve, no_checksum=not cfg.checksum,
+            no_direct=cfg.direct == "never", trace=traced, verbose=cfg.verbose, recursive=cfg.recursive,
+            fsync=cfg.fsync, top_dir=len(kinds) == 1 and kinds[0] == KIND_DIR,
+            trace_events=traced and bool(cfg.trace_path), dest_dir=cfg.filelist is not None,
+        )
         return SessionInit(
-            session_id=secrets.randbits(64), key=secrets.token_bytes(16), flags=flags,
+            session_id=secrets.randbits(64), key=secrets.token_bytes(16), flags=flags.to_bits(),
             block_size=cfg.block_size, streams=cfg.streams, port_start=cfg.port_start,
             port_range=cfg.port_range, dest_path=self.dest_path,
             top_level_count=sum(1 for k in kinds if k is not None) or len(kinds),
@@ -282,7 +268,7 @@ class SenderSession:
         tr = self.tracer
         wname = f"tx-{conn.index}"
         apply_cpumask(cfg.cpus)
-        hdr = DATA_HDR.size
+        hdr = DATA_HEADER_LEN
         buf = FrameBuffer(hdr, cfg.block_size)  # data page-aligned for O_DIRECT
         plain, block = buf.plain, buf.data
         zplain = memoryview(bytearray(hdr + cfg.block_size)) if cfg.compress else None
@@ -326,15 +312,15 @@ class SenderSession:
                 t0 = tr.now()
                 digest = block_digest(data, job.offset)
                 tr.span(wname, "checksum", t0, job.length)
-            out, flags, payload_len = plain, 0, job.length
+            out, compressed, payload_len = plain, False, job.length
             if compressor is not None and zplain is not None:
                 t0 = tr.now()
                 packed = compressor.compress(data)
                 tr.span(wname, "compress", t0, job.length)
                 if packed is not None:
                     zplain[hdr : hdr + len(packed)] = packed  # the read buffer keeps the raw block
-                    out, flags, payload_len = zplain, DATA_FLAG_ZSTD, len(packed)
-            DATA_HDR.pack_into(out, 0, T_DATA, flags, 0, f.entry.fino, job.offset, job.length)
+                    out, compressed, payload_len = zplain, True, len(packed)
+            pack_data_header(out, f.entry.fino, job.offset, job.length, compressed)
             t0 = tr.now()
             n = conn.sealer.seal_into(out[: hdr + payload_len], frame)
             tr.span(wname, "encrypt", t0, n)
@@ -447,12 +433,12 @@ class SenderSession:
 
     @staticmethod
     def _inline_frame(block: InlineBlock, compressor: BlockCompressor | None) -> bytes:
-        payload, flags = block.data, 0
+        payload, compressed = block.data, False
         if compressor is not None:
             packed = compressor.compress(memoryview(block.data))
             if packed is not None:
-                payload, flags = packed, DATA_FLAG_ZSTD
-        return DATA_HDR.pack(T_DATA, flags, 0, block.fino, 0, len(block.data)) + payload
+                payload, compressed = packed, True
+        return encode_data(block.fino, 0, len(block.data), payload, compressed)
 
     def _keepalive_until_done(self, interval: float) -> None:
         assert self.meta is not None
