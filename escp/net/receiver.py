@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ..engine import faults
-from ..engine.checksum import NO_DIGEST, FileDigest, block_digest
+from ..engine.checksum import FileDigest, block_digest
 from ..engine.compress import BlockDecompressor
 from ..engine.writer import (
     DestinationPlan,
@@ -33,9 +33,10 @@ from ..engine.writer import (
     pwrite_sparse,
 )
 from ..errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
     ConnectionFailure,
     EscpError,
-    IntegrityError,
     OutOfMemory,
     ProtocolError,
     TimeoutError_,
@@ -47,23 +48,30 @@ from ..logsetup import set_session, setup_logging
 from ..paths import split_peer_name
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
-from ..protocol.data import DATA_HEADER_LEN, decode_data_header
-from ..protocol.state import ReceiverCore, RxFile
+from ..protocol.data import DATA_HEADER_LEN, DataHeader, decode_data_header
+from ..protocol.receiver_core import (
+    CompleteFile,
+    Completion,
+    DiscardFile,
+    ReceiverCore,
+    RxAction,
+    RxFile,
+    SendResult,
+    unannounced,
+)
 from ..protocol.wire import (
     BOOT_HEADER,
     BOOT_SESSION_INIT,
-    DATA_FLAG_ZSTD,
     KIND_DIR,
     META_MAX_PLAINTEXT,
     META_STREAM,
-    STATUS_FAILED,
+    NO_DIGEST,
     STATUS_OK,
     T_DATA,
     T_EOS,
     T_KEEPALIVE,
     TRACE_CHUNK_MAX,
     TRACE_TOTAL_MAX,
-    cause_code,
     max_frame_len,
 )
 from ..sysconf import apply_cpumask, load_host_config
@@ -143,7 +151,7 @@ class ReceiverSession:
         idle = init.receiver_idle_timeout if idle_cap is None else min(init.receiver_idle_timeout, idle_cap)
         self.ctl = SessionControl(idle_timeout=idle)
         self.flags = flags = init.session_flags
-        self.core = ReceiverCore(init.block_size, flags.sparse)
+        self.core = ReceiverCore(init)
         self.lock = threading.RLock()
         self.announced = threading.Condition(self.lock)
         self.checksums = flags.checksum
@@ -151,23 +159,16 @@ class ReceiverSession:
         self.fsync = flags.fsync
         self.preserve = flags.preserve
         self.sparse = flags.sparse
-        self.taken: set[int] = set()
-        self.eos_streams: set[int] = set()
         self.meta: StreamConn | None = None
         self.meta_accepted = threading.Event()  # the metadata stream's ACCEPT is sent
         self.tree: DestinationTree | None = None
         self.plan: DestinationPlan | None = None
         self.pending: deque[socket.socket] = deque()  # connections still in their handshake
-        self.top_names: set[bytes] = set()
         self.sink_locks = [threading.Lock() for _ in range(64)]
-        self.allowed_data_flags = DATA_FLAG_ZSTD if flags.compress else 0
         self.meta_cond = threading.Condition(threading.Lock())
         self.meta_out: list[bytes] = []
         self.meta_last_queued = False
         self.meta_thread = 0
-        self.bytes_written = 0
-        self.files_ok = 0
-        self.files_failed = 0
         self.started = time.monotonic()
         self.cpus: tuple[int, ...] | None = None  # stream workers' CPUs (host configuration)
 
@@ -183,10 +184,7 @@ class ReceiverSession:
 
     def claim(self, index: int) -> bool:
         with self.lock:
-            if index > self.init.streams or index in self.taken:
-                return False
-            self.taken.add(index)
-            return True
+            return self.core.claim_stream(index)
 
     # --- accepting -----------------------------------------------------------------
     def acceptor(self, listener: socket.socket) -> None:
@@ -264,20 +262,6 @@ class ReceiverSession:
             self.ctl.guard(lambda: self.data_loop(conn), f"rx-{conn.index}")
 
     # --- data streams --------------------------------------------------------------
-    def wait_announced(self, fino: int, wait: bool = True) -> RxFile:
-        """Called with self.lock held: the file for a data frame, waiting for its entry
-        (never for a frame on the metadata stream: its entry would have come before it)."""
-        end = time.monotonic() + ANNOUNCE_WAIT
-        while True:
-            f = self.core.lookup(fino)
-            if f is not None:
-                return f
-            left = end - time.monotonic()
-            # after SESSION_END no announcement can follow: refuse at once
-            if left <= 0 or not wait or self.ctl.aborted.is_set() or self.core.state != "OPEN":
-                raise ProtocolError(f"data for file {fino}, which was never announced")
-            self.announced.wait(min(left, 0.5))
-
     def data_loop(self, conn: StreamConn) -> None:
         worker = f"rx-{conn.index}"
         apply_cpumask(self.cpus)
@@ -286,44 +270,51 @@ class ReceiverSession:
         plain = memoryview(bytearray(max_frame_len(bs)))
         unz = memoryview(bytearray(bs))
         decomp = BlockDecompressor(bs)
-        frames = nbytes = 0
+        frames = 0
         conn.trace_as(tr, worker)  # the stream records recv, decrypt and its starved waits
         while True:
             k = conn.recv_frame_into(plain)
             if k is None:
                 if self.ctl.aborted.is_set():
                     return
-                raise IntegrityError(f"{conn.name} closed without an end-of-stream frame (truncated)")
+                with self.lock:
+                    self.core.stream_closed(conn.index)
+                return
             self.ctl.progress()
             ftype = plain[0]
+            self.core.check_data_stream_frame(conn.index, ftype)
             if ftype == T_EOS:
                 eos = m.decode_message(bytes(plain[:k]))
                 assert isinstance(eos, m.Eos)
-                if (eos.frames, eos.nbytes) != (frames, nbytes):
-                    raise IntegrityError(f"{conn.name}: end-of-stream counts differ from what arrived")
                 with self.lock:
-                    self.eos_streams.add(conn.index)
-                    self.maybe_done()
+                    actions = self.core.receive_eos(conn.index, eos.frames, eos.nbytes)
+                self.act(actions)
                 return
-            if ftype != T_DATA:
-                raise ProtocolError(f"unexpected frame type {ftype} on {conn.name}")
-            nbytes += self.handle_data(plain, k, worker, decomp, unz)
+            self.handle_data(conn.index, plain, k, worker, decomp, unz)
             frames += 1
             if tr.enabled and frames % COUNTER_EVERY == 1:
-                tr.counter("receiver bytes written", self.bytes_written)
+                tr.counter("receiver bytes written", self.core.bytes_written)
 
-    def handle_data(self, plain: memoryview, k: int, worker: str, decomp: BlockDecompressor,
-                    unz: memoryview) -> int:
+    def accept_data(self, index: int, header: DataHeader, payload_len: int) -> RxFile:
+        """With self.lock held: the core's checks of a DATA frame, waiting (bounded) for its
+        file's announcement when a data stream overtook the FILE_LIST."""
+        end = time.monotonic() + ANNOUNCE_WAIT
+        while (f := self.core.receive_data(index, header, payload_len)) is None:
+            left = end - time.monotonic()
+            if left <= 0 or self.ctl.aborted.is_set():
+                raise unannounced(header.fino)
+            self.announced.wait(min(left, 0.5))
+        return f
+
+    def handle_data(self, index: int, plain: memoryview, k: int, worker: str, decomp: BlockDecompressor,
+                    unz: memoryview) -> None:
         """One DATA frame (from a data stream or, for small files, the metadata stream)."""
         tr = self.tracer
         hdr = DATA_HEADER_LEN
         header = decode_data_header(plain, k)
-        fino, offset, raw_len, flags = header.fino, header.offset, header.raw_len, header.flags
-        if flags & ~self.allowed_data_flags:
-            raise ProtocolError(f"data flags {flags:#x} not allowed in this session")
+        offset, raw_len = header.offset, header.raw_len
         with self.lock:
-            f = self.wait_announced(fino, wait=worker != "rx-meta")
-            self.core.check_block(f, offset, raw_len)
+            f = self.accept_data(index, header, k - hdr)
             failed = f.failed
         sink = None if failed else self.open_sink(f)
         t0 = tr.now()
@@ -332,8 +323,6 @@ class ReceiverSession:
             data = unz[:raw_len]
             tr.span(worker, "decompress", t0, raw_len)
         else:
-            if k - hdr != raw_len:
-                raise ProtocolError(f"data frame carries {k - hdr} bytes, declares {raw_len}")
             data = plain[hdr:k]
         if sink is not None:
             digest = NO_DIGEST
@@ -356,11 +345,8 @@ class ReceiverSession:
                 self.fail_file(f, io_error(exc, "write failed", self.display(f)))
             tr.span(worker, "write", t0, raw_len)
         with self.lock:
-            self.bytes_written += raw_len
-            ready = self.core.block_written(f)
-        if ready:
-            self.complete(f)
-        return int(raw_len)
+            actions = self.core.block_stored(f, raw_len)
+        self.act(actions)
 
     def display(self, f: RxFile) -> bytes:
         return self.tree.display(f.parts) if self.tree else f.entry.name
@@ -382,56 +368,68 @@ class ReceiverSession:
                     f.sink = Sink(fd, tmp, FileDigest(f.entry.fino, f.entry.size))
         return f.sink  # type: ignore[return-value]
 
-    # --- file completion -------------------------------------------------------------
-    def send_result(self, f: RxFile, status: int, cause: str, digest: bytes, message: str) -> None:
-        """Queue f's one FILE_RESULT (with self.lock held)."""
-        if not self.core.result_sent(f):
-            return
+    # --- what the core says to do --------------------------------------------------------
+    def act(self, actions: list[RxAction]) -> None:
+        """Carry out the core's actions. Completing a file runs without self.lock (it reads
+        and renames); everything else runs under it (an RLock: callers may hold it)."""
+        for action in actions:
+            if isinstance(action, CompleteFile):
+                self.complete(action.file)
+                continue
+            with self.lock:
+                if isinstance(action, SendResult):
+                    self.send_result(action)
+                elif isinstance(action, DiscardFile):
+                    self.drop_sink(action.file, action.file.sink)  # type: ignore[arg-type]
+                else:
+                    self.finish_session(action.done)
+
+    def send_result(self, action: SendResult) -> None:
+        """Queue a file's one FILE_RESULT (with self.lock held)."""
+        f, r = action.file, action.result
         if self.tracer.enabled:
-            self.tracer.instant("meta", "file done" if status == STATUS_OK else "file failed",
-                                {"name": os.fsdecode(self.display(f)), "cause": cause if status != STATUS_OK else ""})
-        if status == STATUS_OK:
-            self.files_ok += 1
-        else:
-            self.files_failed += 1
-            log.warning("%s error: %s: %s", cause, escape_name(self.display(f)), escape_name(message))
-        self.queue_meta(m.encode_file_result(m.FileResult(f.entry.fino, status, cause_code(cause), digest, message)))
+            self.tracer.instant("meta", "file done" if r.status == STATUS_OK else "file failed",
+                                {"name": os.fsdecode(self.display(f)), "cause": action.cause})
+        if r.status != STATUS_OK:
+            log.warning("%s error: %s: %s", action.cause, escape_name(self.display(f)), escape_name(r.message))
+        self.queue_meta(m.encode_file_result(r))
 
     def fail_file(self, f: RxFile, err: EscpError) -> None:
-        """Mark f failed and report it now; its temp file goes when its last block is in."""
+        """Fail f and report it now; its temp file goes when its last block is in."""
         with self.lock:
-            if f.failed:
-                return
-            f.failed = True
-            self.send_result(f, STATUS_FAILED, err.cause, NO_DIGEST, err.message)
+            result = self.core.fail(f, err)
+            if result is not None:
+                self.send_result(result)
 
     def complete(self, f: RxFile) -> None:
         """Called once per file, without self.lock: every block is in; verify and publish or clean up."""
         sink: Sink | None = f.sink  # type: ignore[assignment]
-        end = f.end
-        assert end is not None
-        outcome: tuple[int, str, bytes, str] | None = None  # status, cause, digest, message
-        if f.failed:
-            self.drop_sink(f, sink)
-        elif end.status != STATUS_OK:
-            self.drop_sink(f, sink)
-            outcome = (STATUS_FAILED, "I/O", NO_DIGEST, end.message or "failed at the source")
-        else:
-            if sink is None:
-                sink = self.open_sink(f)
-            if sink is not None:
-                outcome = self.verify_and_publish(f, sink, end.digest)
         with self.lock:
-            if outcome is not None:
-                self.send_result(f, *outcome)
-            self.core.retire(f)
-            self.maybe_done()
-
-    def verify_and_publish(self, f: RxFile, sink: Sink, expected: bytes) -> tuple[int, str, bytes, str]:
-        digest = sink.digest.digest() if self.checksums else NO_DIGEST
-        if self.checksums and digest != expected:
+            how = self.core.completion(f)
+        result = None
+        if how is Completion.VERIFY and sink is None:
+            sink = self.open_sink(f)  # a file without blocks: publish it empty
+        if how is Completion.REJECT:
             self.drop_sink(f, sink)
-            return STATUS_FAILED, "integrity", digest, "checksum mismatch: received data differs"
+            with self.lock:
+                result = self.core.verdict(f, NO_DIGEST)
+        elif how is Completion.VERIFY and sink is not None:
+            digest = sink.digest.digest() if self.checksums else NO_DIGEST
+            with self.lock:
+                result = self.core.verdict(f, digest)
+            if result is None:
+                result = self.publish(f, sink, digest)
+            else:
+                self.drop_sink(f, sink)
+        else:
+            self.drop_sink(f, sink)  # failed earlier: its one result is out
+        with self.lock:
+            if result is not None:
+                self.send_result(result)
+            actions = self.core.retire(f)
+        self.act(actions)
+
+    def publish(self, f: RxFile, sink: Sink, digest: bytes) -> SendResult | None:
         try:
             if not self.dummy and self.tree is not None:
                 e = f.entry
@@ -442,8 +440,10 @@ class ReceiverSession:
                 sink.fd = -1
         except TransferIOError as exc:
             self.drop_sink(f, sink)
-            return STATUS_FAILED, exc.cause, digest, exc.message
-        return STATUS_OK, "error", digest, ""
+            with self.lock:
+                return self.core.published(f, digest, exc)
+        with self.lock:
+            return self.core.published(f, digest)
 
     def drop_sink(self, f: RxFile, sink: Sink | None) -> None:
         if sink is not None and sink.fd >= 0:
@@ -469,33 +469,23 @@ class ReceiverSession:
             if k is None:
                 if self.ctl.done.is_set() or self.ctl.aborted.is_set():
                     return
-                raise IntegrityError("metadata stream closed without the session end (truncated)")
+                with self.lock:
+                    self.core.stream_closed(META_STREAM)
+                return
             if plain[0] == T_DATA:  # a small file's block, in order after its entry
-                self.handle_data(plain, k, "rx-meta", decomp, unz)
+                self.handle_data(META_STREAM, plain, k, "rx-meta", decomp, unz)
                 continue
             if k > META_MAX_PLAINTEXT:
                 raise ProtocolError(f"metadata frame of {k} bytes exceeds {META_MAX_PLAINTEXT}")
             msg = m.decode_message(bytes(plain[:k]))
             if isinstance(msg, list):
                 self.on_file_list(msg)
-            elif isinstance(msg, m.FileEnd):
-                with self.lock:
-                    self.core.event("file_end")
-                    f = self.core.file_end(msg)
-                    ready = self.core.claim(f)
-                if ready:
-                    self.complete(f)
-            elif isinstance(msg, m.SessionEnd):
-                with self.lock:
-                    self.core.session_end(msg.entries)
-                    self.announced.notify_all()  # data waiting for an entry: none will come now
-                    self.maybe_done()
-            elif isinstance(msg, m.Keepalive):
                 continue
-            elif isinstance(msg, m.Abort):
-                raise ConnectionFailure(f"sender aborted: {msg.message}")
-            else:
-                raise ProtocolError(f"unexpected {type(msg).__name__} on the metadata stream")
+            with self.lock:
+                actions = self.core.receive(msg)
+                if isinstance(msg, m.SessionEnd):
+                    self.announced.notify_all()  # data waiting for an entry: none will come now
+            self.act(actions)
 
     def on_file_list(self, entries: list[m.FileEntry]) -> None:
         """The whole list is checked first (names, numbering, duplicates, top-level count), so
@@ -505,10 +495,8 @@ class ReceiverSession:
         items = [(e, self.tree.map_name(e.name) if self.tree is not None else split_peer_name(e.name))
                  for e in entries]
         with self.lock:
-            self.core.event("file_list")
-            self.core.check_entries(items)
-            self.check_top_level(items)
-        mapped = []
+            self.core.check_file_list(items)
+        errors: list[EscpError | None] = []
         for e, parts in items:
             error = None
             if e.kind == KIND_DIR and self.tree is not None and not self.dummy:
@@ -517,64 +505,22 @@ class ReceiverSession:
                                        (e.uid, e.gid) if self.preserve else None)
                 except TransferIOError as exc:
                     error = exc
-            mapped.append((e, parts, error))
+            errors.append(error)
         with self.lock:
-            for e, parts, error in mapped:
-                f = self.core.add_entry(e, parts)
-                if e.kind == KIND_DIR:
-                    if error is None:
-                        self.send_result(f, STATUS_OK, "error", NO_DIGEST, "")
-                    else:
-                        self.send_result(f, STATUS_FAILED, error.cause, NO_DIGEST, error.message)
+            actions = self.core.add_file_list(items, errors)
             self.announced.notify_all()
+        self.act(actions)
 
-    def check_top_level(self, items: list[tuple[m.FileEntry, tuple[bytes, ...]]]) -> None:
-        """With self.lock held: refuse a top-level name beyond the count the sender declared
-        in SessionInit (an unrequested file, CVE-2019-6111 class)."""
-        if self.flags.dest_dir:
-            return  # with --filelist the count is not known at set-up; containment still holds
-        for e, parts in items:
-            if parts[0] in self.top_names:
-                continue
-            if len(self.top_names) >= max(1, self.init.top_level_count):
-                raise ProtocolError(f"more top-level names than the {self.init.top_level_count} announced "
-                                    "at set-up (unrequested file)", path=e.name)
-            self.top_names.add(parts[0])
-
-    def fail_unfinishable(self) -> None:
-        """With self.lock held, once every data stream sent its end-of-stream: no block can
-        arrive any more, so a file still missing blocks (or, after SESSION_END, still without
-        its FILE_END) fails now instead of waiting for the idle deadline (HP-7, HP-10)."""
-        if len(self.eos_streams) < self.init.streams:
-            return
-        for f in list(self.core.files.values()):
-            if f.claimed:
-                continue
-            if f.end is not None and len(f.seen) < f.end.blocks:
-                err: EscpError = IntegrityError(f"{f.end.blocks - len(f.seen)} of {f.end.blocks} blocks never arrived")
-            elif f.end is None and self.core.state == "ENDING":
-                err = ProtocolError("the sender ended the session without ending this file")
-            else:
-                continue
-            self.fail_file(f, err)
-            f.claimed = True
-            self.drop_sink(f, f.sink)  # type: ignore[arg-type]
-            self.core.retire(f)
-
-    def maybe_done(self) -> None:
-        """With self.lock held: queue SESSION_DONE once everything is in."""
-        self.fail_unfinishable()
-        if not self.core.all_done or len(self.eos_streams) < self.init.streams or self.core.state == "DONE":
-            return
-        self.core.event("done")
+    def finish_session(self, done: m.SessionDone) -> None:
+        """With self.lock held, once: directories get their final metadata, then the trace
+        (when asked) and SESSION_DONE are queued behind every result."""
         errors = self.tree.finish_dirs() if self.tree is not None and not self.dummy else []
         for err in errors:
             log.warning("%s", err.one_line())
         if self.flags.trace:
             for chunk in self.trace_chunks():
                 self.queue_meta(chunk)
-        self.queue_meta(m.encode_session_done(m.SessionDone(self.files_ok, self.files_failed,
-                                                            self.bytes_written, b"")), last=True)
+        self.queue_meta(m.encode_session_done(done), last=True)
 
     def trace_chunks(self) -> list[bytes]:
         """The receiver's trace as JSON in TRACE_CHUNK frames; never fails the session."""
@@ -735,7 +681,7 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     while time.monotonic() < deadline:
         if wait_readable(0, 0.2) and not os.read(0, 4096):
             break
-    return 0 if session.files_failed == 0 else 3
+    return EXIT_OK if session.core.files_failed == 0 else EXIT_PARTIAL
 
 
 def _recording_tracer() -> Tracer:

@@ -13,37 +13,40 @@ import secrets
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..config import TransferConfig
-from ..engine.checksum import NO_DIGEST, block_digest
+from ..engine.checksum import block_digest
 from ..engine.compress import BlockCompressor
 from ..engine.directio import FrameBuffer
 from ..engine.filelist import iter_filelist
 from ..engine.manifest import ManifestWriter
 from ..engine.pacing import PACE_SLICE, TokenBucket, set_pacing_rate
 from ..engine.reader import read_block
-from ..engine.scheduler import BlockScheduler, InlineBlock
+from ..engine.scheduler import BlockScheduler
 from ..engine.sources import SourceItem, SourceProblem, iter_sources, top_level_kinds
-from ..errors import ConnectionFailure, EscpError, ProtocolError, TransferIOError
+from ..errors import ConnectionFailure, EscpError, TransferIOError
 from ..logsetup import set_session
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit
 from ..protocol.data import DATA_HEADER_LEN, encode_data, pack_data_header
 from ..protocol.flags import SessionFlags
-from ..protocol.state import SenderCore, TxFile
+from ..protocol.sender_core import (
+    FileVerdict,
+    InlineBlock,
+    MetaItem,
+    SenderCore,
+    SessionFinished,
+    advances,
+    encode_batch,
+)
 from ..protocol.wire import (
     KIND_DIR,
     LEN_PREFIX,
-    MAX_FILES_PER_LIST,
-    META_MAX_PLAINTEXT,
     META_STREAM,
-    STATUS_OK,
+    NO_DIGEST,
     TAG_LEN,
-    TRACE_TOTAL_MAX,
-    cause_name,
     max_frame_len,
 )
 from ..sysconf import apply_cpumask
@@ -58,8 +61,6 @@ MAX_OUTCOMES = 10_000  # per-file outcomes kept for the --json report
 SETUP_MIN_S = 10.0  # shortest wait for the receiver's SessionReply, whatever --timeout says
 ABORT_SEND_TIMEOUT = 1.0  # how long an ABORT may take to leave
 INLINE_MAX = 64 * 1024  # files up to this size travel whole on the metadata stream
-KEEPALIVE = object()  # a keepalive queued in the metadata order
-MetaItem = m.FileEntry | m.FileEnd | InlineBlock | object
 
 
 
@@ -107,20 +108,15 @@ class SenderSession:
         self.proc = proc
         self.tracer = tracer
         self.ctl = SessionControl(cfg.idle_timeout)
-        self.core = SenderCore()
+        self.init = self.session_init()
+        self.core = SenderCore(self.init)
         self.result = TransferResult()
         self.lock = threading.Lock()
         self.meta_cond = threading.Condition(self.lock)
-        self.meta_queue: deque[MetaItem] = deque()
         self.meta: StreamConn | None = None
         self.scheduler: BlockScheduler | None = None
-        self.entries = 0
-        self.workers_left = cfg.streams
-        self.session_end_sent = False
-        self.bytes_sent = 0
         self.session_done = threading.Event()
         self.keepalive_s = keepalive_interval(cfg.idle_timeout)  # until the receiver's reply
-        self.trace_blob = bytearray()
         self.meta_pacer = (TokenBucket(cfg.limit_bytes_per_s, PACE_SLICE, sleep=self.ctl.aborted.wait)
                            if cfg.limit_bytes_per_s else None)
         self.top_rename: bytes | None = None  # DEST's base name when it replaces the top-level name
@@ -162,9 +158,13 @@ class SenderSession:
             self.result.error = self.ctl.error
         return self.result
 
+    @property
+    def bytes_sent(self) -> int:
+        return self.core.bytes_sent
+
     def _run(self) -> None:
         cfg = self.cfg
-        init = self.session_init()
+        init = self.init
         set_session(init.session_id)
         log.debug("session %016x: %d streams, block %d, flags %#x", init.session_id, init.streams,
                   init.block_size, init.flags)
@@ -193,6 +193,7 @@ class SenderSession:
                 raise err from None
             self.ctl.add_socket(conn.sock)
             conns.append(conn)
+            self.core.stream_accepted(index)
         self.meta = conns[META_STREAM]
         self.ctl.on_abort(self._send_abort)
         self.scheduler = BlockScheduler(
@@ -227,23 +228,17 @@ class SenderSession:
         if self.tracer.enabled:
             self.tracer.instant("meta", "file start", {"name": os.fsdecode(entry.name), "size": entry.size})
         with self.lock:
-            self.core.announce(TxFile(entry, path, end_sent=entry.kind == KIND_DIR))
-            self.entries += 1
-            self.meta_queue.append(entry)
+            self.core.announce(entry, path)
             self.meta_cond.notify()
 
     def _queue_file_end(self, end: m.FileEnd) -> None:
         with self.lock:
-            f = self.core.files.get(end.fino)
-            if f is not None:
-                self.core.end_sent(end.fino, end.digest, end.message if end.status != STATUS_OK else None)
-            self.meta_queue.append(end)
+            self.core.file_end(end)
             self.meta_cond.notify()
 
     def _queue_inline(self, block: InlineBlock) -> None:
         with self.lock:
-            self.meta_queue.append(block)
-            self.bytes_sent += len(block.data)
+            self.core.inline(block)
 
     def _wake_meta(self) -> None:
         with self.lock:
@@ -280,7 +275,7 @@ class SenderSession:
             pacer = TokenBucket(cfg.limit_bytes_per_s, PACE_SLICE, sleep=self.ctl.aborted.wait)
         dummy = cfg.tx_engine == "dummy"
         zeros = bytes(cfg.block_size) if cfg.sparse else b""
-        frames = nbytes = 0
+        frames = 0
         conn.trace_as(tr, wname)  # the stream records send and its blocked waits
         while not self.ctl.aborted.is_set():
             job = sched.ready_job() if tr.enabled else None
@@ -335,25 +330,24 @@ class SenderSession:
                     conn.sendall(frame[start : min(n, start + PACE_SLICE)])
                     self.ctl.progress()
             frames += 1
-            nbytes += job.length
             with self.lock:
-                self.bytes_sent += job.length
+                self.core.data_sent(conn.index, job.length)
             self.ctl.progress()
             sched.block_done(job, digest)
             if tr.enabled and frames % COUNTER_EVERY == 1:
-                tr.counter("sender bytes sent", self.bytes_sent)
+                tr.counter("sender bytes sent", self.core.bytes_sent)
                 tr.counter(f"{wname} bytes in flight", conn.unacked_bytes())
         if self.ctl.aborted.is_set():
             return
-        conn.send_plain(m.encode_eos(m.Eos(frames, nbytes)))
-        conn.shutdown_write()  # FIN after the end-of-stream frame: anything more is a forgery
         with self.lock:
-            self.workers_left -= 1
-            self.meta_cond.notify()
+            eos = self.core.end_stream(conn.index)
+        conn.send_plain(m.encode_eos(eos))
+        conn.shutdown_write()  # FIN after the end-of-stream frame: anything more is a forgery
 
     # --- metadata ---------------------------------------------------------------------
     def meta_send_loop(self) -> None:
-        """Walks the sources (small files inline) and sends entries, blocks and FILE_ENDs in order."""
+        """Walks the sources (small files inline) and sends entries, blocks and FILE_ENDs in
+        order, then SESSION_END, then keepalives until SESSION_DONE."""
         assert self.meta is not None and self.scheduler is not None
         sched = self.scheduler
         interval = self.keepalive_s
@@ -362,60 +356,28 @@ class SenderSession:
             if sched.wants_more:
                 sched.pump()
             with self.lock:
-                if not self.meta_queue and not sched.wants_more and not self._ready_to_end():
-                    if not self.meta_cond.wait(interval) and not self.meta_queue:
-                        self.meta_queue.append(KEEPALIVE)
-                batch = list(self.meta_queue)
-                self.meta_queue.clear()
-                end_now = not batch and self._ready_to_end()
-                if end_now:
-                    # mark it before sending: the receiver may answer SESSION_DONE before
-                    # send_plain returns, and _on_done must then see SESSION_END as sent
-                    self.session_end_sent = True
-            if end_now:
-                self.meta.send_plain(m.encode_session_end(m.SessionEnd(self.entries)))
+                walk_done = sched.exhausted and not sched.files
+                if not self.core.queue and not sched.wants_more and not self.core.may_end_session(walk_done):
+                    if not self.meta_cond.wait(interval) and not self.core.queue:
+                        self.core.keepalive()
+                batch = self.core.take_batch()
+                # marked before it is sent: the receiver may answer SESSION_DONE at once
+                end = self.core.end_session() if not batch and self.core.may_end_session(walk_done) else None
+            if end is not None:
+                self.meta.send_plain(m.encode_session_end(end))
                 self._keepalive_until_done(interval)
                 return
             if batch:
                 self._send_batch(batch, compressor)
 
-    def _ready_to_end(self) -> bool:
-        sched = self.scheduler
-        return (sched is not None and sched.exhausted and not sched.files and not self.meta_queue
-                and not self.session_end_sent)
-
     def _send_batch(self, batch: list[MetaItem], compressor: BlockCompressor | None) -> None:
-        """The batch's entries go out first, as few FILE_LIST frames as fit, then the rest in
-        order, in few writes. Moving entries ahead keeps every entry before its file's DATA
-        and FILE_END and keeps entries in walk order; it lets small files (entry, DATA,
-        FILE_END each) share FILE_LIST frames instead of one FlatBuffer per file. Sending
-        stamps progress unless the batch is only our own keepalive (OP-15)."""
+        """Sending stamps progress unless the batch is only our own keepalive (OP-15)."""
         assert self.meta is not None
-        advances = any(item is not KEEPALIVE for item in batch)
-        frames: list[bytes] = []
-        entries: list[m.FileEntry] = []
-        size = 0
-        for item in batch:
-            if isinstance(item, m.FileEntry):
-                if len(entries) >= MAX_FILES_PER_LIST or size + len(item.name) + 128 > META_MAX_PLAINTEXT - 1024:
-                    frames.append(m.encode_file_list(entries))
-                    entries, size = [], 0
-                entries.append(item)
-                size += len(item.name) + 128
-        if entries:
-            frames.append(m.encode_file_list(entries))
-        for item in batch:
-            if isinstance(item, m.FileEntry):
-                continue
-            if isinstance(item, m.FileEnd):
-                frames.append(m.encode_file_end(item))
-            elif isinstance(item, InlineBlock):
-                frames.append(self._inline_frame(item, compressor))
-            else:
-                frames.append(m.encode_keepalive())
+        progress = advances(batch)
+        frames = encode_batch(batch, lambda block: self._inline_frame(block, compressor))
         if self.meta_pacer is None:
             self.meta.send_many(frames)
-            if advances:
+            if progress:
                 self.ctl.progress()
             return
         group: list[bytes] = []  # -l: small files on the metadata stream are paced as well
@@ -427,7 +389,7 @@ class SenderSession:
                 if not self.meta_pacer.take(size):
                     return  # aborted
                 self.meta.send_many(group)
-                if advances:
+                if progress:
                     self.ctl.progress()
                 group, size = [], 0
 
@@ -443,7 +405,10 @@ class SenderSession:
     def _keepalive_until_done(self, interval: float) -> None:
         assert self.meta is not None
         while not self.session_done.wait(interval) and not self.ctl.aborted.is_set():
-            self.meta.send_plain(m.encode_keepalive())
+            with self.lock:
+                self.core.keepalive()
+                batch = self.core.take_batch()
+            self.meta.send_many(encode_batch(batch, lambda block: b""))
 
     def meta_recv_loop(self) -> None:
         assert self.meta is not None
@@ -457,42 +422,26 @@ class SenderSession:
             if msg is None:
                 if self.session_done.is_set() or self.ctl.aborted.is_set():
                     return
-                raise ConnectionFailure("the receiver closed the metadata stream before the session ended")
-            if isinstance(msg, m.FileResult):
-                self._on_result(msg)
-            elif isinstance(msg, m.Keepalive):
-                continue
-            elif isinstance(msg, m.TraceChunk):
-                if len(self.trace_blob) + len(msg.data) > TRACE_TOTAL_MAX:
-                    raise ProtocolError("receiver trace exceeds its size limit")
-                self.trace_blob += msg.data
-            elif isinstance(msg, m.SessionDone):
-                self._on_done(msg)
+                with self.lock:
+                    self.core.stream_closed()
                 return
-            elif isinstance(msg, m.Abort):
-                cause = cause_name(msg.cause)
-                raise ConnectionFailure(f"receiver aborted the session ({cause}): {msg.message}")
-            else:
-                raise ProtocolError(f"unexpected {type(msg).__name__} from the receiver")
+            with self.lock:
+                outcome = self.core.receive(msg)
+            if isinstance(outcome, FileVerdict):
+                self._on_verdict(outcome)
+            elif isinstance(outcome, SessionFinished):
+                self._on_done(outcome)
+                return
 
-    def _on_result(self, r: m.FileResult) -> None:
+    def _on_verdict(self, v: FileVerdict) -> None:
+        f = v.file
+        name = os.fsdecode(f.path)
+        content = self.scheduler.content.pop(f.entry.fino, None) if self.scheduler is not None else None
         with self.lock:
-            f, ok = self.core.on_result(r)
-            name = os.fsdecode(f.path)
-            if ok and self.cfg.checksum and f.entry.kind != KIND_DIR and r.digest != f.digest:
-                ok, cause, message = False, "integrity", "receiver's digest differs from the sender's"
-            elif ok and f.local_error is not None:
-                ok, cause, message = False, "I/O", f.local_error
-            else:
-                cause, message = cause_name(r.cause), r.message
-                if not ok and f.local_error is not None:
-                    message = f.local_error
-            self.core.close_file(f)
-            content = self.scheduler.content.pop(r.fino, None) if self.scheduler is not None else None
             if f.entry.kind != KIND_DIR:
-                self.result.record(FileOutcome(os.fsdecode(self.dest_name(f.entry.name)), ok, "" if ok else cause,
-                                               "" if ok else message, f.entry.size, name))
-            if ok:
+                self.result.record(FileOutcome(os.fsdecode(self.dest_name(f.entry.name)), v.ok, v.cause,
+                                               v.message, f.entry.size, name))
+            if v.ok:
                 if f.entry.kind != KIND_DIR:
                     self.result.files_ok += 1
                     self.result.bytes_payload += f.entry.size
@@ -500,21 +449,18 @@ class SenderSession:
                         self.manifest.add(self.dest_name(f.entry.name), f.entry.size, content)
             else:
                 self.result.files_failed += 1
-                self.result.failures.append(FileOutcome(name, False, cause, message, f.entry.size))
+                self.result.failures.append(FileOutcome(name, False, v.cause, v.message, f.entry.size))
                 # a failed file is always reported, -q or not (E oracle; scp -q hides only noise)
-                err = EscpError(message, path=f.path)
-                err.cause = cause
+                err = EscpError(v.message, path=f.path)
+                err.cause = v.cause
                 print(err.one_line(), file=sys.stderr)
-        if not ok and self.scheduler is not None:
-            self.scheduler.cancel(r.fino)
+        if not v.ok and self.scheduler is not None:
+            self.scheduler.cancel(f.entry.fino)
 
-    def _on_done(self, msg: m.SessionDone) -> None:
-        with self.lock:
-            if self.core.pending or not self.session_end_sent:
-                raise ProtocolError("receiver ended the session before every file was reported")
-        if self.trace_blob:
+    def _on_done(self, done: SessionFinished) -> None:
+        if done.receiver_trace:
             try:
-                self.result.receiver_trace = json.loads(self.trace_blob)
+                self.result.receiver_trace = json.loads(done.receiver_trace)
             except ValueError:
                 log.warning("receiver sent an unreadable trace; ignored")
         self.session_done.set()
