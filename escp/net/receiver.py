@@ -171,6 +171,7 @@ class ReceiverSession:
         self.meta_thread = 0
         self.started = time.monotonic()
         self.cpus: tuple[int, ...] | None = None  # stream workers' CPUs (host configuration)
+        self.closing = False  # cleanup() ran: no more temp files
 
     # --- set-up ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -360,12 +361,16 @@ class ReceiverSession:
                 if self.dummy or self.tree is None:
                     f.sink = Sink(-1, b"", FileDigest(f.entry.fino, f.entry.size))
                 else:
-                    try:
-                        fd, tmp = self.tree.create_temp(f.parts, f.entry.mode)
-                    except TransferIOError as exc:
-                        self.fail_file(f, exc)
-                        return None
-                    f.sink = Sink(fd, tmp, FileDigest(f.entry.fino, f.entry.size))
+                    # under self.lock: cleanup() either sees this temp file or it is never made
+                    with self.lock:
+                        if self.closing:
+                            return None
+                        try:
+                            fd, tmp = self.tree.create_temp(f.parts, f.entry.mode)
+                        except TransferIOError as exc:
+                            self.fail_file(f, exc)
+                            return None
+                        f.sink = Sink(fd, tmp, FileDigest(f.entry.fino, f.entry.size))
         return f.sink  # type: ignore[return-value]
 
     # --- what the core says to do --------------------------------------------------------
@@ -594,12 +599,14 @@ class ReceiverSession:
             self.meta.send_abort(err, ABORT_SEND_TIMEOUT)
 
     def cleanup(self) -> None:
+        """Remove the temp files of unfinished files; no stream thread creates one after this."""
         with self.lock:
+            self.closing = True
             for f in list(self.core.files.values()):
                 sink: Sink | None = f.sink  # type: ignore[assignment]
                 self.drop_sink(f, sink)
-        if self.tree is not None:
-            self.tree.close()
+            if self.tree is not None:
+                self.tree.close()
 
 
 def install_signal_handlers(ctl: SessionControl) -> None:
