@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import AuthError, ConnectionFailure, EscpError, IntegrityError, TimeoutError_
+from ..errors import AuthError, ConnectionFailure, EscpError, TimeoutError_
 from ..protocol import messages as m
 from ..protocol.crypto import (
     DIR_RECEIVER_TO_SENDER,
@@ -37,6 +37,8 @@ from ..protocol.crypto import (
     handshake_key,
     hello_proof,
 )
+from ..protocol.framing import FrameDecoder
+from ..protocol.states import stream_name
 from ..protocol.wire import (
     CHALLENGE_LEN,
     HELLO,
@@ -47,8 +49,6 @@ from ..protocol.wire import (
     max_frame_len,
 )
 from ..trace import Tracer, WaitKind
-
-READ_AHEAD = 64 * 1024
 
 
 def recv_handshake(sock: socket.socket, n: int, deadline: float, fail: type[EscpError], closed: str) -> bytes:
@@ -85,14 +85,9 @@ class StreamConn:
         self.index = index
         self.sealer = sealer
         self.opener = opener
-        self.name = "metadata stream" if index == 0 else f"data stream {index}"
+        self.name = stream_name(index)
         self._send_lock = threading.Lock()
-        # receive buffer: one whole frame plus read-ahead, so small frames arrive many per recv
-        self._buf = bytearray(LEN_PREFIX.size + opener.max_len + READ_AHEAD)
-        self._view = memoryview(self._buf)
-        self._start = 0
-        self._end = 0
-        self.frames_in = 0
+        self._decoder = FrameDecoder(opener)  # the receive buffer: one whole frame plus read-ahead
         self._tr: Tracer | None = None  # set by trace_as for data streams when tracing is on
         self._worker = ""
         self._poll_in: select.poll | None = None
@@ -204,23 +199,17 @@ class StreamConn:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet consumed as frames."""
-        return self._end - self._start
+        return self._decoder.pending
 
-    def _fill(self, need: int) -> bool:
-        """Make `need` bytes available from self._start; False on a clean EOF between frames."""
-        if self._end - self._start >= need:
-            return True
-        if self._start + need > len(self._buf):  # move the partial frame to the front
-            avail = self._end - self._start
-            self._buf[:avail] = self._view[self._start : self._end]
-            self._start, self._end = 0, avail
+    def _fill(self) -> bool:
+        """Receive until the decoder holds a whole frame; False on a clean EOF between frames."""
+        dec = self._decoder
         tr = self._tr  # traced: one `recv` span per stretch of copying, a wait when starved
         t_busy = tr.now() if tr is not None else 0
         moved = 0
-        while self._end - self._start < need:
-            limit = min(len(self._buf), self._start + need + READ_AHEAD)
+        while dec.missing():
             try:
-                k = self.sock.recv_into(self._view[self._end : limit])
+                k = self.sock.recv_into(dec.recv_buffer())
             except BlockingIOError:  # traced streams only: no data yet, the sender is behind
                 assert tr is not None and self._poll_in is not None
                 if moved:
@@ -235,10 +224,9 @@ class StreamConn:
             except OSError as exc:
                 raise ConnectionFailure(f"{self.name}: {exc.strerror or exc}") from None
             if k == 0:
-                if self._end == self._start:
-                    return False
-                raise IntegrityError(f"{self.name} truncated mid-frame")
-            self._end += k
+                dec.eof(self.name)
+                return False
+            dec.received(k)
             moved += k
         if tr is not None and moved:
             tr.span(self._worker, "recv", t_busy, moved)
@@ -246,24 +234,14 @@ class StreamConn:
 
     def recv_frame_into(self, out: memoryview) -> int | None:
         """Receive one frame; decrypt into out; plaintext length, or None on clean TCP EOF."""
-        if not self._fill(LEN_PREFIX.size):
+        if not self._fill():
             return None
-        p = self._start
-        prefix = self._view[p : p + LEN_PREFIX.size]
-        n = self.opener.check_len(prefix)
-        if not self._fill(LEN_PREFIX.size + n):
-            raise IntegrityError(f"{self.name} truncated mid-frame")
-        p = self._start
         tr = self._tr
         t0 = tr.now() if tr is not None else 0
-        k = self.opener.open_into(bytes(self._view[p : p + LEN_PREFIX.size]),
-                                  self._view[p + LEN_PREFIX.size : p + LEN_PREFIX.size + n], out)
+        k = self._decoder.next_frame_into(out)
+        assert k is not None  # _fill made the frame whole
         if tr is not None:
             tr.span(self._worker, "decrypt", t0, k)
-        self._start = p + LEN_PREFIX.size + n
-        if self._start == self._end:
-            self._start = self._end = 0
-        self.frames_in += 1
         return k
 
     def recv_message(self, out: memoryview) -> m.Message | None:
