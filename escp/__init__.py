@@ -16,7 +16,7 @@ from .target import RemoteTarget, parse_target
 
 if TYPE_CHECKING:
     from .api import transfer
-    from .net.sender import TransferResult
+    from .results import TransferResult
 
 __version__ = "0.1.0"
 
@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
         return transfer
     if name == "TransferResult":
-        from .net.sender import TransferResult
+        from .results import TransferResult
 
         return TransferResult
     raise AttributeError(f"module 'escp' has no attribute {name!r}")

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 from .config import TransferConfig
 from .errors import ConnectionFailure, EscpError
 from .net.spawn import ReceiverProcess, local_argv, ssh_argv
+from .results import TransferResult
 from .target import RemoteTarget
 from .trace import NULL_TRACER, Tracer
 
 if TYPE_CHECKING:
-    from .net.sender import SenderSession, TransferResult
+    from .net.sender import SenderSession
 
 
 def transfer(
@@ -59,7 +60,7 @@ def transfer(
         proc = ReceiverProcess(argv)
     except Exception as exc:  # noqa: BLE001 - surfaced as the result's error
         return _failed(exc if isinstance(exc, EscpError) else ConnectionFailure(str(exc)))
-    from .net.sender import SenderSession, TransferResult  # while the receiver starts
+    from .net.sender import SenderSession  # while the receiver starts
 
     result = TransferResult()
     try:
@@ -80,8 +81,6 @@ def transfer(
 
 
 def _failed(error: EscpError) -> TransferResult:
-    from .net.sender import TransferResult
-
     result = TransferResult()
     result.error = error
     return result

@@ -27,7 +27,7 @@ from .target import RemoteTarget, parse_target
 from .units import format_bytes, format_rate, parse_rate, parse_size
 
 if TYPE_CHECKING:
-    from .net.sender import TransferResult
+    from .results import TransferResult
 
 log = logging.getLogger("escp")
 

@@ -19,19 +19,10 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
 from ..engine import faults
-from ..engine.checksum import FileDigest, block_digest
-from ..engine.compress import BlockDecompressor
-from ..engine.writer import (
-    DestinationPlan,
-    DestinationTree,
-    io_error,
-    plan_destination,
-    pwrite_all,
-    pwrite_sparse,
-)
+from ..engine.pipeline import ReceivePipeline
+from ..engine.sink import FileStore, Sink
 from ..errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -45,7 +36,6 @@ from ..errors import (
     escape_name,
 )
 from ..logsetup import set_session, setup_logging
-from ..paths import split_peer_name
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
 from ..protocol.data import DATA_HEADER_LEN, DataHeader, decode_data_header
@@ -85,17 +75,6 @@ HANDSHAKE_DEADLINE = 10.0
 MAX_PENDING_HANDSHAKES = 64
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
 ABORT_SEND_TIMEOUT = 2.0  # how long an ABORT may take to leave
-
-
-@dataclass
-class Sink:
-    fd: int
-    tmp: bytes
-    digest: FileDigest
-    # one pwrite at a time per file: the kernel serialises writes to one inode anyway
-    # (ext4, xfs), and waiting here sleeps where the inode lock would spin on the CPU the
-    # other stages need (measured: rwsem_spin_on_owner ~10% of CPU with 2 streams on 2 cores)
-    wlock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def read_exact_fd(fd: int, n: int, deadline: float) -> bytes:
@@ -154,15 +133,9 @@ class ReceiverSession:
         self.core = ReceiverCore(init)
         self.lock = threading.RLock()
         self.announced = threading.Condition(self.lock)
-        self.checksums = flags.checksum
-        self.dummy = init.rx_engine == "dummy"
-        self.fsync = flags.fsync
-        self.preserve = flags.preserve
-        self.sparse = flags.sparse
         self.meta: StreamConn | None = None
         self.meta_accepted = threading.Event()  # the metadata stream's ACCEPT is sent
-        self.tree: DestinationTree | None = None
-        self.plan: DestinationPlan | None = None
+        self.store = FileStore(None, sparse=flags.sparse, preserve=flags.preserve, fsync=flags.fsync)
         self.pending: deque[socket.socket] = deque()  # connections still in their handshake
         self.sink_locks = [threading.Lock() for _ in range(64)]
         self.meta_cond = threading.Condition(threading.Lock())
@@ -175,13 +148,11 @@ class ReceiverSession:
 
     # --- set-up ------------------------------------------------------------------
     def prepare(self) -> None:
-        if self.dummy:
-            return
-        umask = os.umask(0o022)
-        os.umask(umask)
-        self.plan = plan_destination(self.init.dest_path, self.init.top_level_count,
-                                     self.flags.top_dir, self.flags.dest_dir)
-        self.tree = DestinationTree(self.plan, self.init.session_id, umask, self.preserve)
+        """Plan the destination by scp's rules (UsageError when they cannot be met)."""
+        self.store = FileStore.for_session(self.init)
+
+    def pipeline(self, worker: str) -> ReceivePipeline:
+        return ReceivePipeline(self.init.block_size, self.tracer, worker, self.store, checksum=self.flags.checksum)
 
     def claim(self, index: int) -> bool:
         with self.lock:
@@ -267,10 +238,8 @@ class ReceiverSession:
         worker = f"rx-{conn.index}"
         apply_cpumask(self.cpus)
         tr = self.tracer
-        bs = self.init.block_size
-        plain = memoryview(bytearray(max_frame_len(bs)))
-        unz = memoryview(bytearray(bs))
-        decomp = BlockDecompressor(bs)
+        plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
+        pipe = self.pipeline(worker)
         frames = 0
         conn.trace_as(tr, worker)  # the stream records recv, decrypt and its starved waits
         while True:
@@ -291,7 +260,7 @@ class ReceiverSession:
                     actions = self.core.receive_eos(conn.index, eos.frames, eos.nbytes)
                 self.act(actions)
                 return
-            self.handle_data(conn.index, plain, k, worker, decomp, unz)
+            self.handle_data(conn.index, plain, k, pipe)
             frames += 1
             if tr.enabled and frames % COUNTER_EVERY == 1:
                 tr.counter("receiver bytes written", self.core.bytes_written)
@@ -307,70 +276,38 @@ class ReceiverSession:
             self.announced.wait(min(left, 0.5))
         return f
 
-    def handle_data(self, index: int, plain: memoryview, k: int, worker: str, decomp: BlockDecompressor,
-                    unz: memoryview) -> None:
+    def handle_data(self, index: int, plain: memoryview, k: int, pipe: ReceivePipeline) -> None:
         """One DATA frame (from a data stream or, for small files, the metadata stream)."""
-        tr = self.tracer
-        hdr = DATA_HEADER_LEN
         header = decode_data_header(plain, k)
-        offset, raw_len = header.offset, header.raw_len
         with self.lock:
-            f = self.accept_data(index, header, k - hdr)
+            f = self.accept_data(index, header, k - DATA_HEADER_LEN)
             failed = f.failed
         sink = None if failed else self.open_sink(f)
-        t0 = tr.now()
-        if header.compressed:
-            decomp.decompress_into(plain[hdr:k], unz, raw_len)
-            data = unz[:raw_len]
-            tr.span(worker, "decompress", t0, raw_len)
-        else:
-            data = plain[hdr:k]
+        data = pipe.payload(plain, k, header)
         if sink is not None:
-            digest = NO_DIGEST
-            if self.checksums:
-                t0 = tr.now()
-                digest = block_digest(data, offset)
-                tr.span(worker, "verify", t0, raw_len)
-            t0 = tr.now()
             try:
-                if self.dummy:
-                    pass
-                elif self.sparse:
-                    with sink.wlock:
-                        pwrite_sparse(sink.fd, data, offset)
-                else:
-                    with sink.wlock:
-                        pwrite_all(sink.fd, data, offset, self.display(f) if faults.ACTIVE else b"")
-                sink.digest.add(offset, raw_len, digest)
-            except OSError as exc:
-                self.fail_file(f, io_error(exc, "write failed", self.display(f)))
-            tr.span(worker, "write", t0, raw_len)
+                pipe.write(sink, data, header.offset)
+            except TransferIOError as exc:
+                self.fail_file(f, exc)
         with self.lock:
-            actions = self.core.block_stored(f, raw_len)
+            actions = self.core.block_stored(f, header.raw_len)
         self.act(actions)
 
     def display(self, f: RxFile) -> bytes:
-        return self.tree.display(f.parts) if self.tree else f.entry.name
+        return self.store.display(f.parts, f.entry.name)
 
     def open_sink(self, f: RxFile) -> Sink | None:
         """The file's temp file, created on first use (one creator per file)."""
         if f.sink is not None:
             return f.sink  # type: ignore[return-value]
         with self.sink_locks[f.entry.fino % len(self.sink_locks)]:
-            if f.sink is None:
-                if self.dummy or self.tree is None:
-                    f.sink = Sink(-1, b"", FileDigest(f.entry.fino, f.entry.size))
-                else:
-                    # under self.lock: cleanup() either sees this temp file or it is never made
-                    with self.lock:
-                        if self.closing:
-                            return None
-                        try:
-                            fd, tmp = self.tree.create_temp(f.parts, f.entry.mode)
-                        except TransferIOError as exc:
-                            self.fail_file(f, exc)
-                            return None
-                        f.sink = Sink(fd, tmp, FileDigest(f.entry.fino, f.entry.size))
+            # under self.lock: cleanup() either sees this temp file or it is never made
+            with self.lock:
+                if f.sink is None and not self.closing:
+                    try:
+                        f.sink = self.store.open(f.parts, f.entry)
+                    except TransferIOError as exc:
+                        self.fail_file(f, exc)
         return f.sink  # type: ignore[return-value]
 
     # --- what the core says to do --------------------------------------------------------
@@ -419,7 +356,7 @@ class ReceiverSession:
             with self.lock:
                 result = self.core.verdict(f, NO_DIGEST)
         elif how is Completion.VERIFY and sink is not None:
-            digest = sink.digest.digest() if self.checksums else NO_DIGEST
+            digest = sink.digest.digest() if self.flags.checksum else NO_DIGEST
             with self.lock:
                 result = self.core.verdict(f, digest)
             if result is None:
@@ -436,13 +373,7 @@ class ReceiverSession:
 
     def publish(self, f: RxFile, sink: Sink, digest: bytes) -> SendResult | None:
         try:
-            if not self.dummy and self.tree is not None:
-                e = f.entry
-                times = (e.atime_ns, e.mtime_ns) if self.preserve else None
-                owner = (e.uid, e.gid) if self.preserve else None
-                self.tree.publish(f.parts, sink.fd, sink.tmp, e.size, e.mode, times, owner, self.fsync)
-                os.close(sink.fd)
-                sink.fd = -1
+            self.store.publish(f.parts, sink, f.entry)
         except TransferIOError as exc:
             self.drop_sink(f, sink)
             with self.lock:
@@ -451,17 +382,13 @@ class ReceiverSession:
             return self.core.published(f, digest)
 
     def drop_sink(self, f: RxFile, sink: Sink | None) -> None:
-        if sink is not None and sink.fd >= 0:
-            os.close(sink.fd)
-            sink.fd = -1
-            if self.tree is not None:
-                self.tree.discard(f.parts, sink.tmp)
+        if sink is not None:
+            self.store.discard(f.parts, sink)
 
     # --- metadata stream ---------------------------------------------------------------
     def meta_loop(self, conn: StreamConn) -> None:
         plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
-        unz = memoryview(bytearray(self.init.block_size))
-        decomp = BlockDecompressor(self.init.block_size)
+        pipe = self.pipeline("rx-meta")
         self.meta_thread = threading.get_ident()
         while True:
             if not conn.buffered:
@@ -478,7 +405,7 @@ class ReceiverSession:
                     self.core.stream_closed(META_STREAM)
                 return
             if plain[0] == T_DATA:  # a small file's block, in order after its entry
-                self.handle_data(META_STREAM, plain, k, "rx-meta", decomp, unz)
+                self.handle_data(META_STREAM, plain, k, pipe)
                 continue
             if k > META_MAX_PLAINTEXT:
                 raise ProtocolError(f"metadata frame of {k} bytes exceeds {META_MAX_PLAINTEXT}")
@@ -497,17 +424,15 @@ class ReceiverSession:
         a refused list creates nothing (OP-18); then its directories are made, then its
         entries registered, so files inside can be created."""
         # without a destination tree (rx_engine dummy) names are still checked (OP-19)
-        items = [(e, self.tree.map_name(e.name) if self.tree is not None else split_peer_name(e.name))
-                 for e in entries]
+        items = [(e, self.store.map_name(e.name)) for e in entries]
         with self.lock:
             self.core.check_file_list(items)
         errors: list[EscpError | None] = []
         for e, parts in items:
             error = None
-            if e.kind == KIND_DIR and self.tree is not None and not self.dummy:
+            if e.kind == KIND_DIR:
                 try:
-                    self.tree.make_dir(parts, e.mode, e.atime_ns, e.mtime_ns,
-                                       (e.uid, e.gid) if self.preserve else None)
+                    self.store.make_dir(parts, e)
                 except TransferIOError as exc:
                     error = exc
             errors.append(error)
@@ -519,8 +444,7 @@ class ReceiverSession:
     def finish_session(self, done: m.SessionDone) -> None:
         """With self.lock held, once: directories get their final metadata, then the trace
         (when asked) and SESSION_DONE are queued behind every result."""
-        errors = self.tree.finish_dirs() if self.tree is not None and not self.dummy else []
-        for err in errors:
+        for err in self.store.finish_dirs():
             log.warning("%s", err.one_line())
         if self.flags.trace:
             for chunk in self.trace_chunks():
@@ -605,8 +529,7 @@ class ReceiverSession:
             for f in list(self.core.files.values()):
                 sink: Sink | None = f.sink  # type: ignore[assignment]
                 self.drop_sink(f, sink)
-            if self.tree is not None:
-                self.tree.close()
+            self.store.close()
 
 
 def install_signal_handlers(ctl: SessionControl) -> None:
@@ -662,7 +585,8 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
         session.prepare()
         listener = bind_listener(choose_bind_address(init), init.port_start, init.port_range)
         addr, port = listener.getsockname()[:2]
-        reply(SessionReply(addr, port, dest_is_dir=bool(session.plan and session.plan.dest_is_dir),
+        plan = session.store.plan
+        reply(SessionReply(addr, port, dest_is_dir=bool(plan and plan.dest_is_dir),
                            server_time_ns=time.monotonic_ns(),
                            idle_timeout_ms=int(session.ctl.idle_timeout * 1000)))
     except EscpError as exc:

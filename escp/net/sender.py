@@ -10,27 +10,23 @@ import json
 import logging
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from ..config import TransferConfig
-from ..engine.checksum import block_digest
 from ..engine.compress import BlockCompressor
-from ..engine.directio import FrameBuffer
 from ..engine.filelist import iter_filelist
 from ..engine.manifest import ManifestWriter
 from ..engine.pacing import PACE_SLICE, TokenBucket, set_pacing_rate
-from ..engine.reader import read_block
+from ..engine.pipeline import SendPipeline
 from ..engine.scheduler import BlockScheduler
 from ..engine.sources import SourceItem, SourceProblem, iter_sources, top_level_kinds
 from ..errors import ConnectionFailure, EscpError, TransferIOError
 from ..logsetup import set_session
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit
-from ..protocol.data import DATA_HEADER_LEN, encode_data, pack_data_header
+from ..protocol.data import encode_data
 from ..protocol.flags import SessionFlags
 from ..protocol.sender_core import (
     FileVerdict,
@@ -43,12 +39,10 @@ from ..protocol.sender_core import (
 )
 from ..protocol.wire import (
     KIND_DIR,
-    LEN_PREFIX,
     META_STREAM,
-    NO_DIGEST,
-    TAG_LEN,
     max_frame_len,
 )
+from ..results import Report, TransferResult
 from ..sysconf import apply_cpumask
 from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer
 from .conn import StreamConn, connect_stream
@@ -56,47 +50,11 @@ from .control import SessionControl, keepalive_interval
 from .spawn import ReceiverProcess
 
 log = logging.getLogger("escp")
-MAX_OUTCOMES = 10_000  # per-file outcomes kept for the --json report
-
 SETUP_MIN_S = 10.0  # shortest wait for the receiver's SessionReply, whatever --timeout says
 ABORT_SEND_TIMEOUT = 1.0  # how long an ABORT may take to leave
 INLINE_MAX = 64 * 1024  # files up to this size travel whole on the metadata stream
 
 
-
-
-@dataclass
-class FileOutcome:
-    name: str
-    ok: bool
-    cause: str = ""
-    message: str = ""
-    size: int = 0
-    path: str = ""  # local source path (name is the destination-relative name in outcomes)
-
-
-@dataclass
-class TransferResult:
-    files_ok: int = 0
-    files_failed: int = 0
-    bytes_sent: int = 0
-    bytes_payload: int = 0
-    seconds: float = 0.0
-    failures: list[FileOutcome] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    error: EscpError | None = None
-    receiver_trace: dict | None = None  # type: ignore[type-arg]
-    clock_offset_ns: int = 0  # receiver clock + offset = sender clock (estimated at set-up)
-    stats: object = None  # escp.trace.summary.TraceSummary when traced
-    trace_written: bool = False
-    outcomes: list[FileOutcome] = field(default_factory=list)  # every file, the first MAX_OUTCOMES
-    outcomes_dropped: int = 0  # outcomes beyond MAX_OUTCOMES (counted in files_ok/files_failed)
-
-    def record(self, outcome: FileOutcome) -> None:
-        if len(self.outcomes) < MAX_OUTCOMES:
-            self.outcomes.append(outcome)
-        else:
-            self.outcomes_dropped += 1
 
 
 class SenderSession:
@@ -110,7 +68,8 @@ class SenderSession:
         self.ctl = SessionControl(cfg.idle_timeout)
         self.init = self.session_init()
         self.core = SenderCore(self.init)
-        self.result = TransferResult()
+        self.report = Report(cfg.quiet)
+        self.result = self.report.result
         self.lock = threading.Lock()
         self.meta_cond = threading.Condition(self.lock)
         self.meta: StreamConn | None = None
@@ -245,36 +204,25 @@ class SenderSession:
             self.meta_cond.notify()
 
     def _problem(self, p: SourceProblem) -> None:
-        if p.warning:
-            self.result.warnings.append(p.error.one_line())
-        else:
-            self.result.files_failed += 1
-            path = os.fsdecode(p.error.path or b"")
-            self.result.failures.append(FileOutcome(path, False, p.error.cause, p.error.message))
-            self.result.record(FileOutcome("", False, p.error.cause, p.error.message, 0, path))
-        if not (self.cfg.quiet and p.warning):  # -q hides warnings, never errors (as scp -q)
-            print(p.error.one_line(), file=sys.stderr)
+        self.report.source_problem(p.error, p.warning)
 
     # --- data streams -----------------------------------------------------------------------
     def worker(self, conn: StreamConn) -> None:
+        """One data stream: blocks from the scheduler through the stage pipeline onto the wire,
+        then the stream's EOS."""
         cfg = self.cfg
         sched = self.scheduler
         assert sched is not None
         tr = self.tracer
         wname = f"tx-{conn.index}"
         apply_cpumask(cfg.cpus)
-        hdr = DATA_HEADER_LEN
-        buf = FrameBuffer(hdr, cfg.block_size)  # data page-aligned for O_DIRECT
-        plain, block = buf.plain, buf.data
-        zplain = memoryview(bytearray(hdr + cfg.block_size)) if cfg.compress else None
-        frame = memoryview(bytearray(LEN_PREFIX.size + hdr + cfg.block_size + TAG_LEN))
-        compressor = BlockCompressor(cfg.compress_level) if cfg.compress else None
+        pipe = SendPipeline(cfg.block_size, tr, wname, checksum=cfg.checksum,
+                            compress_level=cfg.compress_level if cfg.compress else None, sparse=cfg.sparse,
+                            dummy=cfg.tx_engine == "dummy")
         pacer = None
         if cfg.limit_bytes_per_s:
             set_pacing_rate(conn.sock, cfg.limit_bytes_per_s)
             pacer = TokenBucket(cfg.limit_bytes_per_s, PACE_SLICE, sleep=self.ctl.aborted.wait)
-        dummy = cfg.tx_engine == "dummy"
-        zeros = bytes(cfg.block_size) if cfg.sparse else b""
         frames = 0
         conn.trace_as(tr, wname)  # the stream records send and its blocked waits
         while not self.ctl.aborted.is_set():
@@ -285,56 +233,25 @@ class SenderSession:
                 if job is None:
                     break
                 tr.wait(wname, "read", t0, "starved")  # no block to read yet (the walk is behind)
-            f = job.file
-            if f.cancelled or f.error is not None:
+            if job.file.cancelled or job.file.error is not None:
                 sched.block_done(job, None)
                 continue
-            data = block[: job.length]
             try:
-                if not dummy:
-                    t0 = tr.now()
-                    if not read_block(f.fd, data, job.offset, job.length, f.path, -1 if f.direct_off else f.dfd):
-                        f.direct_off = True
-                    tr.span(wname, "read", t0, job.length)
+                encoded = pipe.encode(job, conn.sealer)
             except TransferIOError as exc:
                 sched.block_done(job, None, exc)
                 continue
-            if cfg.sparse and data.tobytes() == (zeros if job.length == cfg.block_size else bytes(job.length)):
+            if encoded is None:  # an all-zero block, skipped (--sparse)
                 sched.block_done(job, None)
                 continue
-            digest = NO_DIGEST
-            if cfg.checksum:
-                t0 = tr.now()
-                digest = block_digest(data, job.offset)
-                tr.span(wname, "checksum", t0, job.length)
-            out, compressed, payload_len = plain, False, job.length
-            if compressor is not None and zplain is not None:
-                t0 = tr.now()
-                packed = compressor.compress(data)
-                tr.span(wname, "compress", t0, job.length)
-                if packed is not None:
-                    zplain[hdr : hdr + len(packed)] = packed  # the read buffer keeps the raw block
-                    out, compressed, payload_len = zplain, True, len(packed)
-            pack_data_header(out, f.entry.fino, job.offset, job.length, compressed)
-            t0 = tr.now()
-            n = conn.sealer.seal_into(out[: hdr + payload_len], frame)
-            tr.span(wname, "encrypt", t0, n)
-            if pacer is None:
-                conn.sendall(frame[:n])
-            else:
-                for start in range(0, n, PACE_SLICE):
-                    t0 = tr.now()
-                    if not pacer.take(min(PACE_SLICE, n - start)):
-                        break  # aborted
-                    tr.wait(wname, "send", t0, "blocked")  # held back by -l: the (emulated) link
-                    conn.sendall(frame[start : min(n, start + PACE_SLICE)])
-                    self.ctl.progress()
+            frame, digest = encoded
+            self._send_frame(conn, frame, pacer, wname)
             frames += 1
             with self.lock:
                 self.core.data_sent(conn.index, job.length)
             self.ctl.progress()
             sched.block_done(job, digest)
-            if tr.enabled and frames % COUNTER_EVERY == 1:
+            if tr.enabled and frames % COUNTER_EVERY == 1:  # the stream worker's trace counters
                 tr.counter("sender bytes sent", self.core.bytes_sent)
                 tr.counter(f"{wname} bytes in flight", conn.unacked_bytes())
         if self.ctl.aborted.is_set():
@@ -343,6 +260,20 @@ class SenderSession:
             eos = self.core.end_stream(conn.index)
         conn.send_plain(m.encode_eos(eos))
         conn.shutdown_write()  # FIN after the end-of-stream frame: anything more is a forgery
+
+    def _send_frame(self, conn: StreamConn, frame: memoryview, pacer: TokenBucket | None, wname: str) -> None:
+        if pacer is None:
+            conn.sendall(frame)
+            return
+        tr = self.tracer
+        n = len(frame)
+        for start in range(0, n, PACE_SLICE):
+            t0 = tr.now()
+            if not pacer.take(min(PACE_SLICE, n - start)):
+                return  # aborted
+            tr.wait(wname, "send", t0, "blocked")  # held back by -l: the (emulated) link
+            conn.sendall(frame[start : min(n, start + PACE_SLICE)])
+            self.ctl.progress()
 
     # --- metadata ---------------------------------------------------------------------
     def meta_send_loop(self) -> None:
@@ -435,27 +366,15 @@ class SenderSession:
 
     def _on_verdict(self, v: FileVerdict) -> None:
         f = v.file
-        name = os.fsdecode(f.path)
-        content = self.scheduler.content.pop(f.entry.fino, None) if self.scheduler is not None else None
+        entry = f.entry
+        content = self.scheduler.content.pop(entry.fino, None) if self.scheduler is not None else None
+        dest_name = self.dest_name(entry.name)
         with self.lock:
-            if f.entry.kind != KIND_DIR:
-                self.result.record(FileOutcome(os.fsdecode(self.dest_name(f.entry.name)), v.ok, v.cause,
-                                               v.message, f.entry.size, name))
-            if v.ok:
-                if f.entry.kind != KIND_DIR:
-                    self.result.files_ok += 1
-                    self.result.bytes_payload += f.entry.size
-                    if self.manifest is not None and content is not None:
-                        self.manifest.add(self.dest_name(f.entry.name), f.entry.size, content)
-            else:
-                self.result.files_failed += 1
-                self.result.failures.append(FileOutcome(name, False, v.cause, v.message, f.entry.size))
-                # a failed file is always reported, -q or not (E oracle; scp -q hides only noise)
-                err = EscpError(v.message, path=f.path)
-                err.cause = v.cause
-                print(err.one_line(), file=sys.stderr)
+            self.report.file_done(f.path, dest_name, entry.size, entry.kind == KIND_DIR, v.ok, v.cause, v.message)
+            if v.ok and self.manifest is not None and content is not None:
+                self.manifest.add(dest_name, entry.size, content)
         if not v.ok and self.scheduler is not None:
-            self.scheduler.cancel(f.entry.fino)
+            self.scheduler.cancel(entry.fino)
 
     def _on_done(self, done: SessionFinished) -> None:
         if done.receiver_trace:
