@@ -1,10 +1,7 @@
-"""One authenticated TCP stream: handshake, framed send and receive over a socket.
-
-The receiver greets every new connection with a random challenge; the sender answers
-with HELLO(stream index, HMAC proof bound to session, challenge and index); only then
-does the receiver accept the connection as that stream (once per index) and answer
-with an encrypted ACCEPT frame, which proves the key back to the sender. Stream keys
-include the challenge, so a recorded stream cannot be replayed on a new connection.
+"""One authenticated TCP stream after its handshake (streams.py): framed, sealed sends
+and buffered, opened receives over its socket. The framing is the sans-IO FrameDecoder's;
+this class makes the socket calls: recv_into straight into the decoder's buffer, frames
+decrypted into the caller's buffer, sends sealed into one buffer per batch.
 
 A data stream's worker may attach a recording tracer (trace_as): the stream then records
 its own "recv", "decrypt" and "send" spans and, separately, the time spent waiting for the
@@ -17,64 +14,19 @@ copying and no system call is added. With tracing off the socket calls are the p
 from __future__ import annotations
 
 import fcntl
-import hmac
-import os
 import select
 import socket
 import struct
 import termios
 import threading
-import time
-from collections.abc import Callable
 
-from ..errors import AuthError, ConnectionFailure, EscpError, TimeoutError_
+from ..errors import ConnectionFailure, EscpError, TimeoutError_
 from ..protocol import messages as m
-from ..protocol.crypto import (
-    DIR_RECEIVER_TO_SENDER,
-    DIR_SENDER_TO_RECEIVER,
-    FrameOpener,
-    FrameSealer,
-    handshake_key,
-    hello_proof,
-)
+from ..protocol.crypto import FrameOpener, FrameSealer
 from ..protocol.framing import FrameDecoder
 from ..protocol.states import stream_name
-from ..protocol.wire import (
-    CHALLENGE_LEN,
-    HELLO,
-    HELLO_MAGIC,
-    LEN_PREFIX,
-    PROTOCOL_VERSION,
-    cause_code,
-    max_frame_len,
-)
+from ..protocol.wire import LEN_PREFIX, TAG_LEN, cause_code
 from ..trace import Tracer, WaitKind
-
-
-def recv_handshake(sock: socket.socket, n: int, deadline: float, fail: type[EscpError], closed: str) -> bytes:
-    """Exactly n clear-text handshake bytes (the challenge, or HELLO) by the monotonic
-    deadline: TimeoutError_ after it; `fail(closed)` at EOF, `fail(...)` on a socket error.
-    Frames after the handshake go through StreamConn's buffered reader instead."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError_("handshake deadline passed")
-        sock.settimeout(left)
-        try:
-            k = sock.recv_into(view[got:])
-        except TimeoutError:
-            raise TimeoutError_("handshake deadline passed") from None
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            raise fail(f"handshake failed: {exc.strerror or exc}") from None
-        if k == 0:
-            raise fail(closed)
-        got += k
-    return bytes(buf)
 
 
 class StreamConn:
@@ -120,7 +72,7 @@ class StreamConn:
         return tr.now()
 
     def send_plain(self, plain: bytes) -> None:
-        frame = bytearray(LEN_PREFIX.size + len(plain) + 16)
+        frame = bytearray(LEN_PREFIX.size + len(plain) + TAG_LEN)
         with self._send_lock:
             n = self.sealer.seal_into(memoryview(plain), memoryview(frame))
             self.sendall(memoryview(frame)[:n])
@@ -131,7 +83,7 @@ class StreamConn:
         with self._send_lock:
             for plain in plains:
                 start = len(out)
-                out += bytes(LEN_PREFIX.size + len(plain) + 16)
+                out += bytes(LEN_PREFIX.size + len(plain) + TAG_LEN)
                 self.sealer.seal_into(memoryview(plain), memoryview(out)[start:])
                 if len(out) >= 1 << 20:
                     self.sendall(out)
@@ -269,69 +221,3 @@ class StreamConn:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-
-def _keys(session_key: bytes, session_id: int, index: int, challenge: bytes, rekey: int, block: int,
-          send_dir: int) -> tuple[FrameSealer, FrameOpener]:
-    recv_dir = DIR_RECEIVER_TO_SENDER if send_dir == DIR_SENDER_TO_RECEIVER else DIR_SENDER_TO_RECEIVER
-    sealer = FrameSealer(session_key, session_id, index, send_dir, challenge, rekey)
-    opener = FrameOpener(session_key, session_id, index, recv_dir, challenge, rekey, max_len=max_frame_len(block))
-    return sealer, opener
-
-
-def connect_stream(address: str, port: int, index: int, session_key: bytes, session_id: int,
-                   rekey: int, block: int, timeout: float, idle_timeout: float) -> StreamConn:
-    """Sender side: connect, prove the key for stream `index`, wait for ACCEPT."""
-    try:
-        sock = socket.create_connection((address, port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectionFailure(f"cannot connect to receiver at {address}:{port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        challenge = recv_handshake(sock, CHALLENGE_LEN, time.monotonic() + timeout, ConnectionFailure,
-                                   "receiver closed the connection during the handshake")
-        sock.settimeout(timeout)
-        proof = hello_proof(handshake_key(session_key, session_id), session_id, challenge, index)
-        sock.sendall(HELLO.pack(HELLO_MAGIC, PROTOCOL_VERSION, index, proof))
-        sealer, opener = _keys(session_key, session_id, index, challenge, rekey, block, DIR_SENDER_TO_RECEIVER)
-        conn = StreamConn(sock, index, sealer, opener)
-        out = bytearray(256)
-        msg = conn.recv_message(memoryview(out))
-        if not isinstance(msg, m.Accept) or msg.stream_index != index:
-            raise AuthError(f"receiver did not accept stream {index}")
-        sock.settimeout(idle_timeout)
-        return conn
-    except BaseException:
-        sock.close()
-        raise
-
-
-def accept_stream(sock: socket.socket, session_key: bytes, session_id: int, rekey: int, block: int,
-                  deadline_s: float, claim: Callable[[int], bool], send_accept: bool = True) -> StreamConn:
-    """Receiver side: challenge a new connection and verify its HELLO within deadline_s.
-
-    `claim(index)` returns True once per valid stream index (and False for a taken or
-    out-of-range index). Raises AuthError/ProtocolError/TimeoutError_ for bad peers.
-    """
-    end = time.monotonic() + deadline_s
-    challenge = os.urandom(CHALLENGE_LEN)
-    sock.settimeout(deadline_s)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.sendall(challenge)
-    except OSError as exc:
-        raise AuthError(f"handshake failed: {exc}") from None
-    hello = recv_handshake(sock, HELLO.size, end, AuthError, "connection closed during the handshake")
-    magic, version, index, proof = HELLO.unpack(hello)
-    if magic != HELLO_MAGIC or version != PROTOCOL_VERSION:
-        raise AuthError("not an escp stream (bad magic or version)")
-    expected = hello_proof(handshake_key(session_key, session_id), session_id, challenge, index)
-    if not hmac.compare_digest(proof, expected):
-        raise AuthError("handshake proof does not match the session key")
-    if not claim(index):
-        raise AuthError(f"stream index {index} invalid or already connected")
-    sealer, opener = _keys(session_key, session_id, index, challenge, rekey, block, DIR_RECEIVER_TO_SENDER)
-    conn = StreamConn(sock, index, sealer, opener)
-    if send_accept:  # else the caller sends ACCEPT once it has registered the stream
-        conn.send_plain(m.encode_accept(m.Accept(index)))
-    return conn

@@ -155,9 +155,9 @@ class SenderCore:
         return SessionEnd(self.entries)
 
     # --- data streams --------------------------------------------------------------------------
-    def stream_accepted(self, index: int) -> None:
-        if not self.streams.claim(index):
-            raise ProtocolError(f"stream {index} accepted twice or out of range")
+    def claim_stream(self, index: int) -> bool:
+        """True once per valid stream index (its ACCEPT came in, or goes out)."""
+        return self.streams.claim(index)
 
     def data_sent(self, index: int, nbytes: int) -> None:
         self._pass(Event.DATA)

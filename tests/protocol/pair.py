@@ -53,7 +53,7 @@ class CorePair:
         self.rx = ReceiverCore(self.init)
         for index in range(streams + 1):
             assert self.rx.claim_stream(index)  # the listener's ACCEPT goes out ...
-            self.tx.stream_accepted(index)  # ... and the connector reads it
+            assert self.tx.claim_stream(index)  # ... and the connector reads it
         self.sources: dict[int, bytes] = {}  # fino -> content the sender reads
         self.digests: dict[int, FileDigest] = {}  # the sender's running file digests
         self.published: dict[bytes, bytes] = {}  # the receiver's destination: name -> content
