@@ -39,6 +39,7 @@ HANDSHAKE_DEADLINE = 10.0  # the listener's bound from accept to a complete HELL
 MAX_PENDING_HANDSHAKES = 64
 LISTEN_BACKLOG = 64
 ACCEPT_POLL = 0.5  # seconds between looks at the session's end while no connection comes
+ACCEPT_ROOM = 256  # the connector's buffer for the listener's first frame (ACCEPT: 3 bytes)
 
 
 class StreamUser(Protocol):
@@ -97,7 +98,7 @@ def connect_stream(address: str, port: int, index: int, secrets: StreamSecrets, 
         sock.settimeout(timeout)
         sock.sendall(hello(secrets, challenge, index))
         conn = StreamConn(sock, index, *stream_ciphers(secrets, index, challenge, role))
-        check_accept(conn.recv_message(memoryview(bytearray(256))), index, role.peer)
+        check_accept(conn.recv_message(memoryview(bytearray(ACCEPT_ROOM))), index, role.peer)
         sock.settimeout(idle_timeout)
         return conn
     except BaseException:
@@ -153,7 +154,7 @@ def bind_listener(address: str, port_start: int, port_range: int) -> socket.sock
 
 
 def accept_stream(sock: socket.socket, secrets: StreamSecrets, role: DataRole, deadline_s: float,
-                  claim: StreamUser) -> StreamConn:
+                  session: StreamUser) -> StreamConn:
     """Challenge a new connection and verify its HELLO within deadline_s; the stream's
     ACCEPT is the caller's to send. AuthError/TimeoutError_ for bad peers."""
     end = time.monotonic() + deadline_s
@@ -166,7 +167,7 @@ def accept_stream(sock: socket.socket, secrets: StreamSecrets, role: DataRole, d
         raise AuthError(f"handshake failed: {exc}") from None
     index = check_hello(secrets, challenge,
                         recv_handshake(sock, HELLO.size, end, AuthError, "connection closed during the handshake"))
-    if not claim.claim_stream(index):
+    if not session.claim_stream(index):
         raise AuthError(f"stream index {index} invalid or already connected")
     return StreamConn(sock, index, *stream_ciphers(secrets, index, challenge, role))
 
