@@ -1,4 +1,4 @@
-"""`python -m harness <command>`: datasets | bench | report | regress | profile."""
+"""`python -m harness <command>`: datasets | bench | report | regress | profile | publish."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ COMMANDS = {
     "report": "harness.report",
     "regress": "harness.regress",
     "profile": "harness.profile",
+    "publish": "harness.publish",
 }
 
 

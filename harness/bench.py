@@ -5,14 +5,13 @@ run every scenario of a profile, write results under reports/<run-id>/ and rende
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import datasets, peers, report, results, runner, scenarios, sshd
+from harness import datasets, peers, publish, report, results, runner, scenarios, sshd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,14 +20,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m harness bench", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="quick", help="quick (default, < 10 min) or full")
     ap.add_argument("--scenarios", type=Path, default=scenarios.DEFAULT_FILE)
-    ap.add_argument("--only", action="append", default=[], help="scenario name glob (repeatable)")
-    ap.add_argument("--escp-cmd", help="escp argv prefix (default: python -m escp --local -q)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="scenario name or sweep-group glob, or a tag such as 'wan' (repeatable); selects "
+                         "on-demand scenarios too")
+    ap.add_argument("--escp-cmd", help="escp argv prefix (default: python -m escp -q; the route adds --local or "
+                    "the ssh options)")
     ap.add_argument(
         "--escp-plain", action="store_true", help="the escp command is a stand-in (e.g. 'cp -r'): pass only SRC DEST"
     )
     ap.add_argument("--repeats", type=int, help="override timed repeats of every scenario")
     ap.add_argument("--no-budget", action="store_true", help="ignore the profile's per-scenario time budget")
     ap.add_argument("--no-ssh", action="store_true", help="do not start the private sshd (ssh peers skipped)")
+    ap.add_argument(
+        "--escp-local", action="store_true",
+        help="escp always runs --local, even in scenarios whose peers go over ssh (mixed-route ratios)",
+    )
     ap.add_argument("--no-instrumented", action="store_true", help="skip the extra escp --stats --trace run")
     ap.add_argument(
         "--no-pyspy", action="store_true", help="do not sample the instrumented run with py-spy"
@@ -37,6 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reports", type=Path, default=REPO / "reports")
     ap.add_argument("--scratch", type=Path, help="where destinations go (default datasets/_scratch/<run-id>)")
     ap.add_argument("--run-id", default=None)
+    ap.add_argument("--publish", type=Path, metavar="DIR",
+                    help="afterwards publish the run there (e.g. reports/example; see harness/publish.py)")
     return ap.parse_args(argv)
 
 
@@ -62,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     run_id = args.run_id or results.new_run_id()
     run_dir = args.reports / run_id
     prof = scenarios.load(args.scenarios, args.profile)
-    selected = [s for s in prof.scenarios if not args.only or any(fnmatch.fnmatch(s.name, g) for g in args.only)]
+    selected = [s for s in prof.scenarios
+                if (not args.only and not s.on_demand) or any(s.matches(g) for g in args.only)]
     if not selected:
         print(f"no scenario matches {args.only}", file=sys.stderr)
         return 2
@@ -104,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         artifacts=run_dir / "artifacts",
         sshd=server,
         sshd_reason=reason,
+        ssh_route=not args.escp_local,
         instrumented=not args.no_instrumented,
         pyspy=not args.no_pyspy,
         repeats_override=args.repeats,
@@ -122,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         "sshd": f"127.0.0.1:{server.port}"
         if server
         else (f"unavailable: {reason}" if wants_ssh else "not needed (no ssh peer in these scenarios)"),
+        "escp_route": (
+            "over the private sshd (-F <its client config> -D <this checkout's escp>) in scenarios with an "
+            "ssh peer, --local in the others"
+            if server and not args.escp_local and not escp.local_only
+            else "--local in every scenario" + ("" if server else " (no sshd: only local peers are compared)")
+        ),
         "datasets_s": round(datasets_s, 2),
         "datasets": {n: {"spec": d.spec, "bytes": d.total_bytes, "files": d.file_count} for n, d in sets.items()},
         "scenarios": [],
@@ -143,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     path = report.render(run_dir)
     print(f"total {meta['elapsed_s']} s (datasets {meta['datasets_s']} s)")
     print(f"report: {path}")
+    if args.publish:
+        print(f"published as {publish.publish(run_dir, args.publish)}")
     return 0
 
 

@@ -1,12 +1,22 @@
 """The tools a scenario compares: escp itself and its peers, and one measured process run.
 
 Each tool turns (source, destination) into an argv: escp (configurable argv prefix plus the
-scenario's options; a scenario's `fault` goes into its environment as ESCP_FAULT), escp-dummy (escp with --ioengine dummy: nothing written, not verified),
-escp-traced (escp with the recording tracer on: `--stats --trace`, for the tracer's overhead),
-cp (`cp -r`), and over the private loopback sshd: scp (default cipher), scp-gcm
-(`-c aes128-gcm@openssh.com`), rsync-ssh (`rsync -a -e ssh`). `measure()` runs one command and
-records wall time, CPU user/sys and peak RSS of the process tree it waited for (os.wait4), plus
-the server side CPU for ssh peers (sshd's reaped children).
+scenario's options; a scenario's `fault` goes into its environment as ESCP_FAULT), escp-dummy
+(escp with --ioengine dummy: nothing written, not verified), escp-traced (escp with the recording
+tracer on: `--stats --trace`, for the tracer's overhead), escp-local (escp --local where escp
+itself goes over ssh: the local peers' like-for-like partner), cp (`cp -r`), rsync (`rsync -a`,
+local), limit (harness/limit.py: escp's data loop with nothing around it), and over the private
+loopback sshd: scp (default cipher), scp-gcm (`-c aes128-gcm@openssh.com`), rsync-ssh
+(`rsync -a -e ssh`).
+
+Routes: every tool has one, named in the report beside every comparison. "ssh" tools start
+their far end through the private sshd (escp: `-F cfg -D <this checkout's escp>`); "local"
+tools run on this host without ssh (escp: `--local`). escp, escp-dummy and escp-traced take the
+route the runner gives them. On an emulated WAN path (`PathPorts`) the data streams of escp and
+the limit peer go through the emulator (`--connect-to`), and so does every ssh connection.
+
+`measure()` runs one command and records wall time, CPU user/sys and peak RSS of the process tree
+it waited for (os.wait4), plus the server side CPU of ssh tools (sshd's reaped children).
 """
 
 from __future__ import annotations
@@ -27,12 +37,33 @@ from harness.sshd import PrivateSshd
 
 REPO = Path(__file__).resolve().parent.parent
 SSH_PEERS = {"scp", "scp-gcm", "rsync-ssh"}
-ESCP_TOOLS = ("escp", "escp-dummy", "escp-traced")
+ESCP_TOOLS = ("escp", "escp-dummy", "escp-traced", "escp-local")
+LOCAL = "local"
+SSH = "ssh"
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 def default_escp_command() -> list[str]:
-    return [sys.executable, "-m", "escp", "--local", "-q"]
+    return [sys.executable, "-m", "escp", "-q"]
+
+
+def tool_route(tool: str, escp_route: str) -> str:
+    """The route of a tool when escp itself takes `escp_route`."""
+    if tool in SSH_PEERS:
+        return SSH
+    if tool in ESCP_TOOLS and tool != "escp-local":
+        return escp_route
+    return LOCAL
+
+
+@dataclass(frozen=True)
+class PathPorts:
+    """Where the tools of a WAN scenario connect: the path emulator's listening ports."""
+
+    data: tuple[str, int]  # relays to receiver_port (escp's data streams, the limit peer's streams)
+    receiver_port: int  # the receiver listens here (escp --escp_port P --escp_portrange 1)
+    ssh_port: int | None = None  # relays to the private sshd (None: no sshd)
+    bind: str | None = None  # the receiver's listen address when not 127.0.0.1 (a shaped namespace link)
 
 
 @dataclass
@@ -45,6 +76,11 @@ class EscpCommand:
     @classmethod
     def from_string(cls, text: str | None, plain: bool = False) -> EscpCommand:
         return cls(shlex.split(text), plain) if text else cls(plain=plain)
+
+    @property
+    def local_only(self) -> bool:
+        """The command cannot go over ssh (a stand-in, or an argv that says --local itself)."""
+        return self.plain or "--local" in self.argv
 
     def describe(self) -> str:
         return shlex.join(self.argv) + (" (stand-in: options not passed)" if self.plain else "")
@@ -89,13 +125,32 @@ def build(
     sshd: PrivateSshd | None,
     json_report: Path | None = None,
     extra: list[str] | None = None,
+    route: str = LOCAL,
+    path: PathPorts | None = None,
 ) -> Invocation:
-    """The command line that copies `src` (a file or a directory) to the new path `dest`."""
+    """The command line that copies `src` (a file or a directory) to the new path `dest`;
+    escp, escp-dummy and escp-traced go by `route`, every tool through `path` when given."""
     is_dir = src.is_dir()
     if tool in ESCP_TOOLS:
         if escp.plain:
             return Invocation(escp.argv + [str(src), str(dest)], verify=tool != "escp-dummy")
         argv = list(escp.argv)
+        target = str(dest)
+        route = tool_route(tool, route)
+        if route == SSH:
+            if sshd is None:
+                raise RuntimeError(f"{tool} over ssh needs the loopback sshd")
+            argv += ["-F", str(sshd.client_config), "-D", str(sshd.remote_escp)]
+            if path is None:
+                argv += ["--escp_port", str(sshd.escp_port), "--escp_portrange", str(sshd.ESCP_PORTS)]
+            elif path.ssh_port is not None:
+                argv += ["-P", str(path.ssh_port)]
+            target = f"{sshd.host}:{dest}"
+        elif "--local" not in argv:
+            argv.append("--local")
+        if path is not None:
+            argv += ["--escp_port", str(path.receiver_port), "--escp_portrange", "1",
+                     "--connect-to", f"{path.data[0]}:{path.data[1]}"] + (["--bind", path.bind] if path.bind else [])
         if is_dir:
             argv.append("-r")
         o = opts
@@ -106,22 +161,34 @@ def build(
             argv += ["--stats", "--trace", str(dest.with_name(dest.name + ".trace.json"))]
         if json_report is not None:
             argv += ["--json", str(json_report)]
-        argv += (extra or []) + [str(src), str(dest)]
+        argv += (extra or []) + [str(src), target]
         env = escp_env()
         env.pop(FAULT_ENV, None)  # only the scenario's own fault, never one left in the harness's environment
         env.update(o.environment())
         return Invocation(argv, verify=tool != "escp-dummy", json_report=json_report, cwd=REPO, env=env)
     if tool == "cp":
         return Invocation(["cp", "-r", str(src), str(dest)])
+    if tool == "rsync":
+        slash = "/" if is_dir else ""
+        return Invocation(["rsync", "-a", str(src) + slash, str(dest) + slash])
+    if tool == "limit":
+        argv = [sys.executable, "-m", "harness.limit", "-t", str(opts.streams), "--blocksize", str(opts.blocksize)]
+        if path is not None:
+            argv += ["--port", str(path.receiver_port), "--connect-to", f"{path.data[0]}:{path.data[1]}"]
+            argv += ["--bind", path.bind] if path.bind else []
+        if json_report is not None:
+            argv += ["--json", str(json_report)]
+        return Invocation(argv + [str(src), str(dest)], json_report=json_report, cwd=REPO, env=escp_env())
     if tool in SSH_PEERS:
         if sshd is None:
             raise RuntimeError(f"{tool} needs the loopback sshd")
+        port = [] if path is None or path.ssh_port is None else [str(path.ssh_port)]
         if tool == "rsync-ssh":
-            ssh = shlex.join(sshd.ssh_argv())
+            ssh = shlex.join(sshd.ssh_argv() + (["-p", *port] if port else []))
             s = str(src) + ("/" if is_dir else "")
             d = f"{sshd.host}:{dest}" + ("/" if is_dir else "")
             return Invocation(["rsync", "-a", "-e", ssh, s, d])
-        argv = ["scp", "-q", "-F", str(sshd.client_config)]
+        argv = ["scp", "-q", "-F", str(sshd.client_config)] + (["-P", *port] if port else [])
         if tool == "scp-gcm":
             argv += ["-c", "aes128-gcm@openssh.com"]
         if is_dir:

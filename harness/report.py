@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from escp.trace.summary import STAGE_ORDER as SUMMARY_STAGE_ORDER
-from harness import plots, results
+from harness import comparisons, plots, results, wanreport
 from harness.datasets import parse_size
 
 Record = dict[str, Any]
@@ -59,16 +59,24 @@ def _tracer_overhead_target(records: list[Record]) -> Target:
                       "data-phase times not recorded in this run)")
     cost = 1 / phase["median"] - 1
     lo, hi = 1 / phase["max"] - 1, 1 / phase["min"] - 1
+    flagged = (r["ratios"]["escp-traced"].get("transfer_spread") or {}).get("flagged")
     return Target(
         "tracer_overhead", TRACER_TARGET, "met" if cost <= 0.03 else "not met",
         f"{name}: throughput {100 * cost:+.1f}% (rounds {100 * lo:+.0f}% to {100 * hi:+.0f}%); wall time "
         f"{100 * wall_cost:+.1f}% including start-up and writing the trace (medians over {phase['n']} "
-        "alternated rounds)",
+        "alternated rounds)" + ("; the rounds spread more than the effect: not conclusive" if flagged else ""),
     )
 
 
 def _tagged(records: list[Record], tag: str) -> list[Record]:
     return [r for r in records if tag in r["scenario"].get("targets", [])]
+
+
+def _under_load(machine: dict[str, Any]) -> bool:
+    """Other work competed for the CPUs: the 1-minute load average was above 1.5 x CPUs + 1 (the
+    harness's own runs, sender and receiver on every CPU, keep it near the CPU count)."""
+    load, cpus = machine.get("loadavg"), machine.get("cpu_count")
+    return bool(load and cpus and load[0] > 1.5 * cpus + 1)
 
 
 def _size_note(rec: Record) -> str:
@@ -91,7 +99,10 @@ def targets(records: list[Record]) -> list[Target]:
             return
         r, v = min(vals, key=lambda rv: rv[1])
         status = "met" if v >= threshold else "not met"
-        out.append(Target(key, text, status, f"{r['scenario']['name']} ({_size_note(r)}): {v:.2f}x {unit}"))
+        ratio = r["ratios"][peer]
+        s = ratio["summary"]
+        out.append(Target(key, text, status, f"{r['scenario']['name']} ({_size_note(r)}): {v:.2f}x "
+                          f"{unit + ' ' if unit else ''}(rounds {1 / s['max']:.2f}..{1 / s['min']:.2f}; {ratio.get('route', 'routes not recorded')})"))
 
     ratio_target(
         "huge_vs_scp_gcm", "2 GiB random file >= 4x scp -c aes128-gcm", "huge_vs_scp_gcm", "scp-gcm", 4.0, ""
@@ -238,7 +249,8 @@ def _fmt_rate(s: dict[str, float] | None) -> str:
 
 def _scenario_rows(rec: Record) -> list[list[str]]:
     rows = []
-    for tool, t in rec["tools"].items():
+    for name, t in rec["tools"].items():
+        tool = f"{name} ({t['route']})" if t.get("route") else name
         s = t.get("summary") or {}
         w = s.get("wall_s")
         if t["status"] != "ok" or not w:
@@ -308,13 +320,24 @@ def render(run_dir: Path) -> Path:
             + (f", at end {records[-1]['machine'].get('loadavg')}" if records else ""),
             f"escp command: {meta.get('escp_command', '?')}",
             f"ssh peers: {meta.get('sshd', '?')}",
+            f"escp route: {meta.get('escp_route', 'not recorded (escp ran --local)')}",
         ]
     )
     if any(r["config"].get("escp_plain") for r in records):
         doc.p("NOTE: escp was a stand-in command for this run; the escp figures are not escp's.")
+    loaded = [r["scenario"]["name"] for r in records if _under_load(r["machine"])]
+    if loaded or _under_load(machine):
+        doc.p(
+            f"NOTE: measured under load (the 1-minute load average exceeded 1.5 x CPUs + 1: other work ran on "
+            f"this machine). Loopback figures, which are CPU-bound, are skewed by it; WAN figures are bound by the "
+            f"emulated delay only while the machine keeps up (compare escp's rate on the path with the ceiling). "
+            f"Scenarios that ended under load: {', '.join(loaded) or '-'}."
+        )
     doc.p(
-        "All ratios compare escp with peers measured in the same run, alternating tools round by round "
-        "(escp, peer1, peer2, ..., escp, ...) after a warm-up round; medians over the timed repeats; "
+        "All ratios compare escp with peers measured in the same run: every tool once per round, in a "
+        "new random order each timed round, after a warm-up round; before every run the previous run's "
+        "destination was freed and synced (after a run that writes nothing the harness writes and frees "
+        "as many bytes), so each tool starts from the same state; medians over the timed repeats; "
         "speedup = peer time / escp time per round, median over rounds. Every destination is verified "
         "against the dataset manifest (size + xxh3-128); a failed or wrong copy is reported as FAILED, not timed."
     )
@@ -333,21 +356,18 @@ def render(run_dir: Path) -> Path:
         )
 
     doc.h(2, "Ratios against peers (same run)")
-    rows = []
-    for r in records:
-        for peer, v in r.get("ratios", {}).items():
-            s = v.get("summary")
-            if s:
-                rows.append(
-                    [
-                        r["scenario"]["name"],
-                        peer,
-                        f"{1 / s['median']:.2f}x",
-                        f"{1 / s['max']:.2f}..{1 / s['min']:.2f}",
-                        str(s["n"]),
-                    ]
-                )
-    doc.table(["scenario", "peer", "escp speedup (median)", "range over rounds", "rounds"], rows)
+    doc.p(
+        "Each peer is compared with the escp run that took the same route: over the private sshd "
+        "(ssh) like scp and rsync-ssh, or on this host (local) like cp and rsync. A flag marks a ratio "
+        "whose rounds spread more than the effect it shows (max - min of the per-round ratios > "
+        "|median - 1|): on this VM such a ratio is noise."
+    )
+    doc.table(comparisons.RATIO_HEADER, comparisons.ratio_rows(records))
+    limit = comparisons.limit_rows(records)
+    if limit:
+        doc.h(3, "escp against the limit of this machine")
+        doc.p(comparisons.LIMIT_TEXT)
+        doc.table(comparisons.LIMIT_HEADER, limit)
     doc.img(plots.speedups(records, plot_dir / "speedups.png"), "escp speedup vs peers", run_dir)
     doc.img(plots.throughput(records, plot_dir / "throughput.png"), "throughput per scenario", run_dir)
     doc.img(
@@ -382,7 +402,7 @@ def render(run_dir: Path) -> Path:
             + (" -C" if opts.get("compress") else "")
             + (" --sparse" if opts.get("sparse") else "")
             + f"; {r['config']['repeats']} timed repeats after {r['config']['warmup']} warm-up; "
-            f"scenario hash {r['scenario_hash']}"
+            f"scenario hash {r['scenario_hash']}; load average at its end {r['machine'].get('loadavg', '?')}"
         )
         for note in r.get("notes", []):
             doc.p(f"Note: {note}.")
@@ -416,6 +436,7 @@ def render(run_dir: Path) -> Path:
                 run_dir,
             )
 
+    wanreport.section(doc, records, plot_dir, run_dir)
     md = run_dir / "report.md"
     md.write_text(doc.markdown())
     (run_dir / "index.html").write_text(doc.html(f"escp benchmark {meta.get('run_id', run_dir.name)}"))

@@ -1,12 +1,15 @@
 """Load harness/scenarios.toml into typed scenarios for one profile (quick, full).
 
-Scenarios are data: a dataset, escp options, a list of peers, and repeat counts. Sweeps expand
-into one scenario per value (group + x value kept for the scaling plots). Every scenario has a
-stable hash of its effective definition so results can be matched against a baseline.
+Scenarios are data: a dataset, escp options, a list of peers, repeat counts, and for a WAN
+scenario the emulated path (PathOptions: RTT, window, bottleneck; harness/pathemu.py). Sweeps
+expand into one scenario per value (group + x value kept for the scaling plots). Every scenario
+has a stable hash of its effective definition so results can be matched against a baseline.
+`tags` (e.g. "wan") and `on_demand` (run only when `--only` selects it) steer the selection.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import tomllib
@@ -14,9 +17,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.pathemu import PathSpec
+
 DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
-KNOWN_PEERS = {"cp", "scp", "scp-gcm", "rsync-ssh", "escp-dummy", "escp-traced"}
+KNOWN_PEERS = {"cp", "rsync", "limit", "scp", "scp-gcm", "rsync-ssh", "escp-dummy", "escp-traced", "escp-local"}
 FAULT_ENV = "ESCP_FAULT"  # escp's test-only I/O fault hook (escp/engine/faults.py)
+
+
+@dataclass(frozen=True)
+class PathOptions:
+    """An emulated WAN path (scenarios.toml `path = { rtt_ms, window, bottleneck, tbf, stalls }`)."""
+
+    rtt_ms: float
+    window: str = "4M"  # bytes in flight per connection (binary suffixes)
+    bottleneck: str | None = None  # total rate across connections, escp -l syntax (1Gbit, 100M)
+    tbf: bool = False  # the bottleneck as tc tbf in a network namespace (root), else in user space
+    stalls: tuple[tuple[float, float], ...] = ()  # (start s, duration s) after the first connection
+
+    def spec(self, *, user_space_rate: bool = True) -> PathSpec:
+        from escp.units import parse_rate
+        from harness.datasets import parse_size
+
+        rate = parse_rate(self.bottleneck) if self.bottleneck and user_space_rate else None
+        return PathSpec(self.rtt_ms / 1e3, parse_size(self.window), rate, tuple(self.stalls))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PathOptions:
+        stalls = tuple((float(a), float(b)) for a, b in d.get("stalls", ()))
+        return cls(**{**d, "stalls": stalls})
 
 
 @dataclass(frozen=True)
@@ -74,18 +102,30 @@ class Scenario:
     group: str | None = None  # sweep name
     x: Any = None  # sweep value
     notes: tuple[str, ...] = field(default_factory=tuple)
+    path: PathOptions | None = None  # an emulated WAN path (None: bare loopback)
+    tags: tuple[str, ...] = ()  # names `--only` also matches (e.g. "wan")
+    on_demand: bool = False  # run only when `--only` selects it
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["peers"] = list(self.peers)
         d["targets"] = list(self.targets)
         d["notes"] = list(self.notes)
+        d["tags"] = list(self.tags)
         return d
+
+    def matches(self, pattern: str) -> bool:
+        """`--only PATTERN`: a glob on the name or the sweep group, or a tag."""
+        return (fnmatch.fnmatch(self.name, pattern) or (self.group is not None and fnmatch.fnmatch(self.group, pattern))
+                or pattern in self.tags)
 
     @property
     def hash(self) -> str:
-        """Stable digest of what is measured (not of repeat counts or notes)."""
-        key = {k: v for k, v in self.to_dict().items() if k not in ("repeats", "warmup", "notes", "targets")}
+        """Stable digest of what is measured (not of repeat counts, notes or selection)."""
+        skip = ("repeats", "warmup", "notes", "targets", "tags", "on_demand")
+        key = {k: v for k, v in self.to_dict().items() if k not in skip}
+        if self.path is None:
+            del key["path"]  # added later: scenarios without a path keep their hashes
         key["escp"] = self.escp.hash_key()
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -154,6 +194,9 @@ def load(path: Path = DEFAULT_FILE, profile: str = "quick") -> Profile:
                     group=raw["name"] if sweep else None,
                     x=v,
                     notes=tuple(notes),
+                    path=PathOptions.from_dict(raw["path"]) if "path" in raw else None,
+                    tags=tuple(raw.get("tags", ())),
+                    on_demand=bool(raw.get("on_demand", False)),
                 )
             )
     budget = prof.get("scenario_budget_s")

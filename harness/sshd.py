@@ -4,16 +4,22 @@ Generates a host key and a client key in a temp directory, writes an sshd_config
 ssh client config (host alias `escp-bench`), starts `/usr/sbin/sshd -f cfg -D -e` on a free
 loopback port and waits until it accepts a login. Never touches ~/.ssh or /etc/ssh.
 Use as a context manager; `unavailable_reason()` says why ssh peers cannot run.
+
+For escp over ssh it also writes `remote_escp`, the program the remote side runs (`escp -D`):
+this checkout's `python -m escp` with this interpreter (an sshd session has a bare environment),
+and picks `escp_port`, the first of ESCP_PORTS free ports for escp's receiver.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +27,7 @@ from types import TracebackType
 
 SSHD = Path("/usr/sbin/sshd")
 HOST_ALIAS = "escp-bench"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def unavailable_reason() -> str | None:
@@ -49,11 +56,15 @@ def _die_with_parent() -> None:
 
 
 class PrivateSshd:
+    ESCP_PORTS = 10  # escp's receiver tries this many ports from escp_port on
+
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="escp-bench-sshd-"))
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.client_config = self.dir / "ssh_config"
+        self.remote_escp = self.dir / "remote-escp"
+        self.escp_port = 0
         self.host = HOST_ALIAS
 
     # ------------------------------------------------------------------ setup
@@ -75,6 +86,8 @@ class PrivateSshd:
         shutil.copy(d / "client_ed25519.pub", auth)
         os.chmod(auth, 0o600)
         self.port = _free_port()
+        self.escp_port = _free_port()
+        self._write_remote_escp()
         user = getpass.getuser()
         (d / "sshd_config").write_text(
             f"""Port {self.port}
@@ -133,6 +146,14 @@ LogLevel ERROR
                 self.stop()
                 raise RuntimeError(f"cannot log in to private sshd: {r.stderr.decode()[-300:]}")
             time.sleep(0.1)
+
+    def _write_remote_escp(self) -> None:
+        self.remote_escp.write_text(
+            "#!/bin/sh\n# the escp of this checkout, for escp -D over the private sshd\n"
+            f"PYTHONPATH={shlex.quote(str(REPO))}\nexport PYTHONPATH\n"
+            f"exec {shlex.quote(sys.executable)} -m escp \"$@\"\n"
+        )
+        self.remote_escp.chmod(0o755)
 
     def ssh_argv(self) -> list[str]:
         return ["ssh", "-F", str(self.client_config)]

@@ -39,6 +39,22 @@ def summary(xs: Sequence[float]) -> dict[str, float]:
     }
 
 
+def spread_flag(xs: Sequence[float], *, relative: bool = False) -> dict[str, float | bool]:
+    """How far the repeats of one measurement spread, against the effect they show.
+
+    For per-round ratios (1.0 = no difference): effect = |median - 1|, spread = max - min, and
+    `flagged` when the spread is larger than the effect (the rounds do not agree on it). With
+    `relative`, for plain times: spread = (max - min) / median, and no effect or flag."""
+    if not xs:
+        return {}
+    med = median(xs)
+    if relative:
+        return {"spread": (max(xs) - min(xs)) / med if med else 0.0}
+    effect = abs(med - 1.0)
+    spread = max(xs) - min(xs)
+    return {"effect": effect, "spread": spread, "flagged": spread > effect}
+
+
 def _ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
     """Mid-ranks (1-based) and the sizes of tie groups."""
     order = sorted(range(len(values)), key=lambda i: values[i])

@@ -11,7 +11,9 @@ Usage in a test module::
 may be covered by several tests. The marker is registered by `pytest_configure` below,
 loaded for the whole suite through ``pytest_plugins = ["tests.cases"]`` in
 tests/conftest.py. At the end of a session a short summary per group is printed,
-e.g. ``HP: 34 cases, 34 passed`` (a case passes when every test carrying it passed).
+e.g. ``HP: 34 cases, 34 passed`` (a case passes when every test carrying it passed; one
+with a skipped test and no failure is listed as partly skipped, so a check that never
+runs cannot hide behind its siblings).
 """
 
 from __future__ import annotations
@@ -91,15 +93,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def summarize(results: dict[str, list[str]]) -> list[str]:
-    """One line per group: 'HP: 34 cases, 34 passed' (+ failed/skipped counts if any)."""
+    """One line per group: 'HP: 34 cases, 34 passed' (+ failed/partly skipped/skipped counts)."""
     groups: dict[str, dict[str, str]] = defaultdict(dict)
     for cid, outcomes in results.items():
         m = CASE_ID.match(cid)
         group = m.group("group") if m else "?"
         if "failed" in outcomes:
             verdict = "failed"
-        elif "passed" in outcomes:
+        elif "skipped" not in outcomes:
             verdict = "passed"
+        elif "passed" in outcomes:
+            verdict = "partly skipped"
         else:
             verdict = "skipped"
         groups[group][cid] = verdict
@@ -107,7 +111,7 @@ def summarize(results: dict[str, list[str]]) -> list[str]:
     for group in sorted(groups):
         verdicts = list(groups[group].values())
         parts = [f"{len(verdicts)} cases", f"{verdicts.count('passed')} passed"]
-        for extra in ("failed", "skipped"):
+        for extra in ("failed", "partly skipped", "skipped"):
             if verdicts.count(extra):
                 bad = sorted((c for c, v in groups[group].items() if v == extra), key=_case_key)
                 parts.append(f"{verdicts.count(extra)} {extra} ({', '.join(bad)})")

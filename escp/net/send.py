@@ -34,7 +34,7 @@ from ..protocol.sender_core import FileVerdict, InlineBlock, SenderCore, Session
 from ..protocol.wire import KIND_DIR, META_STREAM, max_frame_len
 from ..results import Report, TransferResult
 from ..sysconf import apply_cpumask
-from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer
+from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer, tcpinfo
 from .conn import StreamConn
 from .control import SessionControl, keepalive_interval
 from .metastream import MetaSender
@@ -216,6 +216,8 @@ class SendSession:
             if tr.enabled and frames % COUNTER_EVERY == 1:  # the stream worker's trace counters
                 tr.counter("sender bytes sent", self.core.bytes_sent)
                 tr.counter(f"{wname} bytes in flight", conn.unacked_bytes())
+                tcpinfo.sample(tr, wname, conn.sock)
+        tcpinfo.sample(tr, wname, conn.sock)  # the stream's final retransmits and limited times
         if self.ctl.aborted.is_set():
             return
         with self.lock:

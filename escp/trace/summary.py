@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from ..units import format_bytes
 from .recorder import Role, TraceData
+from .tcpinfo import TcpStreamRow, render_table, stream_rows
 
 VerdictKind = Literal["network-bound", "disk-bound", "cpu-bound", "balanced"]
 
@@ -102,6 +103,7 @@ class TraceSummary:
     shares: dict[str, dict[str, float]]  # side -> ranking name -> share of worker time
     nbytes: int
     verdict: Verdict = field(default_factory=lambda: Verdict("balanced", "none", None, "no data", ""))
+    tcp: list[TcpStreamRow] = field(default_factory=list)  # the sender's TCP_INFO samples per stream
 
     def render_text(self) -> str:
         return render_text(self)
@@ -282,6 +284,7 @@ def summarize(sender: TraceData | None, receiver: TraceData | None) -> TraceSumm
             break
     summary = TraceSummary(stages, wall, workers, shares, nbytes)
     summary.verdict = compute_verdict(summary)
+    summary.tcp = stream_rows(sender.counter_totals) if sender is not None else []
     return summary
 
 
@@ -302,6 +305,8 @@ def render_text(summary: TraceSummary) -> str:
     where = f"{v.stage}, {v.side}" if v.side else v.stage
     lines.append(f"verdict: {v.kind} ({where}): {v.evidence}")
     lines.append(f"hint: {v.hint}")
+    if summary.tcp:
+        lines.append(render_table(summary.tcp))
     return "\n".join(lines)
 
 
@@ -314,6 +319,7 @@ def summary_to_dict(summary: TraceSummary) -> dict[str, Any]:
         "shares": {side: dict(sh) for side, sh in summary.shares.items()},
         "stages": [s.to_dict() for s in summary.stages],
         "verdict": summary.verdict.to_dict(),
+        "tcp": [row.to_dict() for row in summary.tcp],
     }
 
 

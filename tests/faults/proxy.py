@@ -1,11 +1,11 @@
 """A small TCP fault proxy on 127.0.0.1 for the data streams (sender --connect-to -> proxy
--> receiver). Byte-level only (it does not know the key):
+-> receiver at `upstream`, usually a Scene's pinned address and port). Byte-level only (it does not know the key):
 
   cut_after=N     after N bytes sender->receiver in total, reset every connection
   cut_stream=(k, N) reset only the k-th accepted connection (0 = metadata) after N bytes on it
   rate=B          throttle each connection sender->receiver to about B bytes/s
   delay=S         hold each chunk S seconds before forwarding (latency)
-  pause()/resume() stop and restart forwarding in both directions (a stalled path)
+  pause()/resume() stop and restart forwarding in both directions (a stalled path; see relay.py)
 
 The relay itself (listener, links, one thread per direction) is tests/faults/relay.py.
 Every loop is bounded by the sockets' lifetime; close() ends all threads.
@@ -23,25 +23,18 @@ CHUNK = 64 * 1024
 
 
 class FaultProxy(TcpRelay):
-    def __init__(self, target_port: int, *, cut_after: int | None = None,
+    def __init__(self, upstream: tuple[str, int], *, cut_after: int | None = None,
                  cut_stream: tuple[int, int] | None = None, rate: float | None = None,
                  delay: float = 0.0) -> None:
-        super().__init__(("127.0.0.1", target_port), backlog=128)
+        super().__init__(upstream, backlog=128)
         self.cut_after = cut_after
         self.cut_stream = cut_stream
         self.rate = rate
         self.delay = delay
         self.forwarded = 0  # sender -> receiver bytes in total
         self.cut = threading.Event()
-        self.running = threading.Event()
-        self.running.set()
+        self.cut_at: float | None = None  # time.monotonic() of the first cut
         self.start()
-
-    def pause(self) -> None:
-        self.running.clear()
-
-    def resume(self) -> None:
-        self.running.set()
 
     def admit(self, client: socket.socket) -> bool:
         if self.cut.is_set():
@@ -51,6 +44,8 @@ class FaultProxy(TcpRelay):
 
     def cut_all(self) -> None:
         """Reset every connection now (TCP RST on both sides)."""
+        if self.cut_at is None:
+            self.cut_at = time.monotonic()
         self.cut.set()
         for link in self.snapshot():
             for s in link.sockets():
@@ -74,8 +69,7 @@ class FaultProxy(TcpRelay):
                     except OSError:
                         pass
                     return
-                while not self.running.is_set() and not self.cut.is_set():
-                    self.running.wait(0.05)
+                self.hold_while_paused(self.cut.is_set)
                 if self.delay:
                     time.sleep(self.delay)
                 if upstream:

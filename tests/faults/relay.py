@@ -5,7 +5,9 @@ A listener on 127.0.0.1 (ephemeral port) accepts connections and numbers them in
 order; each becomes a `Link` to `upstream` with one pump thread per direction: "c2s"
 (client -> upstream, i.e. sender -> receiver) and "s2c". Subclasses implement `pump`.
 Every socket has a short timeout so that every loop sees `stop()`; the accept loop also
-has a bounded lifetime.
+has a bounded lifetime. `pause()` holds all forwarding (pumps call `hold_while_paused()`
+before they pass data on) until `resume()`: a test that must act mid-transfer pauses
+first, so that the transfer cannot finish meanwhile however slow the machine is.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class TcpRelay:
         self.links: list[Link] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
         self._threads: list[threading.Thread] = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -107,6 +111,18 @@ class TcpRelay:
         for t in list(self._threads):
             if t is not threading.current_thread():
                 t.join(timeout=3)
+
+    def pause(self) -> None:
+        """Hold every byte read from now on (both directions) until resume(); EOFs still pass."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def hold_while_paused(self, released: Callable[[], bool] = lambda: False) -> None:
+        """Block a pump while paused; returns at resume(), stop() or once released() is true."""
+        while not self._running.is_set() and not self._stop.is_set() and not released():
+            self._running.wait(POLL)
 
     @property
     def stopped(self) -> bool:

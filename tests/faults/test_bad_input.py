@@ -295,8 +295,8 @@ def _to_symlink(p: Path) -> None:
 @pytest.mark.parametrize("mutate, says", [(_grow, "changed"), (_shrink, "shrank|changed"), (_delete, "vanished"),
                                           (_to_symlink, "vanished")], ids=["grow", "shrink", "delete", "symlink"])
 def test_source_changes_during_transfer(tmp_path: Path, mutate, says: str) -> None:  # type: ignore[no-untyped-def]
-    """The sender's reads of big.bin are paced (fault hook `read:delay`), so the mutation
-    lands while the file is being read."""
+    """The sender's reads of big.bin after the second are held by the fault hook (`read:hold`)
+    until the mutation is done, so it lands while the file is being read."""
     import re
 
     sc = Scene(tmp_path)
@@ -304,12 +304,16 @@ def test_source_changes_during_transfer(tmp_path: Path, mutate, says: str) -> No
     big.write_bytes(os.urandom(12 * B))
     (sc.src / "other.txt").write_bytes(b"other")
     sc.freeze()
-    env = {**os.environ, "ESCP_FAULT": "read:delay:ms=150:times=inf:match=big.bin"}
+    gate = tmp_path / "gate"
+    env = {**os.environ, "ESCP_FAULT": f"read:hold:after=2:times=inf:match=big.bin:file={gate}"}
     p = Proc("--local", "-q", "--escp_port", str(sc.port), "--blocksize", "256K", "-t", "2", sc.src / "other.txt",
              big, sc.dest, env=env)
-    wait_for(lambda: any(b"big.bin" in t and os.path.getsize(t) > 0 for t in temp_files(sc.dest)), 20,
-             "big.bin mid-transfer")
-    mutate(big)
+    try:
+        wait_for(lambda: any(b"big.bin" in t and os.path.getsize(t) > 0 for t in temp_files(sc.dest)), 20,
+                 "big.bin mid-transfer")
+        mutate(big)
+    finally:
+        gate.touch()
     code = p.wait()
     p.wait_gone()
     no_listener(sc.port)

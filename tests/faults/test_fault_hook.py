@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -38,16 +41,38 @@ def test_after_times_and_match() -> None:
     assert faults.inject("fsync", b"sub/a") is None
 
 
-def test_delay_sleeps_then_passes() -> None:
-    import time
-
+def test_delay_sleeps_then_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sleeps are recorded, not timed: a busy machine cannot make this flaky."""
+    slept: list[float] = []
+    monkeypatch.setattr(faults.time, "sleep", slept.append)
     faults.configure("read:delay:ms=50:times=2")
-    t0 = time.monotonic()
     assert faults.inject("read") is None and faults.inject("read") is None
-    assert time.monotonic() - t0 >= 0.09
-    t0 = time.monotonic()
+    assert slept == [0.05, 0.05]
     assert faults.inject("read") is None
-    assert time.monotonic() - t0 < 0.04
+    assert slept == [0.05, 0.05]  # times=2: the third call passes at once
+    faults.configure("open:delay")
+    faults.inject("open")
+    assert slept[-1] == faults.DELAY_MS / 1000
+
+
+def test_hold_waits_for_its_file_then_passes(tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    faults.configure(f"read:hold:after=1:file={gate}")
+    assert faults.inject("read") is None  # after=1: the first read is not held
+    done = threading.Event()
+    caller = threading.Thread(target=lambda: (faults.inject("read"), done.set()), daemon=True)
+    caller.start()
+    assert not done.wait(0.3), "a hold returned before its file existed (its bound is 60 s)"
+    gate.touch()
+    assert done.wait(30), "the hold did not end once its file existed"
+    caller.join(5)
+
+
+def test_hold_is_bounded_by_ms(tmp_path: Path) -> None:
+    faults.configure(f"read:hold:ms=20:file={tmp_path / 'never'}")
+    t0 = time.monotonic()
+    assert faults.inject("read") is None  # returns at its bound, with no file
+    assert time.monotonic() - t0 >= 0.02
 
 
 def test_errno_classes_and_short() -> None:
@@ -61,7 +86,7 @@ def test_errno_classes_and_short() -> None:
 
 
 @pytest.mark.parametrize("spec", ["bogus:EIO", "write", "write:ENOTANERRNO", "fsync:short", "write:EIO:after=x",
-                                  "write:EIO:colour=red"])
+                                  "write:EIO:colour=red", "read:hold", "read:hold:file=", "read:delay:file=/tmp/x"])
 def test_malformed_specs_are_usage_errors(spec: str) -> None:
     with pytest.raises(UsageError):
         faults.configure(spec)

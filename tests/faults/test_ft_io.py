@@ -23,7 +23,7 @@ import pytest
 
 from escp.net.control import SessionControl
 from tests.faults.cases import case
-from tests.faults.util import Proc, Scene, check_error, no_listener
+from tests.faults.util import Proc, Scene, check_error, no_listener, private_loopback, wait_for
 from tests.helpers import REPO, assert_same_tree
 
 B = 256 * 1024
@@ -80,7 +80,7 @@ def tmpfs_scene(tmp_path: Path, sizes: dict[str, int], old: dict[str, bytes]) ->
     sc.src, sc.top, sc.dest = tmp_path / "src", tmp_path / "t", tmp_path / "t" / "dest"
     from tests.helpers import free_port_base
 
-    sc.port = free_port_base()
+    sc.port, sc.addr = free_port_base(), private_loopback()
     sc.src.mkdir()
     for sib in ("dest2", "dest_backup"):
         (sc.top / sib).mkdir()
@@ -239,19 +239,37 @@ def test_rlimit_nofile_64_with_many_files(tmp_path: Path, streams: int) -> None:
     sc.check_all()
 
 
+def high_sockets(pid: int) -> list[int]:
+    """Descriptors above 1024 of pid that are sockets (escp's own: the inherited ones are /dev/null)."""
+    found = []
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            if int(name) > 1024 and os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                found.append(int(name))
+    except OSError:  # the process is gone, or a descriptor closed while we looked
+        pass
+    return found
+
+
 @case("FT-13")
 def test_descriptors_above_1024_work(tmp_path: Path) -> None:
     """The sender inherits 1100 open descriptors, so its pipes and sockets are all above
-    1024, where select() cannot go (rsync highfd-hang)."""
+    1024, where select() cannot go (rsync highfd-hang). The sender's reads of a.bin are held
+    by the fault hook (`read:hold`) until the test has seen its sockets above 1024; then the
+    transfer must complete."""
     sc = files_scene(tmp_path, {"a.bin": 3 * B, "b.txt": 10})
     sc.freeze()
-    p = Proc("--local", "-q", "--escp_port", str(sc.port), "-r", sc.src, sc.dest,
-             prefix=(sys.executable, "-c", HIGH_FDS))
-    time.sleep(0.5)
-    fds = len(os.listdir(f"/proc/{p.pid}/fd"))
+    gate = tmp_path / "gate"
+    p = Proc("--local", "-q", "--escp_port", str(sc.port), "--blocksize", "256K", "-r", sc.src, sc.dest,
+             prefix=(sys.executable, "-c", HIGH_FDS), env=fault_env(f"read:hold:times=inf:match=a.bin:file={gate}"))
+    try:
+        wait_for(lambda: high_sockets(p.pid) or p.p.poll() is not None, 30, "sender sockets above 1024")
+        seen = high_sockets(p.pid)
+    finally:
+        gate.touch()
     p.wait(60)
     p.wait_gone()
-    assert fds > 1024, f"the sender had only {fds} descriptors"
+    assert seen, f"the held sender had no socket above descriptor 1024; stderr:\n{p.stderr}"
     assert p.p.returncode == 0, p.stderr
     assert_same_tree(sc.src, sc.dest / "src")
 
@@ -361,8 +379,8 @@ def test_transfer_survives_wall_clock_jumps(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     from tests.faults.proxy import FaultProxy
 
-    with FaultProxy(sc.port, rate=300_000) as proxy:
-        p = run(sc, "-r", "-t", "1", "--timeout", "2", "--escp_portrange", "1", "--connect-to", proxy.address,
-                env=env)
+    with FaultProxy(sc.upstream, rate=300_000) as proxy:
+        p = run(sc, "-r", "-t", "1", "--timeout", "2", "--escp_portrange", "1", "--bind", sc.addr,
+                "--connect-to", proxy.address, env=env)
     assert p.p.returncode == 0, p.stderr
     assert_same_tree(sc.src, sc.dest / "src")

@@ -21,6 +21,7 @@ from tests.faults.util import (
     Scene,
     check_error,
     no_listener,
+    pinned,
     process_gone,
     temp_files,
     wait_for,
@@ -49,17 +50,22 @@ def build(tmp_path: Path, big: int = BIG) -> Scene:
 
 
 def args(sc: Scene, *extra: str) -> list[str]:
-    return ["--local", "-q", "--escp_port", str(sc.port), "--escp_portrange", "1", "--blocksize", "256K",
-            *extra, "-r", str(sc.src), str(sc.dest)]
+    return ["--local", "-q", *pinned(sc), "--blocksize", "256K", *extra, "-r", str(sc.src), str(sc.dest)]
 
 
-def finished_failed(sc: Scene, p: Proc, causes: tuple[str, ...] = ()) -> None:
+def finished_failed(sc: Scene, p: Proc, proxy: FaultProxy, causes: tuple[str, ...] = ()) -> None:
     """After a fault: E (exit 1 with an error line), T (all gone, port closed), C, L, P."""
     code = p.wait()
+    ended = time.monotonic()
     check_error(code, p.stderr, [1], causes=causes)
     p.wait_gone()
     no_listener(sc.port, 1)
-    sc.check_all()
+    try:
+        sc.check_all()
+    except AssertionError as exc:  # say how the session ended: a receiver SIGKILLed by the sender
+        # (3 s to exit, then SIGTERM, then SIGKILL 3 s later) cannot remove its temp files
+        after = f"{ended - proxy.cut_at:.1f} s after the proxy's cut" if proxy.cut_at else "(no cut of every stream)"
+        raise AssertionError(f"{exc}\n(the sender exited {after}; its stderr:\n{p.stderr})") from None
 
 
 def rerun_exact(sc: Scene) -> None:
@@ -88,10 +94,11 @@ CUT_FRACTIONS = [0.0005, 0.01, 0.05, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 0.99]
 def test_all_streams_cut_at_sweep_point_then_rerun(tmp_path: Path, fraction: float) -> None:
     sc = build(tmp_path)
     total = BIG + 3 * B + 11 + sum(1 + i * 997 for i in range(12))
-    with FaultProxy(sc.port, cut_after=max(1, int(total * fraction))) as proxy:
+    with FaultProxy(sc.upstream, cut_after=max(1, int(total * fraction))) as proxy:
         p = Proc(*args(sc, "--connect-to", proxy.address, "-t", "4"))
-        finished_failed(sc, p)
-        assert proxy.cut.is_set()
+        finished_failed(sc, p, proxy)
+        assert proxy.cut.is_set(), (f"the transfer failed, but not at the proxy's cut (forwarded "
+                                    f"{proxy.forwarded} of {total} bytes, cut at {proxy.cut_after}):\n{p.stderr}")
     rerun_exact(sc)
 
 
@@ -100,18 +107,21 @@ def test_all_streams_cut_at_sweep_point_then_rerun(tmp_path: Path, fraction: flo
 def test_one_stream_reset_mid_transfer_aborts_cleanly(tmp_path: Path, stream: int) -> None:
     """Stream 0 is the metadata stream, 2 a data stream: either way the session ends with E."""
     sc = build(tmp_path)
-    with FaultProxy(sc.port, cut_stream=(stream, 200_000 if stream else 2_000), rate=8_000_000) as proxy:
+    with FaultProxy(sc.upstream, cut_stream=(stream, 200_000 if stream else 2_000), rate=8_000_000) as proxy:
         p = Proc(*args(sc, "--connect-to", proxy.address, "-t", "4"))
-        finished_failed(sc, p)
+        finished_failed(sc, p, proxy)
     rerun_exact(sc)
 
 
 # --- FT-3 / FT-4: SIGKILL one side mid-file ------------------------------------------------
 def start_slow(sc: Scene, proxy: FaultProxy, *extra: str) -> Proc:
-    """A transfer paced by the proxy, started and observed until big.bin is mid-way."""
+    """A transfer paced by the proxy, observed until big.bin is mid-way; returns with the proxy
+    paused, so the transfer cannot finish while the test finds and signals a process, however
+    loaded the machine is (the caller resumes the proxy once it has acted)."""
     p = Proc(*args(sc, "--connect-to", proxy.address, "-t", "2", *extra))
     wait_for(lambda: any(b"big.bin" in t and os.path.getsize(t) > 0 for t in temp_files(sc.dest)), 20,
              "a temp file of big.bin with data")
+    proxy.pause()
     return p
 
 
@@ -127,11 +137,12 @@ def age_temp_files(sc: Scene, seconds: float = 60.0) -> list[bytes]:
 @case("FT-3")
 def test_receiver_sigkill_mid_file_then_rerun_sweeps_its_temp_file(tmp_path: Path) -> None:
     sc = build(tmp_path)
-    with FaultProxy(sc.port, rate=1_500_000) as proxy:
+    with FaultProxy(sc.upstream, rate=1_500_000) as proxy:
         p = start_slow(sc, proxy)
         rx = p.wait_receiver()
         t0 = time.monotonic()
         os.kill(rx, signal.SIGKILL)
+        proxy.resume()
         code = p.wait()
         assert time.monotonic() - t0 < 15, "sender took too long to notice the dead receiver"
         check_error(code, p.stderr, [1], causes=["connection"])
@@ -150,10 +161,11 @@ def test_receiver_sigkill_mid_file_then_rerun_sweeps_its_temp_file(tmp_path: Pat
 @case("FT-4")
 def test_sender_sigkill_mid_file_receiver_exits_and_cleans_up(tmp_path: Path) -> None:
     sc = build(tmp_path)
-    with FaultProxy(sc.port, rate=1_500_000) as proxy:
+    with FaultProxy(sc.upstream, rate=1_500_000) as proxy:
         p = start_slow(sc, proxy)
         rx = p.wait_receiver()
         os.kill(p.pid, signal.SIGKILL)
+        proxy.resume()
         p.wait()
         wait_for(lambda: process_gone(rx), DEADLINE, "receiver exit")
         p.wait_gone()
@@ -167,10 +179,11 @@ def test_sender_sigkill_mid_file_receiver_exits_and_cleans_up(tmp_path: Path) ->
 @case("FT-6")
 def test_receiver_stopped_sender_times_out_with_no_progress(tmp_path: Path) -> None:
     sc = build(tmp_path)
-    with FaultProxy(sc.port, rate=1_500_000) as proxy:
+    with FaultProxy(sc.upstream, rate=1_500_000) as proxy:
         p = start_slow(sc, proxy, "--timeout", "2")
         rx = p.wait_receiver()
         os.kill(rx, signal.SIGSTOP)
+        proxy.resume()  # the sender's frames reach the stopped receiver's socket: still no progress
         try:
             code = p.wait()
         finally:
@@ -192,10 +205,11 @@ def test_receiver_stopped_sender_times_out_with_no_progress(tmp_path: Path) -> N
 
 @case("FT-6")
 def test_sender_stopped_receiver_times_out_and_exits(tmp_path: Path) -> None:
-    # 4x the usual big file: under heavy load the stop must still land mid-transfer (if every
-    # result were already in the sender's socket buffer, exit 0 after SIGCONT would be right)
-    sc = build(tmp_path, big=4 * BIG)
-    with FaultProxy(sc.port, rate=1_500_000) as proxy:
+    # the proxy stays paused until the receiver has given up: what the stopped sender had
+    # already written into its sockets never completes the session behind its back (to the
+    # receiver a stopped sender and a held path look the same: connected and silent)
+    sc = build(tmp_path)
+    with FaultProxy(sc.upstream, rate=1_500_000) as proxy:
         p = start_slow(sc, proxy, "--timeout", "2")
         rx = p.wait_receiver()
         os.kill(p.pid, signal.SIGSTOP)
@@ -203,6 +217,7 @@ def test_sender_stopped_receiver_times_out_and_exits(tmp_path: Path) -> None:
             wait_for(lambda: process_gone(rx), DEADLINE,
                      "the receiver to give up on the stopped sender")
         finally:
+            proxy.resume()
             os.kill(p.pid, signal.SIGCONT)
         code = p.wait()
         check_error(code, p.stderr, [1])
@@ -215,9 +230,8 @@ def test_sender_stopped_receiver_times_out_and_exits(tmp_path: Path) -> None:
 def test_path_stalled_both_sides_time_out(tmp_path: Path) -> None:
     """The network path stops forwarding (both processes alive): both ends give up."""
     sc = build(tmp_path)
-    with FaultProxy(sc.port, rate=1_500_000) as proxy:
-        p = start_slow(sc, proxy, "--timeout", "2")
-        proxy.pause()
+    with FaultProxy(sc.upstream, rate=1_500_000) as proxy:
+        p = start_slow(sc, proxy, "--timeout", "2")  # returns with the path paused: it stays so
         code = p.wait()
         check_error(code, p.stderr, [1], causes=["timeout"])
         p.wait_gone()
@@ -231,7 +245,7 @@ def test_slow_path_completes_without_spurious_timeout(tmp_path: Path) -> None:
     """~400 KiB/s per stream with a 2 s idle deadline: the transfer takes longer than the
     deadline, but bytes keep flowing, so it must complete."""
     sc = build(tmp_path, big=2 * 1024 * 1024)
-    with FaultProxy(sc.port, rate=400_000) as proxy:
+    with FaultProxy(sc.upstream, rate=400_000) as proxy:
         p = Proc(*args(sc, "--connect-to", proxy.address, "-t", "2", "--timeout", "2"))
         code = p.wait(60)
         assert code == 0, p.stderr
@@ -248,7 +262,7 @@ def test_netem_is_not_available_here() -> None:
 @case("FT-8")
 def test_latency_path_completes(tmp_path: Path) -> None:
     sc = build(tmp_path, big=1024 * 1024)
-    with FaultProxy(sc.port, delay=0.02) as proxy:
+    with FaultProxy(sc.upstream, delay=0.02) as proxy:
         p = Proc(*args(sc, "--connect-to", proxy.address, "-t", "4"))
         assert p.wait(60) == 0, p.stderr
     p.wait_gone()

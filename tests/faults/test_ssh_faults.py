@@ -22,6 +22,7 @@ from tests.faults.util import (
     Scene,
     check_error,
     no_listener,
+    pinned,
     process_gone,
     temp_files,
     wait_for,
@@ -183,17 +184,18 @@ def test_ssh_killed_mid_transfer_receiver_aborts_and_cleans(remote_escp: Path, t
     pidfile = tmp_path / "receiver.pid"
     relay.write_text(RELAY.format(python=sys.executable, pidfile=str(pidfile)))
     relay.chmod(0o755)
-    with FaultProxy(sc.port, rate=1_000_000) as proxy:
-        p = Proc("-q", "-S", str(relay), "-D", str(remote_escp), "--escp_port", str(sc.port), "--escp_portrange",
-                 "1", "--connect-to", proxy.address, "--blocksize", "256K", "-t", "2", "--timeout", "20",
-                 sc.src / "big.bin", f"localhost:{sc.dest}")
+    with FaultProxy(sc.upstream, rate=1_000_000) as proxy:
+        p = Proc("-q", "-S", str(relay), "-D", str(remote_escp), *pinned(sc), "--connect-to", proxy.address,
+                 "--blocksize", "256K", "-t", "2", "--timeout", "20", sc.src / "big.bin", f"localhost:{sc.dest}")
         wait_for(lambda: any(os.path.getsize(t) > 0 for t in temp_files(sc.dest)), 20, "receiver writing")
+        proxy.pause()  # the transfer cannot finish before the channel drops, however loaded the machine
         rx = int(pidfile.read_text())
         ssh_pid = p.p.pid  # the sender; its child is the relay ("ssh")
         relays = [int(x) for x in open(f"/proc/{ssh_pid}/task/{ssh_pid}/children").read().split()]
         assert relays, "no ssh child found"
         for r in relays:
             os.kill(r, signal.SIGKILL)
+        proxy.resume()
         wait_for(lambda: process_gone(rx), DEADLINE, "receiver exit on stdin EOF")
         code = p.wait()
         check_error(code, p.stderr, [1], causes=["connection"])

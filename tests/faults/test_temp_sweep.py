@@ -56,12 +56,19 @@ def test_receiver_sigterm_removes_its_temp_files(tmp_path: Path) -> None:
     (sc.src / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     (sc.dest / "big.bin").write_bytes(b"old")
     sc.freeze()
-    env = {**os.environ, "ESCP_FAULT": "read:delay:ms=150:times=inf"}
+    # reads after the second wait for the gate: the file cannot complete first. The gate stays
+    # shut until the sender has exited: released reads would race their frames against the
+    # receiver's abort, and the sender could report the broken pipe instead of the signal
+    gate = tmp_path / "gate"
+    env = {**os.environ, "ESCP_FAULT": f"read:hold:after=2:times=inf:file={gate}"}
     p = Proc("--local", "-q", "--escp_port", str(sc.port), "--blocksize", "256K", "-t", "2", sc.src / "big.bin",
              sc.dest, env=env)
-    wait_for(lambda: any(os.path.getsize(t) > 0 for t in temp_files(sc.dest)), 20, "a temp file with data")
-    os.kill(p.wait_receiver(), signal.SIGTERM)
-    code = p.wait()
+    try:
+        wait_for(lambda: any(os.path.getsize(t) > 0 for t in temp_files(sc.dest)), 20, "a temp file with data")
+        os.kill(p.wait_receiver(), signal.SIGTERM)
+        code = p.wait()
+    finally:
+        gate.touch()
     check_error(code, p.stderr, [1], causes=["connection"])
     assert "signal SIGTERM" in p.stderr, p.stderr
     p.wait_gone()

@@ -46,6 +46,15 @@ def fixed_port() -> int:
     return free_port_base()
 
 
+def private_loopback() -> str:
+    """A random address in 127.0.0.0/8 other than 127.0.0.1 and 127.0.0.2 (the tests' second
+    host), for a receiver pinned to one port (`--bind ADDR --escp_portrange 1`). On 127.0.0.1
+    any other listener on that port number (another test, another test run on this machine)
+    made the receiver fail with "no free port" before a single byte flowed (FT-2 failed so
+    once: the transfer failed, but not at the proxy's cut); on its own address it cannot."""
+    return f"127.{random.randrange(100, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
 def snapshot(root: Path, skip: Iterable[str] = ()) -> dict[bytes, tuple[int, int, str, int]]:
     """rel name -> (mode, size, sha256, mtime_ns) of root and everything below (no following)."""
     out: dict[bytes, tuple[int, int, str, int]] = {}
@@ -82,13 +91,15 @@ def temp_files(root: Path) -> list[bytes]:
 
 @dataclass
 class Scene:
-    """tmp/src (the source tree) and tmp/t/{dest,dest2,dest_backup,parent-file} (sentinels)."""
+    """tmp/src (the source tree) and tmp/t/{dest,dest2,dest_backup,parent-file} (sentinels);
+    addr:port is where a receiver pinned with `pinned(sc)` listens."""
 
     tmp: Path
     src: Path = field(init=False)
     top: Path = field(init=False)
     dest: Path = field(init=False)
     port: int = field(default_factory=fixed_port)
+    addr: str = field(default_factory=private_loopback)
     before_src: dict[bytes, tuple[int, int, str, int]] = field(default_factory=dict)
     before_top: dict[bytes, tuple[int, int, str, int]] = field(default_factory=dict)
     before_dest: dict[bytes, tuple[int, int, str, int]] = field(default_factory=dict)
@@ -103,6 +114,11 @@ class Scene:
             (self.top / sib).mkdir()
             (self.top / sib / "x").write_bytes(b"sentinel " + sib.encode())
         (self.top / "parent-file").write_bytes(b"sentinel parent")
+
+    @property
+    def upstream(self) -> tuple[str, int]:
+        """Where a receiver started with pinned(self) listens: a fault proxy's upstream."""
+        return (self.addr, self.port)
 
     def freeze(self) -> None:
         """Record the state the oracles compare against (call after building the scene)."""
@@ -153,6 +169,11 @@ class Scene:
         self.check_contained()
         self.check_lost()
         self.check_partial()
+
+
+def pinned(sc: Scene) -> list[str]:
+    """escp options that pin the receiver to exactly sc.addr:sc.port (a proxy's upstream)."""
+    return ["--escp_port", str(sc.port), "--escp_portrange", "1", "--bind", sc.addr]
 
 
 def check_error(code: int, stderr: str, expect_codes: Iterable[int], names: Iterable[str] = (),

@@ -83,7 +83,7 @@ def test_escp_argv_contract(tmp_path: Path) -> None:
         sshd=None,
         json_report=tmp_path / "r.json",
     )
-    assert inv.argv[1:5] == ["-m", "escp", "--local", "-q"]
+    assert inv.argv[1:5] == ["-m", "escp", "-q", "--local"]
     for piece in (
         ["-r"],
         ["-t", "8"],

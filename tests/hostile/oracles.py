@@ -185,14 +185,3 @@ def check_t(tag: str | None = None, ports: range | list[int] | None = None, time
         if time.monotonic() > end:
             raise AssertionError(f"T violated: processes {left_pids} / listeners {left_ports} left behind")
         time.sleep(0.1)
-
-
-def rss_peak_kib(pid: int) -> int:
-    """VmHWM of a live process in KiB (0 when unknown)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0

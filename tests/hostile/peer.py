@@ -21,6 +21,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -196,7 +197,10 @@ def accept_peer_stream(sock: socket.socket, init: SessionInit, timeout: float = 
 
 
 class HostileSender:
-    """A scripted sender driving a real `escp --server` child process."""
+    """A scripted sender driving a real `escp --server` child process.
+
+    The child is reaped with wait4 (never by Popen), so `max_rss_kib` is the kernel's peak
+    RSS over its whole life: a memory bound checked after exit, with no timing to guess."""
 
     def __init__(self, dest: Path | bytes, *, streams: int = 1, block_size: int = W.MIN_BLOCK, flags: int = 0,
                  top_level_count: int = 1, port_base: int | None = None, cwd: Path | None = None,
@@ -215,8 +219,11 @@ class HostileSender:
         )
         self.reply: SessionReply | None = None
         self.streams: list[PeerStream] = []
-        self._stderr: bytes | None = None
         self.code: int | None = None
+        self.max_rss_kib = 0  # set when reaped
+        self._stderr = bytearray()
+        self._drain = threading.Thread(target=self._drain_stderr, name="hs-stderr", daemon=True)
+        self._drain.start()
 
     # --- context management ----------------------------------------------------------
     def __enter__(self) -> HostileSender:
@@ -228,12 +235,40 @@ class HostileSender:
     def kill(self) -> None:
         for s in self.streams:
             s.close()
-        if self.proc.poll() is None:
+        if not self.exited():
             self.proc.kill()
+        self._reap()
+
+    # --- process ----------------------------------------------------------------------------
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
         try:
-            self.proc.communicate(timeout=5)
-        except (subprocess.TimeoutExpired, ValueError, OSError):
+            while chunk := os.read(fd, 65536):
+                self._stderr += chunk
+        except OSError:  # closed by _reap after a kill
             pass
+
+    def exited(self) -> bool:
+        """True once the receiver has exited (without reaping it: that is _reap's job)."""
+        if self.proc.returncode is not None:
+            return True
+        return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+    def _reap(self) -> int:
+        """Wait for the exited child with wait4: exit code, and max_rss_kib from its rusage."""
+        if self.proc.returncode is None:
+            _, status, usage = os.wait4(self.proc.pid, 0)
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
+            self.max_rss_kib = usage.ru_maxrss  # KiB on Linux
+        self._drain.join(5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass
+        return self.proc.returncode
 
     # --- bootstrap ------------------------------------------------------------------------
     def send_boot(self, data: bytes | None = None) -> None:
@@ -344,29 +379,30 @@ class HostileSender:
                 break
         return out
 
+    def _wait_exited(self, timeout: float, failure: str) -> None:
+        end = time.monotonic() + timeout
+        while not self.exited():
+            if time.monotonic() > end:
+                self.kill()
+                raise AssertionError(f"T: {failure} within {timeout} s")
+            time.sleep(0.02)
+
     def wait(self, timeout: float = DEADLINE) -> tuple[int, str]:
         """Close our side (stdin and sockets), wait for exit: (exit code, stderr)."""
         for s in self.streams:
             s.close()
         try:
-            _, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate(timeout=5)
-            raise AssertionError(f"T: receiver did not exit within {timeout} s") from None
-        self.code = self.proc.returncode
-        self._stderr = err
-        return self.proc.returncode, err.decode("utf-8", "replace")
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        self._wait_exited(timeout, "receiver did not exit")
+        self.code = self._reap()
+        return self.code, bytes(self._stderr).decode("utf-8", "replace")
 
     def wait_exit_alone(self, timeout: float = DEADLINE) -> tuple[int, str]:
         """Wait for exit WITHOUT closing stdin (the receiver must end the session itself)."""
-        end = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.05)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=5)
-            raise AssertionError(f"T: receiver did not end the session within {timeout} s")
+        self._wait_exited(timeout, "receiver did not end the session")
         return self.wait(5)
 
 

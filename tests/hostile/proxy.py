@@ -22,7 +22,7 @@ handshake bytes:
     ("replace", bytes)     send these bytes instead
 plus `flips={(link, dir): {offset: mask}}`: XOR a byte at an absolute offset of that
 direction's byte stream (handshake bytes included), `throttle` (bytes/s on c2s data links),
-`gate` (an Event: upstream connects wait for it), and `recorded[(link, dir)]` with every
+`gate` (an Event: upstream connects wait for it), pause()/resume() (relay.py), and `recorded[(link, dir)]` with every
 byte read. `replay()` sends recorded bytes on a fresh connection to the receiver.
 
 The relay itself (listener, links, one thread per direction) is tests/faults/relay.py.
@@ -104,6 +104,7 @@ class FrameProxy(TcpRelay):
                     b[off - start_offset] ^= mask
                     self.note(f"flip link{link.index} {direction} @{off}")
             data = bytes(b)
+        self.hold_while_paused()
         sock = link.dest(direction)
         rate = self.throttle if direction == "c2s" and self.throttle_links(link.index) else 0.0
         with link.locks[direction]:

@@ -22,7 +22,7 @@ import pytest
 from escp.protocol import messages as M
 from escp.protocol import wire as W
 from tests.cases import case
-from tests.faults.util import fixed_port
+from tests.faults.util import fixed_port, private_loopback
 from tests.helpers import escp_argv
 from tests.hostile.oracles import check_e, check_p, check_t, listening_ports
 from tests.hostile.peer import HostileSender, child_env, entry
@@ -45,20 +45,23 @@ class Outcome:
 
 def proxied(tmp_path: Path, tag: str, *, size: int = 4 * B + 5, streams: int = 1, throttle: float = 0.0,
             actions: dict | None = None, flips: dict | None = None, gate: threading.Event | None = None,
-            during: Callable[[FrameProxy, int], None] | None = None, extra: tuple[str, ...] = ()) -> Outcome:
+            during: Callable[[FrameProxy, tuple[str, int]], None] | None = None,
+            extra: tuple[str, ...] = ()) -> Outcome:
+    """escp --local through a FrameProxy to a receiver pinned to its own loopback address and
+    port; `during(proxy, receiver_address)` runs while the transfer does."""
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(size))
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    port = fixed_port()  # the receiver may bind only this port (--escp_portrange 1)
-    with FrameProxy(("127.0.0.1", port), actions=actions, flips=flips, throttle=throttle, gate=gate) as proxy:
+    addr, port = private_loopback(), fixed_port()  # the receiver binds only there (see private_loopback)
+    with FrameProxy((addr, port), actions=actions, flips=flips, throttle=throttle, gate=gate) as proxy:
         p = subprocess.Popen(escp_argv("--local", "-q", "--escp_port", str(port), "--escp_portrange", "1",
-                                       "--connect-to", proxy.connect_to, "--blocksize", "256K", "-t", str(streams),
+                                       "--bind", addr, "--connect-to", proxy.connect_to, "--blocksize", "256K", "-t", str(streams),
                                        "--timeout", "10", *extra, src, out),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True)
         try:
             if during is not None:
-                during(proxy, port)
+                during(proxy, (addr, port))
             _, err = p.communicate(timeout=60)
         finally:
             if p.poll() is None:
@@ -90,9 +93,8 @@ def wait_listening(port: int, timeout: float = 20) -> None:
 # --- HP-20 strangers ------------------------------------------------------------------------------
 
 
-def _strangers(port: int, stop: threading.Event, flood: int = 200) -> list[socket.socket]:
+def _strangers(addr: tuple[str, int], stop: threading.Event, flood: int = 200) -> list[socket.socket]:
     held = []
-    addr = ("127.0.0.1", port)
     held.append(socket.create_connection(addr))  # sends nothing
     s = socket.create_connection(addr)
     s.sendall(b"x")
@@ -132,9 +134,9 @@ def test_strangers_before_and_during_the_transfer(tmp_path: Path, tag: str) -> N
     stop = threading.Event()
     held: list[socket.socket] = []
 
-    def during(proxy: FrameProxy, port: int) -> None:
-        wait_listening(port)
-        held.extend(_strangers(port, stop))  # all before the sender's streams reach the receiver
+    def during(proxy: FrameProxy, receiver: tuple[str, int]) -> None:
+        wait_listening(receiver[1])
+        held.extend(_strangers(receiver, stop))  # all before the sender's streams reach the receiver
         gate.set()
 
     try:
@@ -153,9 +155,8 @@ def test_strangers_closed_at_their_deadline_and_logged(tmp_path: Path) -> None:
     hs = HostileSender(dest)
     with hs:
         hs.start()
-        port = hs.address[1]
         stop = threading.Event()
-        held = _strangers(port, stop, flood=0)
+        held = _strangers(hs.address, stop, flood=0)
         idle = held[0]
         t0 = time.monotonic()
         idle.settimeout(20)
@@ -195,26 +196,18 @@ def test_occupied_ports(tmp_path: Path, tag: str) -> None:
     src.write_bytes(os.urandom(1000))
     out = tmp_path / "out"
     out.mkdir()
+    addr, port = private_loopback(), fixed_port()  # an address of its own: nobody else holds port + 2
     blockers: list[socket.socket] = []
-    for _attempt in range(5):  # ports below the ephemeral range; another test may still hold one
-        port = fixed_port()
-        try:
-            for p in (port, port + 1):
-                s = socket.socket()
-                blockers.append(s)
-                s.bind(("127.0.0.1", p))
-                s.listen(1)
-            break
-        except OSError:
-            for s in blockers:
-                s.close()
-            blockers = []
-    assert blockers, "no two free adjacent ports found in 5 tries"
     try:
-        r = local("--escp_portrange", "3", src, out, port=port)
+        for p in (port, port + 1):
+            s = socket.socket()
+            blockers.append(s)
+            s.bind((addr, p))
+            s.listen(1)
+        r = local("--bind", addr, "--escp_portrange", "3", src, out, port=port)
         assert r.code == 0, r.stderr
         assert (out / "s.bin").read_bytes() == src.read_bytes()
-        r = local("--escp_portrange", "2", src, tmp_path / "none.bin", port=port)
+        r = local("--bind", addr, "--escp_portrange", "2", src, tmp_path / "none.bin", port=port)
         line = check_e(r.code, r.stderr, cause="connection", codes=(1,))
         assert "no free port" in line
         assert not (tmp_path / "none.bin").exists()
@@ -231,12 +224,16 @@ def test_occupied_ports(tmp_path: Path, tag: str) -> None:
 def test_replayed_handshake_and_stream_in_the_same_session(tmp_path: Path, tag: str) -> None:
     results: dict[str, str] = {}
 
-    def during(proxy: FrameProxy, port: int) -> None:
+    def during(proxy: FrameProxy, receiver: tuple[str, int]) -> None:
         end = time.monotonic() + 30
         while proxy.frames_seen.get((1, "c2s"), 0) < 2 and time.monotonic() < end:
             time.sleep(0.05)
-        results["stream"] = replay(("127.0.0.1", port), bytes(proxy.recorded[(1, "c2s")]))
-        results["meta"] = replay(("127.0.0.1", port), bytes(proxy.recorded[(0, "c2s")][:40]))
+        proxy.pause()  # the session cannot finish (and its receiver go) while the replays run
+        try:
+            results["stream"] = replay(receiver, bytes(proxy.recorded[(1, "c2s")]))
+            results["meta"] = replay(receiver, bytes(proxy.recorded[(0, "c2s")][:40]))
+        finally:
+            proxy.resume()
 
     o = proxied(tmp_path, tag, size=12 * B, throttle=1_000_000, during=during)
     assert results == {"stream": "closed", "meta": "closed"}, results
@@ -253,7 +250,7 @@ def test_recorded_session_replayed_against_a_new_receiver(tmp_path: Path, tag: s
         hs.start()
         for link in (0, 1):
             assert replay(hs.address, bytes(o.proxy.recorded[(link, "c2s")])) == "closed"
-        assert hs.proc.poll() is None  # the new session goes on, untouched
+        assert not hs.exited()  # the new session goes on, untouched
     assert os.listdir(dest) == []
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cases import case
-from tests.faults.util import fixed_port
+from tests.faults.util import fixed_port, private_loopback, wait_for
 from tests.helpers import escp_argv, free_port_base
 from tests.hostile.oracles import check_e, check_t
 from tests.hostile.peer import child_env
@@ -172,30 +172,35 @@ def test_session_key_not_in_argv_env_or_logs(tmp_path: Path, tag: str) -> None:
     src.write_bytes(os.urandom(3 << 20))
     out = tmp_path / "out"
     out.mkdir()
-    port = fixed_port()  # the receiver may bind only this port (--escp_portrange 1)
+    addr, port = private_loopback(), fixed_port()  # the receiver binds only there (see private_loopback)
     log = tmp_path / "escp.log"
     env = child_env({"ESCP_HOSTILE_RX": json.dumps({"scenario": "relay", "record": str(record)})})
-    with FrameProxy(("127.0.0.1", port), throttle=1_500_000) as proxy:
+    with FrameProxy((addr, port), throttle=1_500_000) as proxy:
         p = subprocess.Popen(escp_argv("-v", "--logfile", str(log), "-S", str(wrapper), "--escp_port", str(port),
-                                       "--escp_portrange", "1", "--connect-to", proxy.connect_to,
+                                       "--escp_portrange", "1", "--bind", addr, "--connect-to", proxy.connect_to,
                                        "--blocksize", "256K", "-t", "1", "--json", str(tmp_path / "r.json"),
                                        src, f"host.invalid:{out}"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         seen: dict[int, bytes] = {}
-        end = time.monotonic() + 30
-        while p.poll() is None and time.monotonic() < end:
-            if record.exists():
-                try:
-                    rec = json.loads(record.read_text())
-                except ValueError:
-                    rec = {}
-                for pid in (p.pid, rec.get("pid"), rec.get("receiver_pid")):
-                    if pid:
-                        blob = _proc_blobs(int(pid))
-                        if blob:
-                            seen[int(pid)] = blob
-            time.sleep(0.1)
-        stdout, stderr = p.communicate(timeout=30)
+
+        def both_ends() -> list[int]:
+            try:
+                rec = json.loads(record.read_text())
+            except (OSError, ValueError):  # not written yet, or half written
+                return []
+            return [p.pid, rec["pid"], rec["receiver_pid"]] if "receiver_pid" in rec else []
+
+        wait_for(lambda: both_ends() and proxy.frames_seen.get((1, "c2s"), 0) > 1 or p.poll() is not None, 30,
+                 "data flowing between both ends")
+        proxy.pause()  # the session cannot end while both ends are looked at
+        try:
+            for pid in both_ends():
+                blob = _proc_blobs(int(pid))
+                if blob:
+                    seen[int(pid)] = blob
+        finally:
+            proxy.resume()
+        stdout, stderr = p.communicate(timeout=60)
     assert p.returncode == 0, stderr
     rec = json.loads(record.read_text())
     assert {p.pid, rec["pid"], rec["receiver_pid"]} <= set(seen), "could not observe both ends while running"

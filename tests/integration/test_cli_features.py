@@ -246,9 +246,12 @@ def test_host_config_bad_values_are_usage_errors(tmp_path: Path, text: str) -> N
 # --- sources that change, vanish, or are not regular files -----------------------------------
 
 
-def start_escp(*args: str | os.PathLike[str]) -> subprocess.Popen[bytes]:
+def start_escp(*args: str | os.PathLike[str], fault: str = "") -> subprocess.Popen[bytes]:
+    """escp --local in the background; `fault` is an ESCP_FAULT spec (escp/engine/faults.py)."""
     argv = escp_argv("--local", "--escp_port", str(free_port_base()), *args)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if fault:
+        env["ESCP_FAULT"] = fault
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
@@ -270,14 +273,17 @@ def test_file_growing_during_transfer_is_never_reported_ok_with_other_content(tm
     grow.write_bytes(original)
     (src / "steady.bin").write_bytes(os.urandom(B))
     dst = tmp_path / "dst"
-    # pacing at 1 MB/s keeps grow.bin open for about 2 s
-    proc = start_escp("-r", "-l", "1M", "-t", "1", "--blocksize", "256K", src, dst)
+    gate = tmp_path / "gate"  # grow.bin's reads after its first wait for it: the append lands mid-file
+    proc = start_escp("-r", "-t", "1", "--blocksize", "256K", src, dst,
+                      fault=f"read:hold:after=1:times=inf:match=grow:file={gate}")
     try:
         mid_file = wait_for_part_file(dst, "grow.bin", proc)
         with open(grow, "ab") as fh:
             fh.write(b"appended while escp reads")
+        gate.touch()
         _, err_bytes = proc.communicate(timeout=120)
     finally:
+        gate.touch()
         proc.kill()
     err = err_bytes.decode(errors="replace")
     assert (dst / "steady.bin").read_bytes() == (src / "steady.bin").read_bytes()
@@ -296,13 +302,18 @@ def test_file_shrinking_or_vanishing_during_transfer_fails_alone(tmp_path: Path)
     (src / "b_vanish.bin").write_bytes(os.urandom(2 << 20))
     (src / "c_steady.bin").write_bytes(os.urandom(B))
     dst = tmp_path / "dst"
-    proc = start_escp("-r", "-l", "1M", "-t", "2", "--blocksize", "256K", src, dst)
+    gate = tmp_path / "gate"  # a_shrink's reads after its first, and all of b_vanish's, wait for it
+    proc = start_escp("-r", "-t", "2", "--blocksize", "256K", src, dst,
+                      fault=f"read:hold:after=1:times=inf:match=a_shrink:file={gate};"
+                            f"read:hold:times=inf:match=b_vanish:file={gate}")
     try:
         assert wait_for_part_file(dst, "a_shrink.bin", proc)
         os.truncate(src / "a_shrink.bin", 1000)
         os.unlink(src / "b_vanish.bin")
+        gate.touch()
         _, err_bytes = proc.communicate(timeout=120)
     finally:
+        gate.touch()
         proc.kill()
     err = err_bytes.decode(errors="replace")
     assert proc.returncode == 3, err
