@@ -12,6 +12,7 @@ maximum as soon as its 4-byte prefix is in, before anything waits for its body.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 
 from ..errors import IntegrityError
@@ -25,12 +26,13 @@ class FrameDecoder:
     def __init__(self, opener: FrameOpener, read_ahead: int = READ_AHEAD) -> None:
         self.opener = opener
         self.read_ahead = read_ahead
-        self._buf = bytearray(LEN_PREFIX.size + opener.max_len + read_ahead)
+        # anonymous memory: zero pages are only materialised where frames land, so a
+        # decoder for 64 MiB blocks costs nothing until such a frame arrives
+        self._buf = mmap.mmap(-1, LEN_PREFIX.size + opener.max_len + read_ahead)
         self._view = memoryview(self._buf)
         self._start = 0  # first byte not yet decoded
         self._end = 0  # end of the bytes received
         self._total = 0  # length of the frame at _start, prefix included, once its prefix is in
-        self._out: memoryview | None = None  # feed()'s plaintext buffer, made on first use
         self.frames = 0
 
     @property
@@ -57,11 +59,11 @@ class FrameDecoder:
         the frame being completed plus read-ahead. A partial frame near the end of the
         buffer is first moved to its front."""
         need = self._need()
-        if self._start + need > len(self._buf):
+        if self._start + need > len(self._view):
             avail = self._end - self._start
-            self._buf[:avail] = self._view[self._start : self._end]
+            self._view[:avail] = self._view[self._start : self._end]
             self._start, self._end = 0, avail
-        return self._view[self._end : min(len(self._buf), self._start + need + self.read_ahead)]
+        return self._view[self._end : min(len(self._view), self._start + need + self.read_ahead)]
 
     def received(self, n: int) -> None:
         """n bytes arrived in the buffer returned by recv_buffer()."""
@@ -86,16 +88,21 @@ class FrameDecoder:
         if self.pending:
             raise IntegrityError(f"{name} truncated mid-frame")
 
+    def next_frame(self) -> bytes | None:
+        """The next whole frame's plaintext as bytes (a copy: not for the data path)."""
+        if self.missing():
+            return None
+        out = bytearray(self._total - LEN_PREFIX.size - TAG_LEN)
+        self.next_frame_into(memoryview(out))
+        return bytes(out)
+
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
         """Take `data` and yield the plaintext of every frame it completes."""
         src = memoryview(data).cast("B")
         pos = 0
-        if self._out is None:
-            self._out = memoryview(bytearray(self.opener.max_len - TAG_LEN))
-        out = self._out
         while True:
-            while (k := self.next_frame_into(out)) is not None:
-                yield bytes(out[:k])
+            while (frame := self.next_frame()) is not None:
+                yield frame
             if pos >= len(src):
                 return
             window = self.recv_buffer()
