@@ -1,38 +1,27 @@
 """escp: high-speed, verified, scp-like file transfer over parallel AES-GCM streams.
 
-Public API:
-    escp.transfer(sources, dest, config) -> TransferResult
-    escp.TransferConfig, escp.SshOptions, escp.RemoteTarget, escp.parse_target
-    the exception tree in escp.errors
+The public API is what this module exports (pinned by tests/unit/test_exports.py):
+    escp.transfer(sources, dest, config) -> TransferResult   run one transfer
+    TransferConfig, SshOptions                                how (frozen, validated)
+    RemoteTarget, parse_target                                where ([user@]host:path)
+    TransferResult, FileOutcome                               what happened, per file
+    EscpError (and the tree in escp.errors)                   what went wrong, with exit codes
+
+Layout (everything below is implementation, imported by path only in tests):
+    escp/protocol/  sans-IO: codecs, key schedule, handshake, per-role session cores
+    escp/engine/    the per-block stages and their pipeline, the scheduler, the files
+    escp/net/       sockets, threads and bootstrap: initiator, server, streams, sessions
+    escp/trace/     the per-stage tracer, its exports and the verdict
+    escp/cli.py     the command line; escp/results.py the result and the user's error lines
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
+from .api import transfer
 from .config import SshOptions, TransferConfig
 from .errors import EscpError
+from .results import FileOutcome, TransferResult
 from .target import RemoteTarget, parse_target
-
-if TYPE_CHECKING:
-    from .api import transfer
-    from .net.sender import TransferResult
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str) -> Any:
-    # imported on first use: the receiver (`escp --server`) never loads the sender's modules,
-    # and the sender starts its receiver before it loads them (see api.transfer)
-    if name == "transfer":
-        from .api import transfer
-
-        return transfer
-    if name == "TransferResult":
-        from .net.sender import TransferResult
-
-        return TransferResult
-    raise AttributeError(f"module 'escp' has no attribute {name!r}")
-
-__all__ = ["transfer", "TransferConfig", "SshOptions", "TransferResult", "RemoteTarget", "parse_target",
-           "EscpError", "__version__"]
+__all__ = ["transfer", "TransferConfig", "SshOptions", "TransferResult", "FileOutcome", "RemoteTarget",
+           "parse_target", "EscpError", "__version__"]

@@ -1,19 +1,25 @@
-"""The public API: escp.transfer() runs one push transfer and returns its result."""
+"""The public API: escp.transfer() runs one transfer (a push today) and returns its result."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .config import TransferConfig
-from .errors import ConnectionFailure, EscpError
-from .net.spawn import ReceiverProcess, local_argv, ssh_argv
+from .errors import ConnectionFailure, EscpError, UsageError
+from .net.spawn import ServerProcess, local_argv, ssh_argv
+from .paths import check_local_overlap
+from .results import TransferResult
 from .target import RemoteTarget
 from .trace import NULL_TRACER, Tracer
 
 if TYPE_CHECKING:
-    from .net.sender import SenderSession, TransferResult
+    from .net.send import SendSession
+
+SETTLE_OK = 10.0  # after a good session: how long the server may take to exit
+SETTLE_FAILED = 3.0  # after a failed one
 
 
 def transfer(
@@ -22,13 +28,13 @@ def transfer(
     config: TransferConfig | None = None,
     *,
     tracer: Tracer = NULL_TRACER,
-    on_session: Callable[[SenderSession], None] | None = None,
+    on_session: Callable[[SendSession], None] | None = None,
 ) -> TransferResult:
-    """Copy sources to dest. A RemoteTarget goes over ssh; a plain path uses a local receiver.
+    """Copy sources to dest. A RemoteTarget goes over ssh; a plain path uses a local server.
 
     Never raises for transfer failures: they are in result.error / result.failures.
-    The receiver is started before the sender's own modules are imported, so that the two
-    processes' start-up (imports: ~0.2 s each here) overlaps.
+    The server is started before the sending side's own modules are imported, so that
+    the two processes' start-up (imports: ~0.2 s each here) overlaps.
     """
     cfg = config or TransferConfig()
     if tracer is NULL_TRACER and (cfg.trace_path or cfg.stats):
@@ -39,51 +45,32 @@ def transfer(
     if isinstance(dest, RemoteTarget):
         ssh = cfg.ssh
         if dest.port is not None and ssh.port is None:
-            from dataclasses import replace
-
             ssh = replace(ssh, port=dest.port)
         argv = ssh_argv(ssh, dest.user, dest.host)
         dest_path = dest.path
     else:
         argv = local_argv()
         dest_path = os.fsencode(dest)
-    if not isinstance(dest, RemoteTarget):
-        from .errors import UsageError
-        from .paths import check_local_overlap
-
         try:
             check_local_overlap(srcs, dest_path, cfg.recursive)
         except UsageError as exc:
-            return _failed(exc)
+            return TransferResult(error=exc)
     try:
-        proc = ReceiverProcess(argv)
+        proc = ServerProcess(argv)
     except Exception as exc:  # noqa: BLE001 - surfaced as the result's error
-        return _failed(exc if isinstance(exc, EscpError) else ConnectionFailure(str(exc)))
-    from .net.sender import SenderSession, TransferResult  # while the receiver starts
+        return TransferResult(error=exc if isinstance(exc, EscpError) else ConnectionFailure(str(exc)))
+    from .net.initiator import push  # while the server starts
 
     result = TransferResult()
     try:
-        session = SenderSession(cfg, srcs, dest_path, proc, tracer)
-    except EscpError as exc:
-        result.error = exc
-        proc.finish(timeout=3)
+        result = push(cfg, srcs, dest_path, proc, tracer, on_session)
+    except EscpError as exc:  # the session could not even be built (e.g. --checksum-file)
+        result = TransferResult(error=exc)
         return result
-    if on_session is not None:
-        on_session(session)  # e.g. a progress display reading session.bytes_sent
-    try:
-        result = session.run()
     finally:
-        proc.finish(timeout=10 if result.error is None else 3)
+        proc.finish(timeout=SETTLE_OK if result.error is None else SETTLE_FAILED)
     if tracer.enabled:
         finish_trace(cfg, tracer, result)
-    return result
-
-
-def _failed(error: EscpError) -> TransferResult:
-    from .net.sender import TransferResult
-
-    result = TransferResult()
-    result.error = error
     return result
 
 

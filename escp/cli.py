@@ -27,7 +27,7 @@ from .target import RemoteTarget, parse_target
 from .units import format_bytes, format_rate, parse_rate, parse_size
 
 if TYPE_CHECKING:
-    from .net.sender import TransferResult
+    from .results import TransferResult
 
 log = logging.getLogger("escp")
 
@@ -260,7 +260,7 @@ def verify_manifest(manifest: str, root: str) -> int:
 def run(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
     if a.server:
-        from .net.receiver import serve
+        from .net.server import serve
 
         if not 0 < a.timeout <= 86400:
             raise UsageError("--timeout out of range")

@@ -99,13 +99,6 @@ class OutOfMemory(EscpError):
     cause = "memory"
 
 
-class PartialFailure(EscpError):
-    """The session finished but some files failed (each was already reported)."""
-
-    cause = "partial"
-    exit_code = EXIT_PARTIAL
-
-
 __all__ = [
     "EXIT_OK",
     "EXIT_FAILURE",
@@ -121,5 +114,4 @@ __all__ = [
     "TimeoutError_",
     "ConnectionFailure",
     "OutOfMemory",
-    "PartialFailure",
 ]

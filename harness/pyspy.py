@@ -19,7 +19,7 @@ the first frame that matches a rule wins:
 
 py-spy shortens file names (often to the base name), so rules match the base name.
 When a function name does not give the direction (open_frame in cipher.py), a stack of a
-receiver (thread named rx-N, or a frame in receiver.py) counts as decrypt / decompress /
+receiver (thread named rx-N, or a frame in the receiving session's modules, net/receive.py and net/rxfiles.py) counts as decrypt / decompress /
 verify, any other as encrypt / compress / checksum.
 """
 
@@ -42,6 +42,7 @@ _FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _SEND_RE = re.compile(r"^_*(sock_|libc_)?(send|sendall|sendmsg|sendto|sendfile)(_\w+)?$")
 _RECV_RE = re.compile(r"^_*(sock_|libc_)?(recv|recvmsg|recvfrom)(_\w+)?$")
 _RX_THREAD = re.compile(r"\): rx-")
+_RX_FILES = {"receive.py", "rxfiles.py"}  # the receiving session (net/), whatever its thread is named
 _WAIT_FILES = {"threading.py", "queue.py", "selectors.py", "synchronize.py"}
 _WAIT_FUNCS = re.compile(r"(^|\.)(wait|get|put|select|acquire|join|_wait_for_tstate_lock)$")
 
@@ -88,7 +89,7 @@ def stage_of_stack(frames: Sequence[str]) -> str:
     """Stage of one sampled stack (root first, as py-spy writes it)."""
     parsed = [parse_frame(f) for f in frames if not f.startswith(("process ", "thread ("))]
     receiving = any(_RX_THREAD.search(f) for f in frames[:3] if f.startswith("thread (")) or any(
-        file == "receiver.py" for _func, file in parsed)
+        file in _RX_FILES for _func, file in parsed)
     for func, file in reversed(parsed):
         stage = stage_of_frame(func, file, receiving)
         if stage is not None:

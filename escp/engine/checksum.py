@@ -16,8 +16,8 @@ import threading
 
 import xxhash
 
-DIGEST_LEN = 16
-NO_DIGEST = bytes(DIGEST_LEN)
+from ..protocol.wire import DIGEST_LEN
+
 _BLOCK_REC = struct.Struct(">QI16s")
 
 

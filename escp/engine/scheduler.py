@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 from ..errors import TransferIOError
 from ..protocol.messages import FileEnd, FileEntry
-from ..protocol.wire import KIND_DIR, KIND_FILE, STATUS_FAILED, STATUS_OK
-from .checksum import NO_DIGEST, FileDigest, block_digest, content_digest
+from ..protocol.sender_core import InlineBlock
+from ..protocol.wire import KIND_DIR, KIND_FILE, NO_DIGEST, STATUS_FAILED, STATUS_OK
+from .checksum import FileDigest, block_digest, content_digest
 from .directio import open_direct, wants_direct
 from .reader import data_block_offsets, open_source, same_source
 from .sources import SourceItem, SourceProblem
@@ -45,20 +46,12 @@ class OpenFile:
     cancelled: bool = False
     dfd: int = -1  # O_DIRECT fd of the same file, or -1
     direct_off: bool = False  # set by a worker when dfd refused a read
+    closed: bool = False  # finished: its fds are closed and its FILE_END is queued
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def dispatched_all(self) -> bool:
         return self.next_index >= len(self.offsets) or self.cancelled or self.error is not None
-
-
-@dataclass(frozen=True, slots=True)
-class InlineBlock:
-    """A small file's one block, sent on the metadata stream right after its entry."""
-
-    fino: int
-    data: bytes
-    digest: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +221,7 @@ class BlockScheduler:
         block = block_digest(data, 0) if self.checksums else NO_DIGEST
         if self.record_content:
             self.content[entry.fino] = content_digest(entry.size, self.block_size, {0: block})
-        self._inline(InlineBlock(entry.fino, data, block))
+        self._inline(InlineBlock(entry.fino, data))
         digest = NO_DIGEST
         if self.checksums:
             fd_digest = FileDigest(entry.fino, entry.size)
@@ -298,12 +291,12 @@ class BlockScheduler:
                 f.cancelled = True
                 last = f.outstanding == 0
                 self._ready.notify_all()
-            if last and f.fd != -2:
+            if last and not f.closed:
                 self._finish(f)
 
     def _finish(self, f: OpenFile) -> None:
         with f.lock:
-            if f.fd == -2:  # already finished
+            if f.closed:
                 return
             if f.error is None and not f.cancelled and f.st is not None:
                 try:
@@ -319,7 +312,8 @@ class BlockScheduler:
             if f.dfd >= 0:
                 os.close(f.dfd)
                 f.dfd = -1
-            f.fd = -2
+            f.fd = -1
+            f.closed = True
         if f.error is not None or f.cancelled:
             msg = f.error.message if f.error is not None else "cancelled after a receiver error"
             self._file_end(FileEnd(f.entry.fino, STATUS_FAILED, f.sent_blocks, NO_DIGEST, msg))

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import TransferIOError, UsageError
+from ..errors import TransferIOError
 from ..protocol.wire import KIND_DIR, KIND_FILE
 
 
@@ -126,7 +126,3 @@ def walk_tree(root: bytes, root_name: bytes, root_st: os.stat_result) -> Iterato
                 yield SourceProblem(TransferIOError(f"is a {kind}; skipped", path=epath), warning=True)
         stack.extend(reversed(subdirs))
 
-
-def check_sources_given(sources: list[bytes]) -> None:
-    if not sources:
-        raise UsageError("no source given")

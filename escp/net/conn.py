@@ -1,10 +1,7 @@
-"""One authenticated TCP stream: handshake, framed send and receive over a socket.
-
-The receiver greets every new connection with a random challenge; the sender answers
-with HELLO(stream index, HMAC proof bound to session, challenge and index); only then
-does the receiver accept the connection as that stream (once per index) and answer
-with an encrypted ACCEPT frame, which proves the key back to the sender. Stream keys
-include the challenge, so a recorded stream cannot be replayed on a new connection.
+"""One authenticated TCP stream after its handshake (streams.py): framed, sealed sends
+and buffered, opened receives over its socket. The framing is the sans-IO FrameDecoder's;
+this class makes the socket calls: recv_into straight into the decoder's buffer, frames
+decrypted into the caller's buffer, sends sealed into one buffer per batch.
 
 A data stream's worker may attach a recording tracer (trace_as): the stream then records
 its own "recv", "decrypt" and "send" spans and, separately, the time spent waiting for the
@@ -17,64 +14,19 @@ copying and no system call is added. With tracing off the socket calls are the p
 from __future__ import annotations
 
 import fcntl
-import hmac
-import os
 import select
 import socket
 import struct
 import termios
 import threading
-import time
-from collections.abc import Callable
 
-from ..errors import AuthError, ConnectionFailure, EscpError, IntegrityError, TimeoutError_
+from ..errors import ConnectionFailure, EscpError, TimeoutError_
 from ..protocol import messages as m
-from ..protocol.crypto import (
-    DIR_RECEIVER_TO_SENDER,
-    DIR_SENDER_TO_RECEIVER,
-    FrameOpener,
-    FrameSealer,
-    handshake_key,
-    hello_proof,
-)
-from ..protocol.wire import (
-    CHALLENGE_LEN,
-    HELLO,
-    HELLO_MAGIC,
-    LEN_PREFIX,
-    PROTOCOL_VERSION,
-    cause_code,
-    max_frame_len,
-)
+from ..protocol.crypto import FrameOpener, FrameSealer
+from ..protocol.framing import FrameDecoder
+from ..protocol.states import stream_name
+from ..protocol.wire import LEN_PREFIX, TAG_LEN, cause_code
 from ..trace import Tracer, WaitKind
-
-READ_AHEAD = 64 * 1024
-
-
-def recv_handshake(sock: socket.socket, n: int, deadline: float, fail: type[EscpError], closed: str) -> bytes:
-    """Exactly n clear-text handshake bytes (the challenge, or HELLO) by the monotonic
-    deadline: TimeoutError_ after it; `fail(closed)` at EOF, `fail(...)` on a socket error.
-    Frames after the handshake go through StreamConn's buffered reader instead."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError_("handshake deadline passed")
-        sock.settimeout(left)
-        try:
-            k = sock.recv_into(view[got:])
-        except TimeoutError:
-            raise TimeoutError_("handshake deadline passed") from None
-        except InterruptedError:
-            continue
-        except OSError as exc:
-            raise fail(f"handshake failed: {exc.strerror or exc}") from None
-        if k == 0:
-            raise fail(closed)
-        got += k
-    return bytes(buf)
 
 
 class StreamConn:
@@ -85,14 +37,9 @@ class StreamConn:
         self.index = index
         self.sealer = sealer
         self.opener = opener
-        self.name = "metadata stream" if index == 0 else f"data stream {index}"
+        self.name = stream_name(index)
         self._send_lock = threading.Lock()
-        # receive buffer: one whole frame plus read-ahead, so small frames arrive many per recv
-        self._buf = bytearray(LEN_PREFIX.size + opener.max_len + READ_AHEAD)
-        self._view = memoryview(self._buf)
-        self._start = 0
-        self._end = 0
-        self.frames_in = 0
+        self._decoder = FrameDecoder(opener)  # the receive buffer: one whole frame plus read-ahead
         self._tr: Tracer | None = None  # set by trace_as for data streams when tracing is on
         self._worker = ""
         self._poll_in: select.poll | None = None
@@ -125,7 +72,7 @@ class StreamConn:
         return tr.now()
 
     def send_plain(self, plain: bytes) -> None:
-        frame = bytearray(LEN_PREFIX.size + len(plain) + 16)
+        frame = bytearray(LEN_PREFIX.size + len(plain) + TAG_LEN)
         with self._send_lock:
             n = self.sealer.seal_into(memoryview(plain), memoryview(frame))
             self.sendall(memoryview(frame)[:n])
@@ -136,7 +83,7 @@ class StreamConn:
         with self._send_lock:
             for plain in plains:
                 start = len(out)
-                out += bytes(LEN_PREFIX.size + len(plain) + 16)
+                out += bytes(LEN_PREFIX.size + len(plain) + TAG_LEN)
                 self.sealer.seal_into(memoryview(plain), memoryview(out)[start:])
                 if len(out) >= 1 << 20:
                     self.sendall(out)
@@ -204,23 +151,17 @@ class StreamConn:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet consumed as frames."""
-        return self._end - self._start
+        return self._decoder.pending
 
-    def _fill(self, need: int) -> bool:
-        """Make `need` bytes available from self._start; False on a clean EOF between frames."""
-        if self._end - self._start >= need:
-            return True
-        if self._start + need > len(self._buf):  # move the partial frame to the front
-            avail = self._end - self._start
-            self._buf[:avail] = self._view[self._start : self._end]
-            self._start, self._end = 0, avail
+    def _fill(self) -> bool:
+        """Receive until the decoder holds a whole frame; False on a clean EOF between frames."""
+        dec = self._decoder
         tr = self._tr  # traced: one `recv` span per stretch of copying, a wait when starved
         t_busy = tr.now() if tr is not None else 0
         moved = 0
-        while self._end - self._start < need:
-            limit = min(len(self._buf), self._start + need + READ_AHEAD)
+        while dec.missing():
             try:
-                k = self.sock.recv_into(self._view[self._end : limit])
+                k = self.sock.recv_into(dec.recv_buffer())
             except BlockingIOError:  # traced streams only: no data yet, the sender is behind
                 assert tr is not None and self._poll_in is not None
                 if moved:
@@ -235,10 +176,9 @@ class StreamConn:
             except OSError as exc:
                 raise ConnectionFailure(f"{self.name}: {exc.strerror or exc}") from None
             if k == 0:
-                if self._end == self._start:
-                    return False
-                raise IntegrityError(f"{self.name} truncated mid-frame")
-            self._end += k
+                dec.eof(self.name)
+                return False
+            dec.received(k)
             moved += k
         if tr is not None and moved:
             tr.span(self._worker, "recv", t_busy, moved)
@@ -246,24 +186,14 @@ class StreamConn:
 
     def recv_frame_into(self, out: memoryview) -> int | None:
         """Receive one frame; decrypt into out; plaintext length, or None on clean TCP EOF."""
-        if not self._fill(LEN_PREFIX.size):
+        if not self._fill():
             return None
-        p = self._start
-        prefix = self._view[p : p + LEN_PREFIX.size]
-        n = self.opener.check_len(prefix)
-        if not self._fill(LEN_PREFIX.size + n):
-            raise IntegrityError(f"{self.name} truncated mid-frame")
-        p = self._start
         tr = self._tr
         t0 = tr.now() if tr is not None else 0
-        k = self.opener.open_into(bytes(self._view[p : p + LEN_PREFIX.size]),
-                                  self._view[p + LEN_PREFIX.size : p + LEN_PREFIX.size + n], out)
+        k = self._decoder.next_frame_into(out)
+        assert k is not None  # _fill made the frame whole
         if tr is not None:
             tr.span(self._worker, "decrypt", t0, k)
-        self._start = p + LEN_PREFIX.size + n
-        if self._start == self._end:
-            self._start = self._end = 0
-        self.frames_in += 1
         return k
 
     def recv_message(self, out: memoryview) -> m.Message | None:
@@ -291,69 +221,3 @@ class StreamConn:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-
-def _keys(session_key: bytes, session_id: int, index: int, challenge: bytes, rekey: int, block: int,
-          send_dir: int) -> tuple[FrameSealer, FrameOpener]:
-    recv_dir = DIR_RECEIVER_TO_SENDER if send_dir == DIR_SENDER_TO_RECEIVER else DIR_SENDER_TO_RECEIVER
-    sealer = FrameSealer(session_key, session_id, index, send_dir, challenge, rekey)
-    opener = FrameOpener(session_key, session_id, index, recv_dir, challenge, rekey, max_len=max_frame_len(block))
-    return sealer, opener
-
-
-def connect_stream(address: str, port: int, index: int, session_key: bytes, session_id: int,
-                   rekey: int, block: int, timeout: float, idle_timeout: float) -> StreamConn:
-    """Sender side: connect, prove the key for stream `index`, wait for ACCEPT."""
-    try:
-        sock = socket.create_connection((address, port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectionFailure(f"cannot connect to receiver at {address}:{port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        challenge = recv_handshake(sock, CHALLENGE_LEN, time.monotonic() + timeout, ConnectionFailure,
-                                   "receiver closed the connection during the handshake")
-        sock.settimeout(timeout)
-        proof = hello_proof(handshake_key(session_key, session_id), session_id, challenge, index)
-        sock.sendall(HELLO.pack(HELLO_MAGIC, PROTOCOL_VERSION, index, proof))
-        sealer, opener = _keys(session_key, session_id, index, challenge, rekey, block, DIR_SENDER_TO_RECEIVER)
-        conn = StreamConn(sock, index, sealer, opener)
-        out = bytearray(256)
-        msg = conn.recv_message(memoryview(out))
-        if not isinstance(msg, m.Accept) or msg.stream_index != index:
-            raise AuthError(f"receiver did not accept stream {index}")
-        sock.settimeout(idle_timeout)
-        return conn
-    except BaseException:
-        sock.close()
-        raise
-
-
-def accept_stream(sock: socket.socket, session_key: bytes, session_id: int, rekey: int, block: int,
-                  deadline_s: float, claim: Callable[[int], bool], send_accept: bool = True) -> StreamConn:
-    """Receiver side: challenge a new connection and verify its HELLO within deadline_s.
-
-    `claim(index)` returns True once per valid stream index (and False for a taken or
-    out-of-range index). Raises AuthError/ProtocolError/TimeoutError_ for bad peers.
-    """
-    end = time.monotonic() + deadline_s
-    challenge = os.urandom(CHALLENGE_LEN)
-    sock.settimeout(deadline_s)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.sendall(challenge)
-    except OSError as exc:
-        raise AuthError(f"handshake failed: {exc}") from None
-    hello = recv_handshake(sock, HELLO.size, end, AuthError, "connection closed during the handshake")
-    magic, version, index, proof = HELLO.unpack(hello)
-    if magic != HELLO_MAGIC or version != PROTOCOL_VERSION:
-        raise AuthError("not an escp stream (bad magic or version)")
-    expected = hello_proof(handshake_key(session_key, session_id), session_id, challenge, index)
-    if not hmac.compare_digest(proof, expected):
-        raise AuthError("handshake proof does not match the session key")
-    if not claim(index):
-        raise AuthError(f"stream index {index} invalid or already connected")
-    sealer, opener = _keys(session_key, session_id, index, challenge, rekey, block, DIR_RECEIVER_TO_SENDER)
-    conn = StreamConn(sock, index, sealer, opener)
-    if send_accept:  # else the caller sends ACCEPT once it has registered the stream
-        conn.send_plain(m.encode_accept(m.Accept(index)))
-    return conn

@@ -1,5 +1,6 @@
-"""Starting the receiver: over ssh (`ssh ... host escp --server`) or as a local
-subprocess (`--local`), then the bootstrap exchange over its stdin/stdout.
+"""Starting the server: over ssh (`ssh ... host escp --server`) or as a local
+subprocess (`--local`), then the initiator's side of the bootstrap exchange over its
+stdin/stdout (the server is the receiver in protocol version 1, hence the messages).
 
 The remote command line is fixed (`<escp program> --server`, each word shell-quoted);
 paths and the key travel in the SessionInit on stdin, never on a command line, so
@@ -24,7 +25,7 @@ from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode
 from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY
 from .control import wait_readable
 
-TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a receiver that does not exit
+TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a server that does not exit
 _ERROR_LINE = re.compile(r"^escp: (\w[\w/]*) error: (.*)$")
 _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
@@ -67,8 +68,8 @@ def local_argv() -> list[str]:
     return [sys.executable, "-m", "escp", "--server"]
 
 
-class ReceiverProcess:
-    """The ssh (or local) child that runs the receiver; owns its pipes."""
+class ServerProcess:
+    """The ssh (or local) child that runs `escp --server`; owns its pipes."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.argv = argv

@@ -13,6 +13,7 @@ import flatbuffers
 
 from ..errors import ProtocolError
 from .fb import escp_generated as fb
+from .flags import SessionFlags
 from .messages import fb_bytes, fb_root
 from .wire import (
     BOOT_HEADER,
@@ -55,6 +56,11 @@ class SessionInit:
 
     def __repr__(self) -> str:  # never print the key
         return f"SessionInit(session_id={self.session_id:016x}, streams={self.streams}, block={self.block_size})"
+
+    @property
+    def session_flags(self) -> SessionFlags:
+        """The flag bits as booleans (`flags` is their wire form)."""
+        return SessionFlags.from_bits(self.flags)
 
     @property
     def receiver_idle_timeout(self) -> float:

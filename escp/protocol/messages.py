@@ -188,6 +188,11 @@ def encode_trace_chunk(m: TraceChunk) -> bytes:
     return bytes([T_TRACE_CHUNK]) + m.data
 
 
+def encode_trace_chunks(blob: bytes) -> list[bytes]:
+    """A trace (JSON) cut into TRACE_CHUNK frames; none for an empty one."""
+    return [encode_trace_chunk(TraceChunk(blob[i : i + TRACE_CHUNK_MAX])) for i in range(0, len(blob), TRACE_CHUNK_MAX)]
+
+
 def encode_abort(m: Abort) -> bytes:
     return ABORT_BODY.pack(T_ABORT, m.cause) + _msg_bytes(m.message)
 

@@ -76,6 +76,9 @@ SESSION_END_BODY = struct.Struct("<BI")  # type, number of entries announced
 ABORT_BODY = struct.Struct("<BB")  # type, cause; then utf-8 message
 MAX_MESSAGE = 4096  # error strings are cut to this many bytes
 
+DIGEST_LEN = 16  # per-file digests in FILE_END and FILE_RESULT
+NO_DIGEST = bytes(DIGEST_LEN)  # the digest field without checksums (--nochecksum, failures)
+
 STATUS_OK = 0
 STATUS_FAILED = 1
 

@@ -21,12 +21,12 @@ RAW = f"""\
 {SENDER};thread (0x7f01): tx-0;{BOOT};worker_loop (sender.py:44);send_frame (stream.py:80) 15
 {SENDER};thread (0x7f02): meta;{BOOT};run (meta.py:10);Queue.get (queue.py:171);Condition.wait (threading.py:324) 3
 {SENDER};<module> (cli.py:5);main (cli.py:50) 7
-{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receiver.py:30);recv_into_exact (stream.py:99) 25
-{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receiver.py:31);open_frame (cipher.py:70) 8
-{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receiver.py:32);decompress_block (compress.py:60) 6
-{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receiver.py:33);verify_block (checksum.py:40) 4
-{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receiver.py:34);write_block (writer.py:15) 30
-{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receiver.py:35);Sender.run_sender_loop (other.py:1) 2
+{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receive.py:30);recv_into_exact (stream.py:99) 25
+{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receive.py:31);open_frame (cipher.py:70) 8
+{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receive.py:32);decompress_block (compress.py:60) 6
+{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receive.py:33);verify_block (checksum.py:40) 4
+{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receive.py:34);write_block (writer.py:15) 30
+{RECEIVER};thread (0x7f03): rx-0;{BOOT};worker_loop (receive.py:35);Sender.run_sender_loop (other.py:1) 2
 this line is broken
 """
 
@@ -63,8 +63,8 @@ def test_several_files_accumulate(tmp_path: Path) -> None:
     (["x (crypto.py:9)"], "encrypt"),
     (["AESGCM.decrypt_into (aead.py:1)"], "decrypt"),
     (["thread (0x1): tx-0"], "other"),
-    (["worker_loop (receiver.py:1)", "open_frame (cipher.py:1)"], "decrypt"),  # direction from the stack
-    (["worker_loop (receiver.py:1)", "digest (checksum.py:1)"], "verify"),
+    (["worker_loop (receive.py:1)", "open_frame (cipher.py:1)"], "decrypt"),  # direction from the stack
+    (["worker_loop (receive.py:1)", "digest (checksum.py:1)"], "verify"),
     (["worker_loop (sender.py:1)", "digest (checksum.py:1)"], "checksum"),
 ])
 def test_stage_of_stack_rules(frames: list[str], stage: str) -> None:

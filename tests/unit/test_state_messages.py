@@ -1,4 +1,5 @@
-"""The sans-IO state: legal transitions, receiver and sender bookkeeping, message codecs."""
+"""The sans-IO state: legal transitions, receiver and sender bookkeeping, message codecs.
+(A sender core against a receiver core, in memory: tests/protocol/.)"""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from escp.errors import ProtocolError
 from escp.protocol import messages as m
-from escp.protocol.state import SESSION_TRANSITIONS, ReceiverCore, SenderCore, TxFile, transition
+from escp.protocol.bootstrap import SessionInit
+from escp.protocol.receiver_core import CompleteFile, ReceiverCore, SendResult
+from escp.protocol.sender_core import FileVerdict, SenderCore
+from escp.protocol.states import SESSION_TRANSITIONS, Event, SessionState, transition
 from escp.protocol.wire import KIND_DIR, KIND_FILE, STATUS_FAILED, STATUS_OK
 
 BS = 256 * 1024
+
+
+def session_init(streams: int = 1) -> SessionInit:
+    return SessionInit(session_id=1, key=bytes(16), flags=0, block_size=BS, streams=streams, port_start=1,
+                       port_range=1, dest_path=b"/d", top_level_count=1000)
 
 entry_st = st.builds(
     m.FileEntry,
@@ -75,12 +84,13 @@ def test_flatbuffer_decoders_reject_garbage_cleanly(ftype: int, body: bytes) -> 
 
 
 def test_session_transitions_table() -> None:
-    assert transition(SESSION_TRANSITIONS, "OPEN", "file_list") == "OPEN"
-    assert transition(SESSION_TRANSITIONS, "OPEN", "session_end") == "ENDING"
+    S = SessionState
+    assert transition(SESSION_TRANSITIONS, S.OPEN, Event.FILE_LIST) is S.OPEN
+    assert transition(SESSION_TRANSITIONS, S.OPEN, Event.SESSION_END) is S.ENDING
     with pytest.raises(ProtocolError):
-        transition(SESSION_TRANSITIONS, "ENDING", "file_list")
+        transition(SESSION_TRANSITIONS, S.ENDING, Event.FILE_LIST)
     with pytest.raises(ProtocolError):
-        transition(SESSION_TRANSITIONS, "DONE", "file_end")
+        transition(SESSION_TRANSITIONS, S.DONE, Event.FILE_END)
 
 
 def _file(fino: int, size: int) -> m.FileEntry:
@@ -88,7 +98,7 @@ def _file(fino: int, size: int) -> m.FileEntry:
 
 
 def test_receiver_core_rejects_bad_blocks() -> None:
-    core = ReceiverCore(BS, sparse=False)
+    core = ReceiverCore(session_init())
     f = core.add_entry(_file(0, 3 * BS + 5), (b"f0",))
     with pytest.raises(ProtocolError):
         core.add_entry(_file(2, 1), (b"f2",))  # out of sequence
@@ -108,7 +118,8 @@ class ReceiverMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.core = ReceiverCore(BS, sparse=False)
+        self.core = ReceiverCore(session_init())
+        assert self.core.claim_stream(1)
         self.sizes = [0, 1, BS, 2 * BS + 1]
         for i, size in enumerate(self.sizes):
             self.core.add_entry(_file(i, size), (b"f%d" % i,))
@@ -125,7 +136,7 @@ class ReceiverMachine(RuleBasedStateMachine):
         off = self.pending[i].pop(0)
         f = self.core.files[i]
         self.core.check_block(f, off, min(BS, self.sizes[i] - off))
-        if self.core.block_written(f):
+        if self.core.block_stored(f, min(BS, self.sizes[i] - off)) == [CompleteFile(f)]:
             self.finish(i)
 
     @rule(data=st.data())
@@ -135,27 +146,30 @@ class ReceiverMachine(RuleBasedStateMachine):
             return
         i = data.draw(st.sampled_from(left))
         self.ended.add(i)
-        f = self.core.file_end(m.FileEnd(i, STATUS_OK, len(range(0, self.sizes[i], BS)), bytes(16)))
-        if self.core.claim(f):
+        f = self.core.files[i]
+        if self.core.receive(m.FileEnd(i, STATUS_OK, len(range(0, self.sizes[i], BS)), bytes(16))) == [CompleteFile(f)]:
             self.finish(i)
 
     def finish(self, i: int) -> None:
         assert i not in self.finished, "a file completed twice"
         assert not self.pending[i] and i in self.ended
         f = self.core.files[i]
-        assert self.core.result_sent(f)
-        self.core.retire(f)
+        assert isinstance(self.core.published(f, bytes(16)), SendResult)
+        assert self.core.published(f, bytes(16)) is None  # one result per file
+        assert self.core.retire(f) == []  # the data stream has not ended: no SESSION_DONE yet
         self.finished.add(i)
 
-    @precondition(lambda self: len(self.finished) == len(self.sizes) and self.core.state == "OPEN")
+    @precondition(lambda self: len(self.finished) == len(self.sizes) and self.core.state is SessionState.OPEN)
     @rule()
     def end_session(self) -> None:
-        self.core.session_end(len(self.sizes))
-        assert self.core.all_done
+        assert self.core.receive(m.SessionEnd(len(self.sizes))) == []
+        assert self.core.state is SessionState.ENDING
+        actions = self.core.receive_eos(1, 0, 0)
+        assert self.core.state is SessionState.DONE and len(actions) == 1
 
     @invariant()
     def never_done_early(self) -> None:
-        if self.core.all_done:
+        if self.core.state is SessionState.DONE:
             assert len(self.finished) == len(self.sizes)
 
 
@@ -163,14 +177,14 @@ TestReceiverMachine = ReceiverMachine.TestCase
 
 
 def test_sender_core_refuses_impossible_results() -> None:
-    core = SenderCore()
-    core.announce(TxFile(_file(0, 10), b"/src/f0"))
+    core = SenderCore(session_init())
+    core.announce(_file(0, 10), b"/src/f0")
     with pytest.raises(ProtocolError):
-        core.on_result(m.FileResult(0, STATUS_OK, 0, bytes(16)))  # success before it was sent (HP-15)
+        core.receive(m.FileResult(0, STATUS_OK, 0, bytes(16)))  # success before it was sent (HP-15)
     with pytest.raises(ProtocolError):
-        core.on_result(m.FileResult(9, STATUS_OK, 0, bytes(16)))  # never announced
-    core.end_sent(0, b"d" * 16, None)
-    f, ok = core.on_result(m.FileResult(0, STATUS_OK, 0, b"d" * 16))
-    assert ok and f.entry.fino == 0
+        core.receive(m.FileResult(9, STATUS_OK, 0, bytes(16)))  # never announced
+    core.file_end(m.FileEnd(0, STATUS_OK, 1, b"d" * 16))
+    verdict = core.receive(m.FileResult(0, STATUS_OK, 0, b"d" * 16))
+    assert isinstance(verdict, FileVerdict) and verdict.ok and verdict.file.entry.fino == 0
     with pytest.raises(ProtocolError):
-        core.on_result(m.FileResult(0, STATUS_OK, 0, b"d" * 16))  # twice
+        core.receive(m.FileResult(0, STATUS_OK, 0, b"d" * 16))  # twice

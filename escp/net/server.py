@@ -1,0 +1,173 @@
+"""`escp --server`: the server side of the bootstrap, started by an initiator over ssh
+(or as a local child), whatever data role it then plays.
+
+It reads SessionInit on stdin, replies on stdout with SessionReply (the only bytes that
+ever reach stdout), listens for the session's streams and runs the session until it
+ends. EOF on stdin (the ssh channel closed) ends the session; so do SIGTERM, SIGHUP and
+SIGINT. In protocol version 1 the server is always the receiver and the listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from ..engine import faults
+from ..engine.sink import FileStore
+from ..errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    ConnectionFailure,
+    EscpError,
+    ProtocolError,
+    TimeoutError_,
+    UsageError,
+)
+from ..logsetup import set_session, setup_logging
+from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
+from ..protocol.handshake import StreamSecrets
+from ..protocol.wire import BOOT_HEADER, BOOT_SESSION_INIT
+from ..sysconf import load_host_config
+from ..trace import NULL_TRACER, Tracer
+from .control import SessionControl, wait_readable
+from .receive import ROLE, ReceiveSession
+from .streams import StreamListener, bind_listener
+
+log = logging.getLogger("escp.server")
+
+BOOT_DEADLINE = 60.0  # seconds for the SessionInit header, and again for its body
+EXIT_LINGER = 10.0  # after the session: how long to wait for the initiator to close the channel
+STDIN_CHUNK = 4096
+
+
+def read_exact_fd(fd: int, n: int, deadline: float) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError_("no session set-up received on stdin")
+        if not wait_readable(fd, left):
+            continue
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise ConnectionFailure("stdin closed before the session set-up arrived")
+        out += chunk
+    return bytes(out)
+
+
+def choose_bind_address(init: SessionInit) -> str:
+    """The address to listen on (§2.6): the explicit one, else where ssh came in."""
+    if init.bind_address:
+        return init.bind_address
+    conn = os.environ.get("SSH_CONNECTION", "").split()
+    if len(conn) == 4:
+        return conn[2]
+    return "127.0.0.1"
+
+
+def install_signal_handlers(ctl: SessionControl) -> None:
+    """SIGTERM, SIGHUP and SIGINT end the session like a fatal error: temp files are removed
+    and the listener closed before exit (the abort runs in a thread, not in the handler)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        err = ConnectionFailure(f"{ROLE.value} terminated by signal {signal.Signals(signum).name}")
+        threading.Thread(target=ctl.abort, args=(err,), daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def watch_stdin(ctl: SessionControl) -> None:
+    """EOF on stdin before the session is done: the initiator went away."""
+    while True:
+        try:
+            chunk = os.read(0, STDIN_CHUNK)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            if not ctl.done.is_set():
+                ctl.abort(ConnectionFailure(f"ssh channel closed ({ROLE.peer.value} went away)"))
+            return
+
+
+def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
+    """Entry point of `escp --server`: returns the process exit code."""
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # nothing but bootstrap replies may reach the ssh stdout
+    sys.stdout = sys.stderr
+
+    def reply(r: SessionReply) -> None:
+        data = encode_reply(r)
+        while data:
+            data = data[os.write(out_fd, data):]
+
+    try:
+        faults.configure()
+        header = read_exact_fd(0, BOOT_HEADER.size, time.monotonic() + BOOT_DEADLINE)
+        body = read_exact_fd(0, parse_header(header, BOOT_SESSION_INIT), time.monotonic() + BOOT_DEADLINE)
+        init = decode_init(body)
+    except EscpError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        if isinstance(exc, ProtocolError):  # tell the initiator why, if it speaks our bootstrap
+            try:
+                reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
+            except OSError:
+                pass
+        return exc.exit_code
+    setup_logging(init.session_flags.verbose, init.log_path or None, "server")
+    set_session(init.session_id)
+    try:
+        host = load_host_config()
+    except UsageError as exc:
+        reply(SessionReply("", 0, error=f"{ROLE.value} host configuration: {exc.message}", error_cause="usage"))
+        return exc.exit_code
+    log.debug("session %016x: %s", init.session_id, host.describe())
+    if init.session_flags.trace and tracer is NULL_TRACER:
+        tracer = _recording_tracer()
+    # the initiator's wish, clamped (SessionInit.receiver_idle_timeout); our own --timeout,
+    # when given, caps it: a peer can shorten the deadline, never lift it
+    idle = init.receiver_idle_timeout if idle_cap is None else min(init.receiver_idle_timeout, idle_cap)
+    listener = None
+    try:
+        store = FileStore.for_session(init)
+        listener = bind_listener(choose_bind_address(init), init.port_start, init.port_range)
+        addr, port = listener.getsockname()[:2]
+        reply(SessionReply(addr, port, dest_is_dir=bool(store.plan and store.plan.dest_is_dir),
+                           server_time_ns=time.monotonic_ns(), idle_timeout_ms=int(idle * 1000)))
+    except EscpError as exc:
+        reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
+        if listener is not None:
+            listener.close()
+        return exc.exit_code
+    session = ReceiveSession(init, store, idle, tracer, host.cpus)
+    ctl = session.ctl
+    ctl.add_socket(listener)
+    ctl.guard(StreamListener(listener, StreamSecrets.of(init), ROLE, session).run, "rx-accept")
+    session.start()
+    threading.Thread(target=watch_stdin, args=(ctl,), name="rx-stdin", daemon=True).start()
+    install_signal_handlers(ctl)
+    ctl.wait()
+    listener.close()
+    session.cleanup()
+    if ctl.error is not None and not ctl.done.is_set():
+        print(ctl.error.one_line(), file=sys.stderr)
+        return ctl.error.exit_code
+    # wait (bounded) for the initiator to close the ssh channel so it reads SESSION_DONE first
+    deadline = time.monotonic() + EXIT_LINGER
+    while time.monotonic() < deadline:
+        if wait_readable(0, 0.2) and not os.read(0, STDIN_CHUNK):
+            break
+    return EXIT_OK if session.core.files_failed == 0 else EXIT_PARTIAL
+
+
+def _recording_tracer() -> Tracer:
+    try:
+        from ..trace.recorder import RecordingTracer
+
+        return RecordingTracer(ROLE.value)
+    except Exception:  # noqa: BLE001 - tracing is optional and never breaks a transfer
+        return NULL_TRACER

@@ -1,0 +1,95 @@
+"""What a transfer reports: the public TransferResult, each file's outcome, and the
+per-file error lines the user sees on stderr.
+
+The cores decide how each file ended (escp/protocol); this module only records it and
+says it: a failed file is always printed, -q or not (scp -q hides noise, never errors);
+a warning (a skipped special file or symlink) is hidden by -q.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .errors import EscpError
+
+MAX_OUTCOMES = 10_000  # per-file outcomes kept for the --json report
+
+
+@dataclass
+class FileOutcome:
+    name: str
+    ok: bool
+    cause: str = ""
+    message: str = ""
+    size: int = 0
+    path: str = ""  # local source path (name is the destination-relative name in outcomes)
+
+
+@dataclass
+class TransferResult:
+    files_ok: int = 0
+    files_failed: int = 0
+    bytes_sent: int = 0
+    bytes_payload: int = 0
+    seconds: float = 0.0
+    failures: list[FileOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: EscpError | None = None
+    receiver_trace: dict[str, Any] | None = None
+    clock_offset_ns: int = 0  # receiver clock + offset = sender clock (estimated at set-up)
+    stats: object = None  # escp.trace.summary.TraceSummary when traced
+    trace_written: bool = False
+    outcomes: list[FileOutcome] = field(default_factory=list)  # every file, the first MAX_OUTCOMES
+    outcomes_dropped: int = 0  # outcomes beyond MAX_OUTCOMES (counted in files_ok/files_failed)
+
+    def record(self, outcome: FileOutcome) -> None:
+        if len(self.outcomes) < MAX_OUTCOMES:
+            self.outcomes.append(outcome)
+        else:
+            self.outcomes_dropped += 1
+
+
+class Report:
+    """Fills a TransferResult as files end, and prints what the user must see."""
+
+    def __init__(self, quiet: bool, out: TextIO | None = None) -> None:
+        self.result = TransferResult()
+        self.quiet = quiet
+        self.out = out
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.out if self.out is not None else sys.stderr)
+
+    def source_problem(self, error: EscpError, warning: bool) -> None:
+        """A source that is not sent: a failed file, or (warning) a skipped one."""
+        r = self.result
+        if warning:
+            r.warnings.append(error.one_line())
+        else:
+            r.files_failed += 1
+            path = os.fsdecode(error.path or b"")
+            r.failures.append(FileOutcome(path, False, error.cause, error.message))
+            r.record(FileOutcome("", False, error.cause, error.message, 0, path))
+        if not (self.quiet and warning):
+            self._print(error.one_line())
+
+    def file_done(self, path: bytes, dest_name: bytes, size: int, is_dir: bool, ok: bool, cause: str,
+                  message: str) -> None:
+        """A file or directory the receiver reported on: how it ended (the core's verdict)."""
+        r = self.result
+        name = os.fsdecode(path)
+        if not is_dir:
+            r.record(FileOutcome(os.fsdecode(dest_name), ok, cause, message, size, name))
+        if ok:
+            if not is_dir:
+                r.files_ok += 1
+                r.bytes_payload += size
+            return
+        r.files_failed += 1
+        r.failures.append(FileOutcome(name, False, cause, message, size))
+        err = EscpError(message, path=path)
+        err.cause = cause
+        self._print(err.one_line())
