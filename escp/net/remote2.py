@@ -1,0 +1,119 @@
+"""Remote to remote, directly: `escp hostA:src... hostB:dst` with the data going from A to
+B and never through this host (docs/protocol.md §2.9).
+
+The initiator runs no data session. It starts both servers over their own ssh channels and
+hands each what it needs, in this order:
+
+1. A (sender, listener) gets a SessionInit with the sources; it expands them, binds its
+   port and replies with its address and port and the shape of its top level.
+2. B (receiver, connector) gets a SessionInit with the same session key and id, the
+   destination, A's top-level count and kind (scp's destination rules, §9.6) and A's
+   address and port as its peer; it plans its destination, replies, and opens the streams
+   to A. A needs no credentials for B, nor B for A: the key reached both over ssh.
+3. Both run the session between themselves; each writes a SessionReport when it ends. The
+   user's result is A's report (every file's verdict, the sources it could not send), the
+   error the first failing side's; the trace is A's and B's.
+
+The first side to fail (an error in its report, or an exit without one) ends the other:
+its ssh channel is closed, which aborts it. A side that outlives its peer by more than the
+peer's idle deadline allows is ended the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from ..config import TransferConfig
+from ..errors import EXIT_USAGE, EscpError
+from ..protocol.report import SessionReport
+from ..protocol.roles import DataRole, Link
+from ..results import Report, TransferResult
+from .control import KEEPALIVE_GRACE, wait_readable
+from .initiator import add_report, exchange, receiver_view, sending_server, setup_timeout
+from .spawn import ServerProcess
+
+REPORT_STALL = 30.0  # a report that has started may pause this long between chunks
+FAILED_PEER_S = 5.0  # after one side failed: how long the other may take to report its own end
+POLL = 0.2
+
+
+def remote_error(role: DataRole, host: str, report: SessionReport | None, proc: ServerProcess) -> EscpError:
+    """The error of a server that failed: its own line from the report, else its stderr."""
+    if report is None:
+        errs = proc.remote_errors()
+        return EscpError(f"{role.value} on {host} ended without a report" + (f": {errs}" if errs else ""))
+    text = report.error.removeprefix("escp: ")
+    prefix = f"{report.error_cause} error: "
+    err = EscpError(f"{role.value} on {host}: {text.removeprefix(prefix)}")
+    err.cause = report.error_cause or "error"
+    if err.cause == "usage":
+        err.exit_code = EXIT_USAGE
+    return err
+
+
+def collect_reports(procs: list[ServerProcess], grace: float) -> tuple[list[SessionReport | None], list[int]]:
+    """Wait for each server's report (or its end without one), in the order they come."""
+    reports: list[SessionReport | None] = [None] * len(procs)
+    order: list[int] = []
+    pending = set(range(len(procs)))
+    deadline: float | None = None
+    while pending:
+        for i in sorted(pending):
+            proc = procs[i]
+            assert proc.proc.stdout is not None
+            if not wait_readable(proc.proc.stdout.fileno(), 0) and proc.proc.poll() is None:
+                continue
+            reports[i] = proc.read_report(REPORT_STALL)
+            pending.discard(i)
+            order.append(i)
+            failed = reports[i] is None or bool(reports[i].error)  # type: ignore[union-attr]
+            if failed:
+                for j in pending:
+                    procs[j].close_stdin()  # the peer cannot finish without this side: end it now
+            deadline = time.monotonic() + (FAILED_PEER_S if failed else grace)
+        if pending and deadline is not None and time.monotonic() > deadline:
+            for j in sorted(pending):
+                procs[j].close_stdin()
+                reports[j] = procs[j].read_report(FAILED_PEER_S)
+                order.append(j)
+            break
+        if pending:
+            time.sleep(POLL)
+    return reports, order
+
+
+def remote_to_remote(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: ServerProcess,
+                     proc_b: ServerProcess, names: tuple[str, str], traced: bool) -> TransferResult:
+    """Copy `sources` on A (proc_a) to `dest_path` on B (proc_b); never raises for transfer failures."""
+    report = Report(cfg.quiet)
+    result = report.result
+    start = time.monotonic()
+    init_a = sending_server(cfg, traced, sources)
+    try:
+        reply_a, offset_a = exchange(proc_a, init_a, cfg)
+        address, port = cfg.connect_to or (reply_a.address, reply_a.port)
+        init_b = replace(receiver_view(init_a, dest_path, reply_a), server_role=DataRole.RECEIVER,
+                         server_link=Link.CONNECTOR, peer_address=address, peer_port=port, sources=(), filelist=(),
+                         tx_engine="", rate_limit=0)
+        reply_b, offset_b = exchange(proc_b, init_b, cfg)
+    except EscpError as exc:
+        result.error = exc
+        return result
+    grace = KEEPALIVE_GRACE * cfg.idle_timeout + setup_timeout(cfg)
+    (rep_a, rep_b), order = collect_reports([proc_a, proc_b], grace)
+    for i in order:
+        rep = (rep_a, rep_b)[i]
+        if rep is None or rep.error:
+            role = (DataRole.SENDER, DataRole.RECEIVER)[i]
+            result.error = remote_error(role, names[i], rep, (proc_a, proc_b)[i])
+            break
+    add_report(report, names[0], rep_a, DataRole.SENDER, sent_too=True)
+    add_report(report, names[1], rep_b, DataRole.RECEIVER, sent_too=False)
+    if rep_a is not None:
+        result.files_ok = rep_a.files_ok
+        result.files_failed = max(result.files_failed, rep_a.files_failed)
+        result.bytes_payload = result.bytes_sent = rep_a.nbytes
+    result.clock_offset_ns = offset_b - offset_a  # receiver + offset = sender
+    result.seconds = time.monotonic() - start
+    return result
