@@ -122,7 +122,7 @@ class RequestRule:
             self._check_top(entry, parts, is_dir)
 
     def _refuse(self, entry: FileEntry, why: str) -> ProtocolError:
-        return ProtocolError(f"{why} (not requested)", path=entry.name)
+        return ProtocolError(f"not requested: {why}", path=entry.name)
 
     def _check_top(self, entry: FileEntry, parts: tuple[bytes, ...], is_dir: bool) -> None:
         top = parts[0]
