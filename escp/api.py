@@ -105,10 +105,10 @@ def run_route(cfg: TransferConfig, route: Route, procs: list[ServerProcess], tra
         assert route.source_host is not None and route.dest_host is not None
         names = (describe(route.source_host), describe(route.dest_host))
         if cfg.relay:
-            from .net.relay import relay
+            from .net.remote import relay
 
             return relay(cfg, route.sources, route.dest_path, procs[0], procs[1], names, traced, on_session)
-        from .net.remote2 import remote_to_remote
+        from .net.remote import remote_to_remote
 
         return remote_to_remote(cfg, route.sources, route.dest_path, procs[0], procs[1], names, traced)
     from .net.initiator import push

@@ -1,6 +1,6 @@
-"""Remote to remote through this host (`-3`): the local escp receives from A and sends to B
-in one stream of frames, for when A and B cannot reach each other's ports (docs/protocol.md
-§2.10).
+"""The bridge of remote to remote through this host (`-3`): the local escp receives from A
+and sends to B in one stream of frames, for when A and B cannot reach each other's ports
+(docs/protocol.md §2.10; net/remote.py sets both sessions up).
 
 Two sessions, each an ordinary one: with A the relay is the receiver and the connector (A
 is a sending server, as in a pull), with B the sender and the connector (B is a receiving
@@ -18,27 +18,20 @@ SESSION_DONE and B has sent its own.
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
-import time
 from collections.abc import Callable
 
-from ..config import TransferConfig
 from ..engine.compress import BlockCompressor, BlockDecompressor
 from ..errors import EscpError, ProtocolError
-from ..logsetup import set_session
 from ..paths import split_peer_name
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit
 from ..protocol.data import DATA_HEADER_LEN, decode_data_header
-from ..protocol.handshake import StreamSecrets
 from ..protocol.receiver_core import CompleteFile, FinishSession, ReceiverCore, RxAction, SendResult
 from ..protocol.request import RequestRule
 from ..protocol.roles import DataRole
 from ..protocol.sender_core import FileVerdict, InlineBlock, SenderCore, SessionFinished, encode_batch
 from ..protocol.wire import (
-    KIND_DIR,
     LEN_PREFIX,
     META_MAX_PLAINTEXT,
     META_STREAM,
@@ -49,27 +42,11 @@ from ..protocol.wire import (
     cause_name,
     max_frame_len,
 )
-from ..results import Report, TransferResult
 from .conn import StreamConn
 from .control import SessionControl, incoming, keepalive_interval
-from .initiator import (
-    REPORT_FAILED_S,
-    SETUP_MIN_S,
-    add_report,
-    exchange,
-    receiver_view,
-    remote_name,
-    request_rule,
-    sending_server,
-    session_init,
-    watch_child,
-)
 from .metastream import ResultWriter, inline_frame
 from .receive import accept_data
-from .spawn import ServerProcess
-from .streams import connect_streams, worker_name
-
-log = logging.getLogger("escp")
+from .streams import worker_name
 
 ABORT_SEND_TIMEOUT = 1.0
 
@@ -318,58 +295,3 @@ class Relay:
         for conn in (self.a_meta, self.b_conns.get(META_STREAM)):
             if conn is not None:
                 conn.send_abort(err, ABORT_SEND_TIMEOUT)
-
-
-def relay(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: ServerProcess,
-          proc_b: ServerProcess, names: tuple[str, str], traced: bool,
-          on_session: Callable[[Relay], None] | None = None) -> TransferResult:
-    """Copy `sources` on A to `dest_path` on B through this host; never raises for transfer failures."""
-    report = Report(cfg.quiet)
-    result = report.result
-    start = time.monotonic()
-    init_a = sending_server(cfg, traced, sources)
-    set_session(init_a.session_id)
-    try:
-        reply_a, offset_a = exchange(proc_a, init_a, cfg)
-        init_b = session_init(cfg, traced, reply_a.top_level_count, reply_a.top_dir, dest_path=dest_path)
-        reply_b, offset_b = exchange(proc_b, init_b, cfg)
-    except EscpError as exc:
-        result.error = exc
-        return result
-    request = request_rule(cfg, sources, reply_a)
-
-    def verdict(v: FileVerdict) -> None:
-        e = v.file.entry
-        path = remote_name(names[0], request.remote_path(e.name), e.name)
-        report.file_done(path, e.name, e.size, e.kind == KIND_DIR, v.ok, v.cause, v.message)
-
-    r = Relay(receiver_view(init_a, dest_path, reply_a), init_b, request, cfg.idle_timeout,
-              reply_b.idle_timeout_ms / 1000, verdict)
-    if on_session is not None:
-        on_session(r)
-    ctl = r.ctl
-    try:
-        ctl.guard(r.writer.run, "relay-a-writer")
-        connect_streams(reply_b.address, reply_b.port, StreamSecrets.of(init_b), DataRole.SENDER,
-                        cfg.connect_timeout, r.facing_b, proc_b.explain)
-        connect_streams(reply_a.address, reply_a.port, StreamSecrets.of(init_a), DataRole.RECEIVER,
-                        cfg.connect_timeout, r.facing_a, proc_a.explain)
-        for proc in (proc_a, proc_b):
-            ctl.guard(lambda proc=proc: watch_child(proc, ctl), "relay-ssh-watch")  # type: ignore[misc]
-        ctl.wait()
-    except EscpError as exc:
-        ctl.abort(exc)
-    done = ctl.done.is_set()
-    remote = proc_a.read_report(max(cfg.idle_timeout, SETUP_MIN_S) if done else REPORT_FAILED_S)
-    add_report(report, names[0], remote, DataRole.SENDER, sent_too=False)
-    if r.b_trace:
-        try:
-            result.traces[DataRole.RECEIVER.value] = json.loads(r.b_trace)
-        except ValueError:
-            log.warning("%s sent an unreadable trace; ignored", names[1])
-    result.clock_offset_ns = offset_b - offset_a
-    result.seconds = time.monotonic() - start
-    result.bytes_sent = r.bytes_sent
-    if ctl.error is not None and not done:
-        result.error = ctl.error
-    return result

@@ -1,8 +1,8 @@
-"""Remote to remote, directly: `escp hostA:src... hostB:dst` with the data going from A to
-B and never through this host (docs/protocol.md §2.9).
+"""Remote to remote: `escp hostA:src... hostB:dst`, directly from A to B (the default) or
+through this host (`-3`, relay.py), docs/protocol.md §2.9 and §2.10.
 
-The initiator runs no data session. It starts both servers over their own ssh channels and
-hands each what it needs, in this order:
+Directly, the initiator runs no data session. It starts both servers over their own ssh
+channels and hands each what it needs, in this order:
 
 1. A (sender, listener) gets a SessionInit with the sources; it expands them, binds its
    port and replies with its address and port and the shape of its top level.
@@ -17,21 +17,47 @@ hands each what it needs, in this order:
 The first side to fail (an error in its report, or an exit without one) ends the other:
 its ssh channel is closed, which aborts it. A side that outlives its peer by more than the
 peer's idle deadline allows is ended the same way.
+
+Through this host, A is a sending server as in a pull and B a receiving server as in a
+push; the Relay joins the two sessions frame by frame.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from ..config import TransferConfig
 from ..errors import EXIT_USAGE, EscpError
+from ..logsetup import set_session
+from ..protocol.handshake import StreamSecrets
 from ..protocol.report import SessionReport
 from ..protocol.roles import DataRole, Link
+from ..protocol.sender_core import FileVerdict
+from ..protocol.wire import KIND_DIR
 from ..results import Report, TransferResult
 from .control import KEEPALIVE_GRACE, wait_readable
-from .initiator import add_report, exchange, receiver_view, sending_server, setup_timeout
+from .initiator import (
+    REPORT_FAILED_S,
+    SETUP_MIN_S,
+    add_report,
+    exchange,
+    receiver_view,
+    remote_name,
+    request_rule,
+    sending_server,
+    session_init,
+    setup_timeout,
+    watch_child,
+)
+from .relay import Relay
 from .spawn import ServerProcess
+from .streams import connect_streams
+
+log = logging.getLogger("escp")
 
 REPORT_STALL = 30.0  # a report that has started may pause this long between chunks
 FAILED_PEER_S = 5.0  # after one side failed: how long the other may take to report its own end
@@ -90,6 +116,7 @@ def remote_to_remote(cfg: TransferConfig, sources: list[bytes], dest_path: bytes
     result = report.result
     start = time.monotonic()
     init_a = sending_server(cfg, traced, sources)
+    set_session(init_a.session_id)
     try:
         reply_a, offset_a = exchange(proc_a, init_a, cfg)
         address, port = cfg.connect_to or (reply_a.address, reply_a.port)
@@ -116,4 +143,59 @@ def remote_to_remote(cfg: TransferConfig, sources: list[bytes], dest_path: bytes
         result.bytes_payload = result.bytes_sent = rep_a.nbytes
     result.clock_offset_ns = offset_b - offset_a  # receiver + offset = sender
     result.seconds = time.monotonic() - start
+    return result
+
+
+def relay(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: ServerProcess,
+          proc_b: ServerProcess, names: tuple[str, str], traced: bool,
+          on_session: Callable[[Relay], None] | None = None) -> TransferResult:
+    """Copy `sources` on A to `dest_path` on B through this host; never raises for transfer failures."""
+    report = Report(cfg.quiet)
+    result = report.result
+    start = time.monotonic()
+    init_a = sending_server(cfg, traced, sources)
+    set_session(init_a.session_id)
+    try:
+        reply_a, offset_a = exchange(proc_a, init_a, cfg)
+        init_b = session_init(cfg, traced, reply_a.top_level_count, reply_a.top_dir, dest_path=dest_path)
+        reply_b, offset_b = exchange(proc_b, init_b, cfg)
+    except EscpError as exc:
+        result.error = exc
+        return result
+    request = request_rule(cfg, sources, reply_a)
+
+    def verdict(v: FileVerdict) -> None:
+        e = v.file.entry
+        path = remote_name(names[0], request.remote_path(e.name), e.name)
+        report.file_done(path, e.name, e.size, e.kind == KIND_DIR, v.ok, v.cause, v.message)
+
+    r = Relay(receiver_view(init_a, dest_path, reply_a), init_b, request, cfg.idle_timeout,
+              reply_b.idle_timeout_ms / 1000, verdict)
+    if on_session is not None:
+        on_session(r)
+    ctl = r.ctl
+    try:
+        ctl.guard(r.writer.run, "relay-a-writer")
+        connect_streams(reply_b.address, reply_b.port, StreamSecrets.of(init_b), DataRole.SENDER,
+                        cfg.connect_timeout, r.facing_b, proc_b.explain)
+        connect_streams(reply_a.address, reply_a.port, StreamSecrets.of(init_a), DataRole.RECEIVER,
+                        cfg.connect_timeout, r.facing_a, proc_a.explain)
+        for proc in (proc_a, proc_b):
+            ctl.guard(lambda proc=proc: watch_child(proc, ctl), "relay-ssh-watch")  # type: ignore[misc]
+        ctl.wait()
+    except EscpError as exc:
+        ctl.abort(exc)
+    done = ctl.done.is_set()
+    remote = proc_a.read_report(max(cfg.idle_timeout, SETUP_MIN_S) if done else REPORT_FAILED_S)
+    add_report(report, names[0], remote, DataRole.SENDER, sent_too=False)
+    if r.b_trace:
+        try:
+            result.traces[DataRole.RECEIVER.value] = json.loads(r.b_trace)
+        except ValueError:
+            log.warning("%s sent an unreadable trace; ignored", names[1])
+    result.clock_offset_ns = offset_b - offset_a
+    result.seconds = time.monotonic() - start
+    result.bytes_sent = r.bytes_sent
+    if ctl.error is not None and not done:
+        result.error = ctl.error
     return result
