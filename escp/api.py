@@ -48,6 +48,9 @@ def transfer(
         route = plan_route(sources, dest, cfg.filelist is not None)
         if cfg.checksum_file and route.direction in (Direction.PULL, Direction.REMOTE):
             raise UsageError("--checksum-file needs local sources (the manifest is written by the sending side)")
+        if cfg.relay and (route.direction is not Direction.REMOTE or cfg.connect_to):
+            raise UsageError("-3 applies to remote-to-remote copies only, and without --connect-to "
+                             "(the relay connects to both hosts)")
         if route.direction is Direction.LOCAL:
             check_local_overlap(route.sources, route.dest_path, cfg.recursive)
     except UsageError as exc:
