@@ -219,7 +219,11 @@ def pull(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc: Serv
         ctl.wait()
     except EscpError as exc:
         ctl.abort(exc)
-    session.cleanup()
+    except BaseException:  # e.g. ^C: no temp file may stay behind in the local destination
+        ctl.abort(ConnectionFailure("interrupted"))
+        raise
+    finally:
+        session.cleanup()
     done = ctl.done.is_set()
     remote = proc.read_report(max(cfg.idle_timeout, SETUP_MIN_S) if done else REPORT_FAILED_S)
     if done and remote is None:

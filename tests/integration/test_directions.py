@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FakeSsh
-from tests.faults.util import check_error, temp_files
+from tests.faults.util import check_error, temp_files, wait_for
 from tests.helpers import Run, assert_same_tree, free_port_base, run_escp
 from tests.hostile.oracles import check_t
 
@@ -255,3 +258,28 @@ def test_sources_from_two_sides_are_a_usage_error(fake_ssh: FakeSsh, tmp_path: P
     check_error(r.code, r.stderr, [2], causes=["usage"])
     assert len(r.stderr.strip().splitlines()) <= 2, r.stderr  # one error line (and the usage hint)
     assert fake_ssh.calls() == [], "ssh was started for a command line that cannot run"
+
+
+def test_interrupted_pull_leaves_no_temp_file(fake_ssh: FakeSsh, remote_escp: Path, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(8 * B))
+    out = tmp_path / "out"
+    out.mkdir()
+    gate = tmp_path / "gate"  # never created: the remote holds its third read until it is killed
+    tag = uuid.uuid4().hex
+    env = fake_ssh.env(ESCP_TEST_TAG=tag, ESCP_FAULT=f"read:hold:after=2:times=inf:file={gate}",
+                       PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen([sys.executable, "-m", "escp", "-q", "-D", str(remote_escp), "--blocksize", "256K",
+                             "--escp_port", str(free_port_base()), f"localhost:{src}", str(out)],
+                            env=env, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: temp_files(out), 60, "the first blocks written to a temp file")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    assert proc.stderr is not None and "interrupted" in proc.stderr.read().decode()
+    assert os.listdir(out) == [], os.listdir(out)
+    check_t(tag)
