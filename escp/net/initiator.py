@@ -51,7 +51,7 @@ REPORT_FAILED_S = 2.0  # after a failed session: how long the server's report ma
 
 
 def session_init(cfg: TransferConfig, traced: bool, top_level_count: int = 0, top_dir: bool = False,
-                 **roles: Any) -> SessionInit:
+                 dest_path: bytes = b"", **roles: Any) -> SessionInit:
     """The session's parameters, as the initiator decides them (§2.3); `roles`: the
     server's data and link roles and what they need (sources, peer, report...)."""
     flags = SessionFlags(
@@ -63,7 +63,7 @@ def session_init(cfg: TransferConfig, traced: bool, top_level_count: int = 0, to
     return SessionInit(
         session_id=secrets.randbits(64), key=secrets.token_bytes(16), flags=flags.to_bits(),
         block_size=cfg.block_size, streams=cfg.streams, port_start=cfg.port_start,
-        port_range=cfg.port_range, dest_path=roles.pop("dest_path", b""), top_level_count=top_level_count,
+        port_range=cfg.port_range, dest_path=dest_path, top_level_count=top_level_count,
         bind_address=cfg.bind_address, rx_engine=cfg.rx_engine, rekey_bytes=cfg.rekey_bytes,
         compress_level=cfg.compress_level, log_path=cfg.log_path or "",
         client_time_ns=time.monotonic_ns(), idle_timeout_ms=int(cfg.idle_timeout * 1000), **roles,
