@@ -77,6 +77,8 @@ class Facing:
 
 
 class Relay:
+    """Both sessions of a `-3` copy, joined: a ReceiverCore facing A, a SenderCore facing B."""
+
     def __init__(self, rx_init: SessionInit, tx_init: SessionInit, request: RequestRule, idle: float,
                  peer_idle_b: float, on_verdict: Callable[[FileVerdict], None]) -> None:
         self.ctl = SessionControl(idle)
