@@ -28,11 +28,12 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..config import TransferConfig
-from ..errors import EXIT_USAGE, EscpError
+from ..errors import EXIT_USAGE, ConnectionFailure, EscpError
 from ..logsetup import set_session
+from ..protocol.bootstrap import SessionInit, SessionReply
 from ..protocol.handshake import StreamSecrets
 from ..protocol.report import SessionReport
 from ..protocol.roles import DataRole, Link
@@ -109,21 +110,43 @@ def collect_reports(procs: list[ServerProcess], grace: float) -> tuple[list[Sess
     return reports, order
 
 
+@dataclass(frozen=True)
+class TwoServers:
+    """Both servers set up: A first (it expands its sources), then B (told A's account)."""
+
+    init_a: SessionInit
+    reply_a: SessionReply
+    init_b: SessionInit
+    reply_b: SessionReply
+    offset: int  # B's clock + offset = A's clock (receiver + offset = sender), for the trace
+
+
+def set_up(cfg: TransferConfig, traced: bool, sources: list[bytes], procs: tuple[ServerProcess, ServerProcess],
+           for_b: Callable[[SessionInit, SessionReply], SessionInit]) -> TwoServers:
+    """A's SessionInit out and its reply in, then B's (made by `for_b` from A's); EscpError
+    when either refuses or fails."""
+    init_a = sending_server(cfg, traced, sources)
+    set_session(init_a.session_id)
+    reply_a, offset_a = exchange(procs[0], init_a, cfg)
+    init_b = for_b(init_a, reply_a)
+    reply_b, offset_b = exchange(procs[1], init_b, cfg)
+    return TwoServers(init_a, reply_a, init_b, reply_b, offset_b - offset_a)
+
+
 def remote_to_remote(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: ServerProcess,
                      proc_b: ServerProcess, names: tuple[str, str], traced: bool) -> TransferResult:
     """Copy `sources` on A (proc_a) to `dest_path` on B (proc_b); never raises for transfer failures."""
+    def connecting_receiver(init_a: SessionInit, reply_a: SessionReply) -> SessionInit:
+        address, port = cfg.connect_to or (reply_a.address, reply_a.port)
+        return replace(receiver_view(init_a, dest_path, reply_a), server_role=DataRole.RECEIVER,
+                       server_link=Link.CONNECTOR, peer_address=address, peer_port=port, sources=(), filelist=(),
+                       tx_engine="", rate_limit=0)
+
     report = Report(cfg.quiet)
     result = report.result
     start = time.monotonic()
-    init_a = sending_server(cfg, traced, sources)
-    set_session(init_a.session_id)
     try:
-        reply_a, offset_a = exchange(proc_a, init_a, cfg)
-        address, port = cfg.connect_to or (reply_a.address, reply_a.port)
-        init_b = replace(receiver_view(init_a, dest_path, reply_a), server_role=DataRole.RECEIVER,
-                         server_link=Link.CONNECTOR, peer_address=address, peer_port=port, sources=(), filelist=(),
-                         tx_engine="", rate_limit=0)
-        reply_b, offset_b = exchange(proc_b, init_b, cfg)
+        setup = set_up(cfg, traced, sources, (proc_a, proc_b), connecting_receiver)
     except EscpError as exc:
         result.error = exc
         return result
@@ -141,7 +164,7 @@ def remote_to_remote(cfg: TransferConfig, sources: list[bytes], dest_path: bytes
         result.files_ok = rep_a.files_ok
         result.files_failed = max(result.files_failed, rep_a.files_failed)
         result.bytes_payload = result.bytes_sent = rep_a.nbytes
-    result.clock_offset_ns = offset_b - offset_a  # receiver + offset = sender
+    result.clock_offset_ns = setup.offset
     result.seconds = time.monotonic() - start
     return result
 
@@ -150,18 +173,19 @@ def relay(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: S
           proc_b: ServerProcess, names: tuple[str, str], traced: bool,
           on_session: Callable[[Relay], None] | None = None) -> TransferResult:
     """Copy `sources` on A to `dest_path` on B through this host; never raises for transfer failures."""
+
+    def listening_receiver(_init_a: SessionInit, reply_a: SessionReply) -> SessionInit:
+        return session_init(cfg, traced, reply_a.top_level_count, reply_a.top_dir, dest_path=dest_path)
+
     report = Report(cfg.quiet)
     result = report.result
     start = time.monotonic()
-    init_a = sending_server(cfg, traced, sources)
-    set_session(init_a.session_id)
     try:
-        reply_a, offset_a = exchange(proc_a, init_a, cfg)
-        init_b = session_init(cfg, traced, reply_a.top_level_count, reply_a.top_dir, dest_path=dest_path)
-        reply_b, offset_b = exchange(proc_b, init_b, cfg)
+        setup = set_up(cfg, traced, sources, (proc_a, proc_b), listening_receiver)
     except EscpError as exc:
         result.error = exc
         return result
+    init_a, reply_a, init_b, reply_b = setup.init_a, setup.reply_a, setup.init_b, setup.reply_b
     request = request_rule(cfg, sources, reply_a)
 
     def verdict(v: FileVerdict) -> None:
@@ -185,6 +209,9 @@ def relay(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: S
         ctl.wait()
     except EscpError as exc:
         ctl.abort(exc)
+    except BaseException:  # e.g. ^C: both servers hear of it (ABORT) before their channels close
+        ctl.abort(ConnectionFailure("interrupted"))
+        raise
     done = ctl.done.is_set()
     remote = proc_a.read_report(max(cfg.idle_timeout, SETUP_MIN_S) if done else REPORT_FAILED_S)
     add_report(report, names[0], remote, DataRole.SENDER, sent_too=False)
@@ -193,7 +220,7 @@ def relay(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: S
             result.traces[DataRole.RECEIVER.value] = json.loads(r.b_trace)
         except ValueError:
             log.warning("%s sent an unreadable trace; ignored", names[1])
-    result.clock_offset_ns = offset_b - offset_a
+    result.clock_offset_ns = setup.offset
     result.seconds = time.monotonic() - start
     result.bytes_sent = r.bytes_sent
     if ctl.error is not None and not done:

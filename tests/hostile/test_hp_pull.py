@@ -46,8 +46,8 @@ def pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tag: str) -> Pull:
         record, script_file = tmp_path / f"record-{run_id}.json", tmp_path / f"script-{run_id}.json"
         script_file.write_text(json.dumps({**script, "record": str(record)}))
         monkeypatch.setenv("ESCP_HOSTILE_TX", str(script_file))
-        r = run_escp("-S", str(wrapper), "--escp_port", str(free_port_base()), "--timeout", "20", "--blocksize",
-                     "256K", *flags, *(f"hostile.invalid:{s}" for s in sources), str(dest), timeout=90)
+        r = run_escp("-S", str(wrapper), "--escp_port", str(free_port_base()), "--blocksize",
+                     "256K", *flags, *(f"hostile.invalid:{s}" for s in sources), str(dest), timeout=240)
         check_t(tag)
         return r, json.loads(record.read_text()) if record.exists() else {}
 

@@ -32,9 +32,9 @@ def escp(fake_ssh: FakeSsh, remote_escp: Path) -> object:
     """run(*args, env=None) -> Run: the real escp with the fake ssh and this checkout as the
     remote escp; checks that every process of the run is gone afterwards."""
 
-    def run(*args: object, env: dict[str, str] | None = None, timeout: float = 90) -> Run:
+    def run(*args: object, env: dict[str, str] | None = None, timeout: float = 240) -> Run:
         tag = uuid.uuid4().hex
-        r = run_escp("-D", str(remote_escp), "--escp_port", str(free_port_base()), "--timeout", "20",
+        r = run_escp("-D", str(remote_escp), "--escp_port", str(free_port_base()),
                      *map(str, args), env=fake_ssh.env(ESCP_TEST_TAG=tag, **(env or {})), timeout=timeout)
         check_t(tag)
         return r
