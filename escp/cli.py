@@ -23,7 +23,7 @@ from .engine import faults
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, OutOfMemory, UsageError
 from .logsetup import setup_logging, syslog_facility
 from .sysconf import load_host_config
-from .target import RemoteTarget, parse_target
+from .target import RemoteTarget, is_remote, parse_target
 from .units import format_bytes, format_rate, parse_rate, parse_size
 
 if TYPE_CHECKING:
@@ -31,9 +31,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("escp")
 
+USAGE = """escp [options] SRC... [user@]host:[DEST]              push local files to a host
+       escp [options] [user@]host:SRC... DEST              pull files from a host (SRC may be a glob)
+       escp [options] hostA:SRC... hostB:[DEST]            remote to remote, directly from A to B
+       escp [options] -3 hostA:SRC... hostB:[DEST]         remote to remote through this host
+       escp [options] --filelist FILE [host:] DEST         sources from a list (remote paths with host:)
+       escp [options] --local SRC... DEST                  local copy through a local receiver"""
+
 EPILOG = """exit codes: 0 success, 1 failure, 2 usage error, 3 some files failed.
-destinations: [user@]host:[path], [user@][v6addr]:path, scp://[user@]host[:port][/path];
-with --local, DEST is a local path and the receiver runs as a local process."""
+remote paths: [user@]host:[path], [user@][v6addr]:path, scp://[user@]host[:port][/path]; an argument
+with a colon before any slash is remote (write ./a:b for a local file named a:b). Remote sources are
+expanded by the remote escp, never by a shell: quote globs (host:'/data/*.h5') from your own shell.
+All sources come from one side: local paths, or paths on one host."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,8 +87,8 @@ def check_output_path(path: str | None, flag: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="escp", description="High-speed verified file transfer over parallel encrypted streams.",
-                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="escp", usage=USAGE, description="High-speed verified file transfer over parallel encrypted "
+                "streams.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", metavar="SRC... DEST")
     p.add_argument("-r", "--recursive", action="store_true", help="copy directories recursively")
     p.add_argument("-t", "--parallel", type=_int("-t/--parallel"), default=4, metavar="N",
@@ -122,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(NAT, port forwarding, test proxies)")
     p.add_argument("--timeout", type=_float("--timeout"), default=60.0, help="idle deadline in seconds (default 60)")
     p.add_argument("--local", action="store_true", help="DEST is a local path; receiver runs locally, no ssh")
+    p.add_argument("-3", dest="relay", action="store_true",
+                   help="remote to remote through this host (when the hosts cannot reach each other's ports)")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write a JSON report of the transfer")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace of both sides")
     p.add_argument("--stats", action="store_true", help="print per-stage statistics and a verdict")
@@ -170,7 +181,7 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
         rx_engine=engines[1], port_start=a.escp_port, port_range=a.escp_portrange, bind_address=a.bind,
         limit_bytes_per_s=parse_rate(a.limit) if a.limit else 0, idle_timeout=a.timeout, quiet=a.quiet,
         verbose=a.verbose, bits=a.bits, trace_path=a.trace, stats=a.stats, json_path=a.json_path,
-        log_path=a.logfile, filelist=filelist, checksum_file=a.checksum_file, ssh=ssh,
+        log_path=a.logfile, filelist=filelist, checksum_file=a.checksum_file, relay=a.relay, ssh=ssh,
         **extra,  # type: ignore[arg-type]
     )
 
@@ -273,23 +284,29 @@ def run(argv: list[str]) -> int:
     cfg = config_from_args(a)
     faults.configure()  # test-only fault hook (ESCP_FAULT); inert when unset
     if cfg.filelist is not None:
-        if len(a.paths) != 1:
-            raise UsageError("with --filelist, give only the destination")
+        if len(a.paths) not in (1, 2) or (len(a.paths) == 2 and not is_remote(a.paths[0])):
+            raise UsageError("with --filelist, give only the destination (and, for remote paths, host: first)")
     elif len(a.paths) < 2:
         raise UsageError("need at least one source and a destination")
-    *sources, dest_text = a.paths
-    dest: RemoteTarget | str = dest_text if a.local else parse_target(dest_text)
-    if isinstance(dest, RemoteTarget):
-        from .net.spawn import check_host
+    *source_texts, dest_text = a.paths
+    sources: list[str | RemoteTarget] = list(source_texts)
+    dest: str | RemoteTarget = dest_text
+    if not a.local:
+        sources = [parse_target(t) if is_remote(t) else t for t in source_texts]
+        if is_remote(dest_text) or not any(isinstance(s, RemoteTarget) for s in sources):
+            dest = parse_target(dest_text)  # all local: a usage error that points at --local
+    from .net.spawn import check_host
 
-        check_host(dest.user, dest.host)
+    for end in (*sources, dest):
+        if isinstance(end, RemoteTarget):
+            check_host(end.user, end.host)
     host = load_host_config()
     cfg = replace(cfg, cpus=host.cpus)
     setup_logging(cfg.verbose, cfg.log_path, "client")
     log.debug("%s", host.describe())
     total = None
     try:
-        sizes = [os.stat(s).st_size for s in sources if os.path.isfile(s)]
+        sizes = [os.stat(s).st_size for s in sources if not isinstance(s, RemoteTarget) and os.path.isfile(s)]
         if len(sizes) == len(sources):
             total = sum(sizes)
     except OSError:
@@ -299,7 +316,7 @@ def run(argv: list[str]) -> int:
 
     def bytes_now() -> int:
         s = holder.get("session")
-        return int(getattr(s, "bytes_sent", 0))
+        return int(getattr(s, "bytes_sent", None) or getattr(s, "bytes_received", 0) or 0)
 
     progress.start(bytes_now)
     try:
@@ -333,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
         print(exc.one_line(), file=sys.stderr)
-        print("usage: escp [options] SRC... [user@]host:[path]   (escp -h for help)", file=sys.stderr)
+        print("usage: escp [options] SRC... [user@]host:[DEST] | [user@]host:SRC... DEST   (escp -h for help)",
+              file=sys.stderr)
         return EXIT_USAGE
     except EscpError as exc:
         print(exc.one_line(), file=sys.stderr)

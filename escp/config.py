@@ -78,6 +78,7 @@ class TransferConfig:
     filelist: tuple[ListEntry, ...] | None = None  # --filelist entries (sources come only from here)
     checksum_file: str | None = None  # --checksum-file: write a manifest of what was sent
     cpus: tuple[int, ...] | None = None  # stream workers' CPUs (cpumask of /etc/escp.conf)
+    relay: bool = False  # -3: remote to remote through this host instead of directly
     ssh: SshOptions = field(default_factory=SshOptions)
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .errors import EscpError
+from .protocol.report import MAX_PROBLEMS, Problem
 
 MAX_OUTCOMES = 10_000  # per-file outcomes kept for the --json report
 
@@ -38,7 +39,8 @@ class TransferResult:
     failures: list[FileOutcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: EscpError | None = None
-    receiver_trace: dict[str, Any] | None = None
+    traces: dict[str, Any] = field(default_factory=dict)  # the other sides' traces, by role (sender, receiver)
+    hosts: dict[str, str] = field(default_factory=dict)  # which host played each role, for the trace and verdict
     clock_offset_ns: int = 0  # receiver clock + offset = sender clock (estimated at set-up)
     stats: object = None  # escp.trace.summary.TraceSummary when traced
     trace_written: bool = False
@@ -59,6 +61,14 @@ class Report:
         self.result = TransferResult()
         self.quiet = quiet
         self.out = out
+        self.problems: list[Problem] = []  # failures and warnings by path, for a server's SessionReport
+        self.problems_dropped = 0
+
+    def _problem(self, p: Problem) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(p)
+        else:
+            self.problems_dropped += 1
 
     def _print(self, line: str) -> None:
         print(line, file=self.out if self.out is not None else sys.stderr)
@@ -66,6 +76,7 @@ class Report:
     def source_problem(self, error: EscpError, warning: bool) -> None:
         """A source that is not sent: a failed file, or (warning) a skipped one."""
         r = self.result
+        self._problem(Problem(os.fsencode(error.path or b""), error.cause, error.message, warning))
         if warning:
             r.warnings.append(error.one_line())
         else:
@@ -90,6 +101,7 @@ class Report:
             return
         r.files_failed += 1
         r.failures.append(FileOutcome(name, False, cause, message, size))
+        self._problem(Problem(path, cause, message, sent=True))
         err = EscpError(message, path=path)
         err.cause = cause
         self._print(err.one_line())

@@ -49,3 +49,13 @@ def parse_target(text: str) -> RemoteTarget:
         raise UsageError(f"destination {escape_name(text)!r} is not host:path (use --local for a local copy)")
     user, host = _split_user(text[:colon])
     return RemoteTarget(user, host, None, os.fsencode(text[colon + 1 :]))
+
+
+def is_remote(text: str) -> bool:
+    """Whether a command-line argument names a remote path, by scp's rule: scp://..., a
+    [v6addr]:path, or a colon before any slash (so ./a:b and /x/a:b are local)."""
+    if text.startswith("scp://") or text.startswith("[") or "@[" in text:
+        return True
+    colon = text.find(":")
+    slash = text.find("/")
+    return colon > 0 and not 0 <= slash < colon

@@ -19,6 +19,7 @@ waits.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from ..engine.compress import BlockCompressor
 from ..engine.pacing import PACE_SLICE, TokenBucket
@@ -32,10 +33,24 @@ from .control import SessionControl
 ATTACH_POLL = 0.5  # seconds between looks at the session's end before the stream is attached
 
 
+def inline_frame(block: InlineBlock, compressor: BlockCompressor | None) -> bytes:
+    """A small file's DATA: compressed when that shrinks it (the compress stage)."""
+    payload, compressed = block.data, False
+    if compressor is not None:
+        packed = compressor.compress(memoryview(block.data))
+        if packed is not None:
+            payload, compressed = packed, True
+    return encode_data(block.fino, 0, len(block.data), payload, compressed)
+
+
 class ResultWriter:
-    def __init__(self, ctl: SessionControl, interval: float) -> None:
+    """`on_last`: what sending the session's last frame means (by default: the session is
+    done; a relay, which runs two sessions, decides for itself)."""
+
+    def __init__(self, ctl: SessionControl, interval: float, on_last: Callable[[], None] | None = None) -> None:
         self.ctl = ctl
         self.interval = interval  # keepalive interval (control.keepalive_interval)
+        self.on_last = on_last or ctl.finish
         self.reader = 0  # thread id of the metadata reader, whose frames wait for flush()
         self._conn: StreamConn | None = None
         self._attached = threading.Event()
@@ -78,7 +93,7 @@ class ResultWriter:
                 finished = self._last and not self._out
             conn.send_many(batch or [m.encode_keepalive()])
             if finished:
-                self.ctl.finish()
+                self.on_last()
                 return
 
 
@@ -142,13 +157,7 @@ class MetaSender:
                 group, size = [], 0
 
     def inline_frame(self, block: InlineBlock) -> bytes:
-        """A small file's DATA: compressed when that shrinks it (the compress stage)."""
-        payload, compressed = block.data, False
-        if self.compressor is not None:
-            packed = self.compressor.compress(memoryview(block.data))
-            if packed is not None:
-                payload, compressed = packed, True
-        return encode_data(block.fino, 0, len(block.data), payload, compressed)
+        return inline_frame(block, self.compressor)
 
     def keepalive_until_done(self, conn: StreamConn) -> None:
         while not self.ctl.done.wait(self.interval) and not self.ctl.aborted.is_set():

@@ -36,7 +36,7 @@ from ..results import Report, TransferResult
 from ..sysconf import apply_cpumask
 from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer, tcpinfo
 from .conn import StreamConn
-from .control import SessionControl, keepalive_interval
+from .control import SessionControl, incoming, keepalive_interval
 from .metastream import MetaSender
 from .streams import worker_name
 
@@ -242,17 +242,8 @@ class SendSession:
     # --- what the receiver says -----------------------------------------------------------------
     def meta_recv_loop(self, conn: StreamConn) -> None:
         plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
-        while True:
-            msg = conn.recv_message(plain)
-            if isinstance(msg, m.Keepalive):
-                self.ctl.alive()
-            else:
-                self.ctl.progress()
-            if msg is None:
-                if not self.ctl.done.is_set() and not self.ctl.aborted.is_set():
-                    with self.lock:
-                        self.core.stream_closed()
-                return
+        for k in incoming(conn, plain, self.ctl, self.meta_closed):
+            msg = m.decode_message(bytes(plain[:k]))
             with self.lock:
                 outcome = self.core.receive(msg)
             if isinstance(outcome, FileVerdict):
@@ -260,6 +251,10 @@ class SendSession:
             elif isinstance(outcome, SessionFinished):
                 self.session_done(outcome)
                 return
+
+    def meta_closed(self) -> None:
+        with self.lock:
+            self.core.stream_closed()
 
     def file_done(self, v: FileVerdict) -> None:
         entry, path = v.file.entry, v.file.path
@@ -275,7 +270,7 @@ class SendSession:
     def session_done(self, done: SessionFinished) -> None:
         if done.receiver_trace:
             try:
-                self.result.receiver_trace = json.loads(done.receiver_trace)
+                self.result.traces[ROLE.peer.value] = json.loads(done.receiver_trace)
             except ValueError:
                 log.warning("receiver sent an unreadable trace; ignored")
         self.ctl.finish()

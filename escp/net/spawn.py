@@ -1,6 +1,7 @@
 """Starting the server: over ssh (`ssh ... host escp --server`) or as a local
-subprocess (`--local`), then the initiator's side of the bootstrap exchange over its
-stdin/stdout (the server is the receiver in protocol version 1, hence the messages).
+subprocess (`--local`), then the initiator's side of the bootstrap over its stdin/stdout:
+SessionInit out, SessionReply in, and, when asked, the SessionReport at the end
+(messages name the server by the data role its SessionInit gave it).
 
 The remote command line is fixed (`<escp program> --server`, each word shell-quoted);
 paths and the key travel in the SessionInit on stdin, never on a command line, so
@@ -22,7 +23,9 @@ from collections import deque
 from ..config import SshOptions
 from ..errors import ConnectionFailure, EscpError, ProtocolError, TimeoutError_, UsageError, escape_name
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
-from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY
+from ..protocol.report import SessionReport, decode_report
+from ..protocol.roles import DataRole, Link
+from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY, BOOT_SESSION_REPORT
 from .control import wait_readable
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a server that does not exit
@@ -78,6 +81,7 @@ class ServerProcess:
                                          stderr=subprocess.PIPE, env=env, close_fds=True)
         except OSError as exc:
             raise ConnectionFailure(f"cannot start {argv[0]}: {exc.strerror}") from None
+        self.role = DataRole.RECEIVER  # the server's data role, from the SessionInit sent to it
         self.stderr_tail: deque[str] = deque(maxlen=20)
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_thread.start()
@@ -95,6 +99,7 @@ class ServerProcess:
     def exchange(self, init: SessionInit, timeout: float) -> SessionReply:
         """Send SessionInit, read SessionReply; clear errors for every way this fails."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.role = init.server_role
         try:
             self.proc.stdin.write(encode_init(init))
             self.proc.stdin.flush()
@@ -105,24 +110,40 @@ class ServerProcess:
         header = self._read(fd, BOOT_HEADER.size, deadline, first=True)
         body = self._read(fd, parse_header(header, BOOT_SESSION_REPLY), deadline, first=False)
         reply = decode_reply(body)
+        who = self.role.value
         if reply.version != init.version:
-            raise ProtocolError(f"receiver speaks protocol version {reply.version}, this is {init.version}")
+            raise ProtocolError(f"{who} speaks protocol version {reply.version}, this is {init.version}")
         if reply.error:
             cls = UsageError if reply.error_cause == "usage" else ConnectionFailure
             text = reply.error.removeprefix("escp: ")
             if cls is UsageError:
                 text = text.removeprefix("usage error: ")  # printed once, by our own one_line()
-            raise cls(f"receiver: {text}")
-        if not 1 <= reply.port <= 65535 or not reply.address:
-            raise ProtocolError("receiver replied without a usable address and port")
+            raise cls(f"{who}: {text}")
+        if init.server_link is Link.LISTENER and (not 1 <= reply.port <= 65535 or not reply.address):
+            raise ProtocolError(f"{who} replied without a usable address and port")
         return reply
+
+    def read_report(self, stall: float) -> SessionReport | None:
+        """The server's SessionReport (when SessionInit asked for one); None when the server
+        ends without one or sends none for `stall` seconds. Its errors are protocol errors."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        try:
+            header = self._read(fd, BOOT_HEADER.size, time.monotonic() + stall, first=False)
+            length = parse_header(header, BOOT_SESSION_REPORT)
+            body = bytearray()
+            while len(body) < length:  # the deadline moves with every chunk: a large trace may take a while
+                body += self._read(fd, min(length - len(body), 1 << 20), time.monotonic() + stall, first=False)
+        except (ConnectionFailure, TimeoutError_):
+            return None
+        return decode_report(bytes(body))
 
     def _read(self, fd: int, n: int, deadline: float, first: bool) -> bytes:
         buf = bytearray()
         while len(buf) < n:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError_("the receiver did not answer the session set-up in time")
+                raise TimeoutError_(f"the {self.role.value} did not answer the session set-up in time")
             if not wait_readable(fd, min(left, 0.5)):
                 continue
             chunk = os.read(fd, n - len(buf))
@@ -150,11 +171,11 @@ class ServerProcess:
             return ConnectionFailure(f"remote escp not found (use -D/--escp to give its path): {errs}")
         if code == 255:
             return ConnectionFailure(f"ssh failed: {errs or 'exit status 255'}")
-        return ConnectionFailure(f"receiver exited (status {code}) before the session started: {errs}")
+        return ConnectionFailure(f"{self.role.value} exited (status {code}) before the session started: {errs}")
 
     def explain(self, exc: EscpError, wait: float = 2.0) -> EscpError:
-        """A set-up failure on our side is often the echo of a receiver that failed first
-        (it closed its listener): prefer the receiver's own error line when it has one."""
+        """A set-up failure on our side is often the echo of a server that failed first
+        (it closed its listener): prefer the server's own error line when it has one."""
         try:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -163,7 +184,7 @@ class ServerProcess:
         for line in reversed(self.stderr_tail):
             m = _ERROR_LINE.match(line)
             if m:
-                err = EscpError(f"receiver: {m.group(2)}")
+                err = EscpError(f"{self.role.value}: {m.group(2)}")
                 err.cause = m.group(1)
                 err.exit_code = exc.exit_code
                 return err
@@ -177,7 +198,7 @@ class ServerProcess:
             pass
 
     def finish(self, timeout: float) -> int | None:
-        """Close our side and wait for the child; when it outlives timeout, SIGTERM it (the
+        """Close our side and wait for the child; when it outlives timeout, SIGTERM it (a
         receiver then cleans up its temp files), and SIGKILL it TERM_GRACE later."""
         self.close_stdin()
         for step in (self.proc.terminate, self.proc.kill):

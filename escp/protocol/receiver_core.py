@@ -21,6 +21,7 @@ from ..errors import ConnectionFailure, EscpError, IntegrityError, ProtocolError
 from .bootstrap import SessionInit
 from .data import DataHeader
 from .messages import Abort, FileEnd, FileEntry, FileResult, Message, SessionDone, SessionEnd
+from .request import RequestRule
 from .roles import DataRole
 from .states import (
     EVENT_OF,
@@ -118,8 +119,9 @@ _RECEIVED = SENDS[DataRole.SENDER] - {Event.FILE_LIST, Event.DATA, Event.EOS}
 class ReceiverCore:
     """Validates everything the sender says about files, blocks and streams."""
 
-    def __init__(self, init: SessionInit) -> None:
+    def __init__(self, init: SessionInit, request: RequestRule | None = None) -> None:
         flags = init.session_flags
+        self.request = request  # a pulling receiver: what it asked for (request.py)
         self.block_size = init.block_size
         self.sparse = flags.sparse
         self.checksums = flags.checksum
@@ -180,6 +182,8 @@ class ReceiverCore:
         for i, (entry, parts) in enumerate(items):
             self._check_entry(entry, parts, self.next_fino + i, batch)
             batch.add(parts)
+            if self.request is not None:
+                self.request.check(entry)
         if not self.check_top_level:
             return
         for entry, parts in items:  # unrequested top-level names: CVE-2019-6111 class

@@ -15,6 +15,7 @@ BOOT_MAGIC = b"ESCP"
 BOOT_HEADER = struct.Struct("<4sBBHI")  # magic, version, type, reserved, body length
 BOOT_SESSION_INIT = 1
 BOOT_SESSION_REPLY = 2
+BOOT_SESSION_REPORT = 3  # server -> initiator at the session's end, when SessionInit.report asked
 BOOT_MAX_BODY = 1 << 20
 
 # Session_Init flag bits
