@@ -12,7 +12,7 @@ from .errors import ConnectionFailure, EscpError, UsageError
 from .net.spawn import ServerProcess, local_argv, ssh_argv
 from .paths import check_local_overlap
 from .results import TransferResult
-from .target import RemoteTarget
+from .target import RemoteTarget, keep_literal
 from .trace import NULL_TRACER, Tracer
 
 if TYPE_CHECKING:
@@ -48,9 +48,11 @@ def transfer(
             ssh = replace(ssh, port=dest.port)
         argv = ssh_argv(ssh, dest.user, dest.host)
         dest_path = dest.path
+        where = dest.host.encode() + b":"  # error lines name remote paths as host:path
     else:
         argv = local_argv()
-        dest_path = os.fsencode(dest)
+        where = b""
+        dest_path = keep_literal(os.fsencode(dest))  # the server expands `~`: here it is a name
         try:
             check_local_overlap(srcs, dest_path, cfg.recursive)
         except UsageError as exc:
@@ -63,7 +65,7 @@ def transfer(
 
     result = TransferResult()
     try:
-        result = push(cfg, srcs, dest_path, proc, tracer, on_session)
+        result = push(cfg, srcs, dest_path, proc, tracer, on_session, where)
     except EscpError as exc:  # the session could not even be built (e.g. --checksum-file)
         result = TransferResult(error=exc)
         return result

@@ -28,6 +28,21 @@ class FileOutcome:
     path: str = ""  # local source path (name is the destination-relative name in outcomes)
 
 
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """Where a running transfer stands, for a progress display (SendSession.snapshot).
+
+    The sender learns the totals as its walk goes: `bytes_known`/`files_known` grow until
+    `walk_done`, and only then are they the totals."""
+
+    bytes_done: int  # data bytes sent (or skipped as holes) so far
+    bytes_known: int  # sizes of the regular files found so far
+    files_done: int  # regular files with an outcome (copied or failed)
+    files_known: int  # regular files found so far (failed sources included)
+    walk_done: bool  # every source was walked: the known figures are the totals
+    current: bytes  # the local path of the file being sent most recently (b"" before the first)
+
+
 @dataclass
 class TransferResult:
     files_ok: int = 0
@@ -59,6 +74,7 @@ class Report:
         self.result = TransferResult()
         self.quiet = quiet
         self.out = out
+        self._failed_dirs: set[bytes] = set()  # destination names of directories that failed
 
     def _print(self, line: str) -> None:
         print(line, file=self.out if self.out is not None else sys.stderr)
@@ -77,8 +93,11 @@ class Report:
             self._print(error.one_line())
 
     def file_done(self, path: bytes, dest_name: bytes, size: int, is_dir: bool, ok: bool, cause: str,
-                  message: str) -> None:
-        """A file or directory the receiver reported on: how it ended (the core's verdict)."""
+                  message: str, shown: bytes | None = None) -> None:
+        """A file or directory the receiver reported on: how it ended (the core's verdict).
+        `shown` is the path its error line names (where it failed; default: the source).
+        What fails inside a directory that failed is counted and listed, not printed: one
+        cause, one line (the directory's)."""
         r = self.result
         name = os.fsdecode(path)
         if not is_dir:
@@ -90,6 +109,15 @@ class Report:
             return
         r.files_failed += 1
         r.failures.append(FileOutcome(name, False, cause, message, size))
-        err = EscpError(message, path=path)
+        inside = self._inside_failed_dir(dest_name)
+        if is_dir:
+            self._failed_dirs.add(dest_name)
+        if inside:
+            return
+        err = EscpError(message, path=path if shown is None else shown)
         err.cause = cause
         self._print(err.one_line())
+
+    def _inside_failed_dir(self, dest_name: bytes) -> bool:
+        parts = dest_name.split(b"/")
+        return any(b"/".join(parts[:i]) in self._failed_dirs for i in range(1, len(parts)))

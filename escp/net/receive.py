@@ -64,6 +64,7 @@ class ReceiveSession:
         self.meta: StreamConn | None = None
         self.writer = ResultWriter(self.ctl, keepalive_interval(idle_timeout, init.idle_timeout_ms / 1000))
         self.files = ReceivedFiles(self.core, self.lock, store, self.writer, tracer, flags, self.trace_json)
+        self.failed_dirs: set[tuple[bytes, ...]] = set()  # directories that could not be made
         self.ctl.on_abort(self.send_abort)
 
     def start(self) -> None:
@@ -190,7 +191,8 @@ class ReceiveSession:
     def on_file_list(self, entries: list[m.FileEntry]) -> None:
         """The whole list is checked first (names, numbering, duplicates, top-level count), so
         a refused list creates nothing (OP-18); then its directories are made, then its
-        entries registered, so files inside can be created."""
+        entries registered, so files inside can be created. What lies below a directory that
+        could not be made fails with it, without another try."""
         # without a destination tree (rx_engine dummy) names are still checked (OP-19)
         items = [(e, self.store.map_name(e.name)) for e in entries]
         with self.lock:
@@ -198,11 +200,16 @@ class ReceiveSession:
         errors: list[EscpError | None] = []
         for e, parts in items:
             error = None
-            if e.kind == KIND_DIR:
+            if any(parts[:i] in self.failed_dirs for i in range(1, len(parts))):
+                error = TransferIOError("not written: its directory could not be created",
+                                        path=self.store.display(parts, e.name))
+            elif e.kind == KIND_DIR:
                 try:
                     self.store.make_dir(parts, e)
                 except TransferIOError as exc:
                     error = exc
+            if error is not None and e.kind == KIND_DIR:
+                self.failed_dirs.add(parts)
             errors.append(error)
         with self.lock:
             actions = self.core.add_file_list(items, errors)

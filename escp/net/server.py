@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
 from ..engine import faults
 from ..engine.sink import FileStore
@@ -32,6 +33,7 @@ from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_
 from ..protocol.handshake import StreamSecrets
 from ..protocol.wire import BOOT_HEADER, BOOT_SESSION_INIT
 from ..sysconf import load_host_config
+from ..target import expand_home
 from ..trace import NULL_TRACER, Tracer
 from .control import SessionControl, wait_readable
 from .receive import ROLE, ReceiveSession
@@ -133,6 +135,8 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     idle = init.receiver_idle_timeout if idle_cap is None else min(init.receiver_idle_timeout, idle_cap)
     listener = None
     try:
+        # scp's remote path rules: `~` and `~user` are expanded here, by the side that owns the path
+        init = replace(init, dest_path=expand_home(init.dest_path))
         store = FileStore.for_session(init)
         listener = bind_listener(choose_bind_address(init), init.port_start, init.port_range)
         addr, port = listener.getsockname()[:2]

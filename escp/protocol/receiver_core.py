@@ -203,15 +203,18 @@ class ReceiverCore:
     def add_file_list(self, items: list[tuple[FileEntry, Parts]],
                       dir_errors: list[EscpError | None]) -> list[RxAction]:
         """Register a checked FILE_LIST; a directory's one result goes out at once (made, or
-        `dir_errors[i]` says why not)."""
+        `dir_errors[i]` says why not); a file that comes with an error (its directory could
+        not be made) fails at once."""
         out: list[RxAction] = []
         for (entry, parts), error in zip(items, dir_errors, strict=True):
             f = self.add_entry(entry, parts)
             if entry.kind == KIND_DIR:
                 r = self._result(f, STATUS_OK, "", NO_DIGEST, "") if error is None else \
                     self._result(f, STATUS_FAILED, error.cause, NO_DIGEST, error.message)
-                if r is not None:
-                    out.append(r)
+            else:
+                r = self.fail(f, error) if error is not None else None
+            if r is not None:
+                out.append(r)
         return out
 
     # --- DATA --------------------------------------------------------------------------------
