@@ -85,7 +85,8 @@ class SendSession:
         self.sender: MetaSender | None = None
         self.top_rename: bytes | None = None  # DEST's base name when it replaces the top-level name
         self.dest_root = b""  # the directory that receives the top-level names, as error lines name it
-        # for progress displays (snapshot): plain counters, written under self.lock
+        # for progress displays (snapshot): plain counters written under self.lock, and the
+        # file being sent (written by whichever thread moved on to a file, without the lock)
         self.bytes_known = self.bytes_skipped = self.files_known = self.files_done = 0
         self.current = b""
         self.manifest = ManifestWriter(opts.checksum_file, init.block_size) if opts.checksum_file else None
@@ -223,6 +224,7 @@ class SendSession:
             if job.file.cancelled or job.file.error is not None:
                 sched.block_done(job, None)
                 continue
+            self.current = job.file.path  # for progress displays: the file being read and sent
             try:
                 encoded = pipe.encode(job, conn.sealer)
             except TransferIOError as exc:
@@ -238,7 +240,6 @@ class SendSession:
             frames += 1
             with self.lock:
                 self.core.data_sent(conn.index, job.length)
-                self.current = job.file.path
             self.ctl.progress()
             sched.block_done(job, digest)
             if tr.enabled and frames % COUNTER_EVERY == 1:  # the stream worker's trace counters

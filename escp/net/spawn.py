@@ -10,6 +10,7 @@ before ssh runs (CVE-2017-1000117 class).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -32,6 +33,8 @@ from ..errors import (
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
 from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY
 from .control import wait_readable
+
+log = logging.getLogger("escp")
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a server that does not exit
 _ERROR_LINE = re.compile(r"^escp: (\w[\w/]*) error: (.*)$")
@@ -85,6 +88,7 @@ class ServerProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.argv = argv
+        log.debug("starting the server: %s", shlex.join(argv))  # no secret: the key goes on stdin
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, env=env, close_fds=True)
