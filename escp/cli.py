@@ -34,7 +34,9 @@ log = logging.getLogger("escp")
 
 EPILOG = """exit codes: 0 success, 1 failure, 2 usage error, 3 some files failed.
 destinations: [user@]host:[path], [user@][v6addr]:path, scp://[user@]host[:port][/path];
-with --local, DEST is a local path and the receiver runs as a local process."""
+with --local, DEST is a local path and the receiver runs as a local process.
+remote paths: host: and host:rel are relative to the remote home; ~ and ~user are expanded
+by the remote escp, never by a shell; a DEST ending in / that does not exist is created."""
 
 
 class _Parser(argparse.ArgumentParser):
