@@ -218,8 +218,10 @@ _escp_remote() {
             -4|-6) ssh+=("${_escp_words[i]}") ;;
         esac
     done
+    # the remote shell expands a leading ~ or ~user only when it is not quoted
     if [[ $path =~ ^(~[A-Za-z0-9._-]*)(.*)$ ]]; then tilde=${BASH_REMATCH[1]}; path=${BASH_REMATCH[2]}; fi
-    "${ssh[@]}" -- "$userhost" "command ls -aF1dL -- $tilde$(printf '%q' "$path")*" 2>/dev/null |
+    [[ -n $path ]] && path=$(printf '%q' "$path")
+    "${ssh[@]}" -- "$userhost" "command ls -aF1dL -- $tilde$path*" 2>/dev/null |
         sed -e 's/[*@|=]$//' -e "s|^|$userhost:|"
 }
 

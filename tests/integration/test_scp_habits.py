@@ -16,6 +16,7 @@ import os
 import pwd
 import shlex
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -48,9 +49,11 @@ def home_item(sshd: SshdServer) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def remote_escp_no_dac(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The remote escp without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: file modes bind it."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv (util-linux) to run the receiver bound by file modes")
     caps = "-dac_override,-dac_read_search"
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or subprocess.run(
+            ["setpriv", "--bounding-set", caps, "--inh-caps", caps, "true"], capture_output=True).returncode:
+        pytest.skip("needs root and setpriv (util-linux) able to drop capabilities, to run the receiver "
+                    "bound by file modes")
     path = tmp_path_factory.mktemp("nodac") / "escp-remote"
     path.write_text("#!/bin/sh\n"
                     f"PYTHONPATH={shlex.quote(str(REPO_ROOT))}\nexport PYTHONPATH\n"
