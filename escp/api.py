@@ -14,11 +14,12 @@ from .errors import ConnectionFailure, EscpError, UsageError
 from .net.spawn import ServerProcess, local_argv, ssh_argv
 from .paths import check_local_overlap
 from .results import TransferResult
-from .target import RemoteTarget
+from .target import RemoteTarget, keep_literal
 from .trace import NULL_TRACER, Tracer
 
 if TYPE_CHECKING:
     from .net.receive import ReceiveSession
+    from .net.relay import Relay
     from .net.send import SendSession
     from .trace.tracedata import Role
 
@@ -32,7 +33,7 @@ def transfer(
     config: TransferConfig | None = None,
     *,
     tracer: Tracer = NULL_TRACER,
-    on_session: Callable[[SendSession | ReceiveSession], None] | None = None,
+    on_session: Callable[[SendSession | ReceiveSession | Relay], None] | None = None,
 ) -> TransferResult:
     """Copy sources to dest. Each is a local path or a RemoteTarget ([user@]host:path): local
     sources to a remote DEST push, remote sources to a local DEST pull, remote to remote goes
@@ -116,7 +117,10 @@ def run_route(cfg: TransferConfig, route: Route, procs: list[ServerProcess], tra
         return remote_to_remote(cfg, route.sources, route.dest_path, procs[0], procs[1], names, traced)
     from .net.initiator import push
 
-    return push(cfg, route.sources, route.dest_path, procs[0], tracer, on_session)
+    if route.dest_host is None:  # a local server expands `~`: here it is part of a name
+        return push(cfg, route.sources, keep_literal(route.dest_path), procs[0], tracer, on_session)
+    where = route.dest_host.host.encode() + b":"  # error lines name remote paths as host:path
+    return push(cfg, route.sources, route.dest_path, procs[0], tracer, on_session, where)
 
 
 def hosts(route: Route) -> dict[str, str]:

@@ -57,7 +57,7 @@ class EscpOptions:
     compress_level: int | None = None
     sparse: bool = False
     ioengine: str = "posix"
-    limit: str | None = None  # -l RATE: pace every stream (a network bottleneck on purpose)
+    limit: str | None = None  # -l RATE: pace the whole transfer (a network bottleneck on purpose)
     fault: str | None = None  # an ESCP_FAULT spec for the escp processes (e.g. a disk delay)
 
     # added after scenarios were first hashed: left out of the hash while unset, so the hashes

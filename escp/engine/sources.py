@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..errors import TransferIOError
 from ..protocol.request import ROOT_NAME, is_pattern
 from ..protocol.wire import KIND_DIR, KIND_FILE
+from ..target import expand_home
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +56,12 @@ def special_kind(st: os.stat_result) -> str | None:
 
 def expand_sources(paths: list[bytes]) -> list[bytes]:
     """A sending server's sources as the initiator typed them, expanded here and never by a
-    shell: a leading ~ is the home directory, the empty path is "." (the home directory,
+    shell: a leading ~ or ~user is that home directory (target.expand_home), the empty path is "." (the home directory,
     as for scp), and a path holding * ? or [ is a glob whose sorted matches replace it (a
     glob that matches nothing stays as typed, and fails as a missing source)."""
     out: list[bytes] = []
     for path in paths:
-        path = os.path.expanduser(path) if path.startswith(b"~") else path or b"."
+        path = expand_home(path) or b"."
         matches = sorted(glob.glob(path)) if is_pattern(path) else []
         out.extend(matches or [path])
     return out

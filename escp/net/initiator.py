@@ -120,9 +120,10 @@ def watch_child(proc: ServerProcess, ctl: SessionControl) -> None:
 
 
 def push(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc: ServerProcess, tracer: Tracer,
-         on_session: Callable[[SendSession], None] | None = None) -> TransferResult:
+         on_session: Callable[[SendSession], None] | None = None, where: bytes = b"") -> TransferResult:
     """Send `sources` to `dest_path` on the server `proc` runs; never raises for transfer
-    failures (they are in the result)."""
+    failures (they are in the result). `where` prefixes destination paths in error lines
+    (`host:` for a remote server)."""
     count, top_dir = top_level_shape(sources) if cfg.filelist is None else (0, False)
     init = session_init(cfg, tracer.enabled, count, top_dir, dest_path=dest_path)
     session = SendSession(init, SendOptions.of(cfg, sources), tracer)
@@ -136,7 +137,8 @@ def push(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc: Serv
         reply, session.result.clock_offset_ns = exchange(proc, init, cfg)
         # scp rule: without a destination directory the single top-level item lands under DEST's name
         rename = None if reply.dest_is_dir else os.path.basename(dest_path.rstrip(b"/")) or None
-        session.start(rename, reply.idle_timeout_ms / 1000)
+        root = dest_path if reply.dest_is_dir else os.path.dirname(dest_path.rstrip(b"/"))
+        session.start(rename, reply.idle_timeout_ms / 1000, dest_root=where + root)
         address, port = cfg.connect_to or (reply.address, reply.port)
         connect_streams(address, port, StreamSecrets.of(init), DataRole.SENDER, cfg.connect_timeout, session,
                         proc.explain)

@@ -4,7 +4,7 @@ MetaSender (the sending side) drives the source walk and sends what the SenderCo
 queued, in order: entries in as few FILE_LIST frames as fit, small files' DATA,
 FILE_ENDs; then SESSION_END, then keepalives until SESSION_DONE (docs/protocol.md §7.6,
 §9.7). A batch that holds only its own keepalive is not progress (OP-15); with -l the
-metadata stream is paced like the data streams.
+metadata stream draws from the data streams' shared pacer (keepalives alone are not paced).
 
 ResultWriter (the receiving side) sends results in batches (§9.12): FILE_RESULTs,
 TRACE_CHUNKs and SESSION_DONE are queued from any thread and sealed back to back by the
@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 
 from ..engine.compress import BlockCompressor
-from ..engine.pacing import PACE_SLICE, TokenBucket
+from ..engine.pacing import PACE_SLICE, SharedPacer
 from ..engine.scheduler import BlockScheduler
 from ..protocol import messages as m
 from ..protocol.data import encode_data
@@ -104,7 +104,7 @@ class MetaSender:
 
     def __init__(self, core: SenderCore, scheduler: BlockScheduler, lock: threading.Lock,
                  wake: threading.Condition, ctl: SessionControl, *, interval: float, compress_level: int | None,
-                 pacer: TokenBucket | None) -> None:
+                 pacer: SharedPacer | None) -> None:
         self.core = core
         self.scheduler = scheduler
         self.lock = lock
@@ -138,7 +138,7 @@ class MetaSender:
         """Sending stamps progress unless the batch is only our own keepalive (OP-15)."""
         progress = advances(batch)
         frames = encode_batch(batch, self.inline_frame)
-        if self.pacer is None:
+        if self.pacer is None or not progress:  # a lone keepalive is not held behind booked frames
             conn.send_many(frames)
             if progress:
                 self.ctl.progress()

@@ -23,6 +23,7 @@ from ..protocol.data import DATA_HEADER_LEN, DataHeader, decode_data_header
 from ..protocol.receiver_core import ReceiverCore, RxFile, unannounced
 from ..protocol.request import RequestRule
 from ..protocol.roles import DataRole
+from ..protocol.states import SessionState
 from ..protocol.wire import (
     KIND_DIR,
     META_MAX_PLAINTEXT,
@@ -32,6 +33,7 @@ from ..protocol.wire import (
     TRACE_TOTAL_MAX,
     max_frame_len,
 )
+from ..results import ProgressSnapshot
 from ..sysconf import apply_cpumask
 from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer, export_json
 from .conn import StreamConn
@@ -58,6 +60,13 @@ def accept_data(core: ReceiverCore, announced: threading.Condition, ctl: Session
     return f
 
 
+def receiving_snapshot(core: ReceiverCore, bytes_done: int) -> ProgressSnapshot:
+    """Where a receiving side stands, as the files announced so far give it (read without the
+    lock: a display may lag a little); the totals are known once SESSION_END has passed."""
+    return ProgressSnapshot(bytes_done, max(core.bytes_announced, bytes_done), core.files_ok + core.files_failed,
+                            core.files_announced, core.state is not SessionState.OPEN, b"")
+
+
 class ReceiveSession:
     """`request`: a pulling receiver's rule of what it asked for; `trace_to_peer`: send this
     side's trace to the sender before SESSION_DONE (version 1's push; otherwise the trace
@@ -79,11 +88,15 @@ class ReceiveSession:
         self.writer = ResultWriter(self.ctl, keepalive_interval(idle_timeout, init.idle_timeout_ms / 1000))
         self.files = ReceivedFiles(self.core, self.lock, store, self.writer, tracer, flags,
                                    self.trace_json if trace_to_peer else None, on_result)
+        self.failed_dirs: set[tuple[bytes, ...]] = set()  # directories that could not be made
         self.ctl.on_abort(self.send_abort)
 
     @property
     def bytes_received(self) -> int:
         return self.core.bytes_written
+
+    def snapshot(self) -> ProgressSnapshot:
+        return receiving_snapshot(self.core, self.core.bytes_written)
 
     def start(self) -> None:
         self.ctl.guard(self.writer.run, "rx-meta-writer")
@@ -191,7 +204,8 @@ class ReceiveSession:
     def on_file_list(self, entries: list[m.FileEntry]) -> None:
         """The whole list is checked first (names, numbering, duplicates, top-level count), so
         a refused list creates nothing (OP-18); then its directories are made, then its
-        entries registered, so files inside can be created."""
+        entries registered, so files inside can be created. What lies below a directory that
+        could not be made fails with it, without another try."""
         # without a destination tree (rx_engine dummy) names are still checked (OP-19)
         items = [(e, self.store.map_name(e.name)) for e in entries]
         with self.lock:
@@ -199,11 +213,16 @@ class ReceiveSession:
         errors: list[EscpError | None] = []
         for e, parts in items:
             error = None
-            if e.kind == KIND_DIR:
+            if any(parts[:i] in self.failed_dirs for i in range(1, len(parts))):
+                error = TransferIOError("not written: its directory could not be created",
+                                        path=self.store.display(parts, e.name))
+            elif e.kind == KIND_DIR:
                 try:
                     self.store.make_dir(parts, e)
                 except TransferIOError as exc:
                     error = exc
+            if error is not None and e.kind == KIND_DIR:
+                self.failed_dirs.add(parts)
             errors.append(error)
         with self.lock:
             actions = self.core.add_file_list(items, errors)

@@ -42,10 +42,11 @@ from ..protocol.wire import (
     cause_name,
     max_frame_len,
 )
+from ..results import ProgressSnapshot
 from .conn import StreamConn
 from .control import SessionControl, incoming, keepalive_interval
 from .metastream import ResultWriter, inline_frame
-from .receive import accept_data
+from .receive import accept_data, receiving_snapshot
 from .streams import worker_name
 
 ABORT_SEND_TIMEOUT = 1.0
@@ -105,6 +106,9 @@ class Relay:
     @property
     def bytes_sent(self) -> int:
         return self.score.bytes_sent
+
+    def snapshot(self) -> ProgressSnapshot:
+        return receiving_snapshot(self.rcore, self.score.bytes_sent)
 
     def adopt(self, role: DataRole, conn: StreamConn) -> None:
         if role is DataRole.SENDER:

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
 from ..engine import faults
 from ..errors import (
@@ -32,6 +33,7 @@ from ..protocol.report import encode_report
 from ..protocol.roles import DataRole, Link
 from ..protocol.wire import BOOT_HEADER, BOOT_SESSION_INIT
 from ..sysconf import load_host_config
+from ..target import expand_home
 from ..trace import NULL_TRACER, Tracer
 from .control import SessionControl, wait_readable
 from .serving import ServedSession
@@ -157,6 +159,8 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     idle = init.receiver_idle_timeout if idle_cap is None else min(init.receiver_idle_timeout, idle_cap)
     listener = None
     try:
+        # scp's remote path rules: `~` and `~user` are expanded here, by the side that owns the path
+        init = replace(init, dest_path=expand_home(init.dest_path))
         served = ServedSession(init, idle, tracer, host.cpus)
         address, port = "", 0
         if init.server_link is Link.LISTENER:

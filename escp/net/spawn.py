@@ -11,6 +11,7 @@ before ssh runs (CVE-2017-1000117 class).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -21,15 +22,29 @@ import time
 from collections import deque
 
 from ..config import SshOptions
-from ..errors import ConnectionFailure, EscpError, ProtocolError, TimeoutError_, UsageError, escape_name
+from ..errors import (
+    AuthError,
+    ConnectionFailure,
+    EscpError,
+    ProtocolError,
+    TimeoutError_,
+    UsageError,
+    escape_name,
+)
 from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
 from ..protocol.report import SessionReport, decode_report
 from ..protocol.roles import DataRole, Link
 from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY, BOOT_SESSION_REPORT
 from .control import wait_readable
 
+log = logging.getLogger("escp")
+
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a server that does not exit
 _ERROR_LINE = re.compile(r"^escp: (\w[\w/]*) error: (.*)$")
+# what ssh says when it reached the server but could not log in, or refused the server's identity
+_AUTH_FAILURE = re.compile(r"Permission denied|Too many authentication failures|Authentication failed|"
+                           r"Host key verification failed|No more authentication methods|"
+                           r"REMOTE HOST IDENTIFICATION HAS CHANGED")
 _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
 
@@ -76,6 +91,7 @@ class ServerProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.argv = argv
+        log.debug("starting the server: %s", shlex.join(argv))  # no secret: the key goes on stdin
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, env=env, close_fds=True)
@@ -89,7 +105,7 @@ class ServerProcess:
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")[:500]
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")[:500]  # ssh ends some lines in CR LF
             self.stderr_tail.append(line)
 
     def remote_errors(self) -> str:
@@ -170,7 +186,8 @@ class ServerProcess:
         if code == 127 or "not found" in errs:
             return ConnectionFailure(f"remote escp not found (use -D/--escp to give its path): {errs}")
         if code == 255:
-            return ConnectionFailure(f"ssh failed: {errs or 'exit status 255'}")
+            cls = AuthError if _AUTH_FAILURE.search(errs) else ConnectionFailure
+            return cls(f"ssh failed: {errs or 'exit status 255'}")
         return ConnectionFailure(f"{self.role.value} exited (status {code}) before the session started: {errs}")
 
     def explain(self, exc: EscpError, wait: float = 2.0) -> EscpError:
