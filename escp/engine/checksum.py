@@ -11,6 +11,7 @@ the sender on the receiver's FILE_RESULT (docs/protocol.md).
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import threading
 
@@ -77,3 +78,24 @@ def content_digest(size: int, block_size: int, blocks: dict[int, bytes]) -> byte
         d = blocks.get(offset)
         h.update(_BLOCK_REC.pack(offset, length, d if d is not None else zero_block_digest(offset, length)))
     return h.digest()
+
+
+def fd_content_digest(fd: int, block_size: int) -> tuple[int, bytes]:
+    """(size, content_digest) of an open file, read block by block from offset 0 with one
+    reused buffer; the size is what was read (a file that changed while it was read gives
+    the digest of what was read)."""
+    blocks: dict[int, bytes] = {}
+    view = memoryview(bytearray(block_size))
+    offset = 0
+    while True:
+        got = 0
+        while got < block_size:  # fill the block across short reads
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if not n:
+                break
+            got += n
+        if got:
+            blocks[offset] = block_digest(view[:got], offset)
+            offset += got
+        if got < block_size:
+            return offset, content_digest(offset, block_size, blocks)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import TransferIOError
 from ..paths import split_peer_name
 from ..protocol.bootstrap import SessionInit
 from ..protocol.messages import FileEntry
+from ..protocol.receiver_core import Existing
 from . import faults
-from .checksum import FileDigest
+from .checksum import FileDigest, fd_content_digest
 from .writer import DestinationPlan, DestinationTree, plan_destination, pwrite_all, pwrite_sparse
 
 NO_FD = -1  # a Sink without an open file (dummy engine, or closed)
@@ -78,6 +80,28 @@ class FileStore:
 
     def finish_dirs(self) -> list[TransferIOError]:
         return self.tree.finish_dirs() if self.tree is not None else []
+
+    # --- what is there already (--skip-existing) -----------------------------------------------
+    def existing(self, parts: Parts, block_size: int, digest_needed: Callable[[int], bool]) -> Existing | None:
+        """The regular file at parts' final name (symlinks never followed), with its content
+        digest when `digest_needed(size)`; None when there is none or it cannot be read."""
+        if self.tree is None:
+            return None
+        fd = self.tree.open_existing(parts)
+        if fd is None:
+            return None
+        try:
+            st = os.fstat(fd)
+            digest = None
+            if digest_needed(st.st_size):
+                size, digest = fd_content_digest(fd, block_size)
+                if size != st.st_size:
+                    return None  # it changed while it was read
+            return Existing(st.st_size, st.st_mtime_ns, digest)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     # --- files -----------------------------------------------------------------------------------
     def open(self, parts: Parts, entry: FileEntry) -> Sink:

@@ -240,6 +240,21 @@ class DestinationTree:
                 sweep_stale(parent, self.session_tag)
         return fd, tmp
 
+    def open_existing(self, parts: tuple[bytes, ...]) -> int | None:
+        """A read-only fd of the regular file at parts' final name, or None when there is
+        none (missing, a symlink: never followed, not a regular file, a parent that is not
+        a directory). The caller closes it."""
+        try:
+            with self._lock:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=self.dir_fd(parts[:-1]))
+        except (OSError, TransferIOError):
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
     def publish(self, parts: tuple[bytes, ...], fd: int, tmp: bytes, size: int, mode: int,
                 times: tuple[int, int] | None, uid_gid: tuple[int, int] | None, fsync: bool) -> None:
         """Give the temp file its size and metadata, then rename it over the final name."""

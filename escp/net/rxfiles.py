@@ -19,6 +19,7 @@ from ..errors import EscpError, TransferIOError, escape_name
 from ..protocol import messages as m
 from ..protocol.flags import SessionFlags
 from ..protocol.receiver_core import (
+    CheckExisting,
     CompleteFile,
     Completion,
     DiscardFile,
@@ -26,8 +27,9 @@ from ..protocol.receiver_core import (
     RxAction,
     RxFile,
     SendResult,
+    SendWant,
 )
-from ..protocol.wire import NO_DIGEST, STATUS_OK
+from ..protocol.wire import NO_DIGEST, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from ..trace import Tracer
 from .metastream import ResultWriter
 
@@ -76,9 +78,14 @@ class ReceivedFiles:
             if isinstance(action, CompleteFile):
                 self.complete(action.file)
                 continue
+            if isinstance(action, CheckExisting):
+                self.check_existing(action.file)
+                continue
             with self.lock:
                 if isinstance(action, SendResult):
                     self.send_result(action)
+                elif isinstance(action, SendWant):
+                    self.writer.queue(m.encode_file_want(action.want))
                 elif isinstance(action, DiscardFile):
                     self.drop_sink(action.file)
                 else:
@@ -89,9 +96,9 @@ class ReceivedFiles:
         f, r = action.file, action.result
         name = self.store.display(f.parts, f.entry.name)
         if self.tracer.enabled:
-            self.tracer.instant("meta", "file done" if r.status == STATUS_OK else "file failed",
-                                {"name": os.fsdecode(name), "cause": action.cause})
-        if r.status != STATUS_OK:
+            what = "file done" if r.status == STATUS_OK else "file skipped" if r.status == STATUS_SKIPPED else "file failed"
+            self.tracer.instant("meta", what, {"name": os.fsdecode(name), "cause": action.cause})
+        if r.status == STATUS_FAILED:
             log.warning("%s error: %s: %s", action.cause, escape_name(name), escape_name(r.message))
         if self.on_result is not None:
             self.on_result(f, r, action.cause)
@@ -103,6 +110,14 @@ class ReceivedFiles:
             result = self.core.fail(f, err)
             if result is not None:
                 self.send_result(result)
+
+    def check_existing(self, f: RxFile) -> None:
+        """Without self.lock (it may read a whole file): what the destination holds under a
+        gated file's name, for the core to decide on (skip, or want)."""
+        have = self.store.existing(f.parts, self.core.block_size, lambda size: self.core.digest_needed(f, size))
+        with self.lock:
+            actions = self.core.decide(f, have)
+        self.act(actions)
 
     def complete(self, f: RxFile) -> None:
         """Once per file, without self.lock: every block is in; verify and publish, or clean up."""

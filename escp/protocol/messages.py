@@ -23,18 +23,23 @@ from .wire import (
     EOS_BODY,
     FILE_END_BODY,
     FILE_RESULT_BODY,
+    FILE_SUM_BODY,
+    FILE_WANT_BODY,
     KIND_DIR,
     KIND_FILE,
     MAX_FILES_PER_LIST,
     MAX_MESSAGE,
     MAX_NAME,
     SESSION_END_BODY,
+    STATUS_SKIPPED,
     T_ABORT,
     T_ACCEPT,
     T_EOS,
     T_FILE_END,
     T_FILE_LIST,
     T_FILE_RESULT,
+    T_FILE_SUM,
+    T_FILE_WANT,
     T_KEEPALIVE,
     T_SESSION_DONE,
     T_SESSION_END,
@@ -117,8 +122,23 @@ class Accept:
     stream_index: int
 
 
+@dataclass(frozen=True, slots=True)
+class FileWant:
+    """Receiver -> sender in a gated session: the file is wanted, its data may follow."""
+
+    fino: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileSum:
+    """Sender -> receiver with --skip-existing=digest: the source's content digest."""
+
+    fino: int
+    digest: bytes
+
+
 Message = (FileEnd | FileResult | Eos | SessionEnd | SessionDone | Abort | Keepalive | Accept | TraceChunk
-           | list[FileEntry])
+           | FileWant | FileSum | list[FileEntry])
 
 
 def _text(b: bytes) -> str:
@@ -163,6 +183,14 @@ def encode_file_end(m: FileEnd) -> bytes:
 
 def encode_file_result(m: FileResult) -> bytes:
     return FILE_RESULT_BODY.pack(T_FILE_RESULT, m.fino, m.status, m.cause, m.digest) + _msg_bytes(m.message)
+
+
+def encode_file_want(m: FileWant) -> bytes:
+    return FILE_WANT_BODY.pack(T_FILE_WANT, m.fino)
+
+
+def encode_file_sum(m: FileSum) -> bytes:
+    return FILE_SUM_BODY.pack(T_FILE_SUM, m.fino, m.digest)
 
 
 def encode_eos(m: Eos) -> bytes:
@@ -321,7 +349,7 @@ def decode_message(plain: bytes) -> Message:
         return FileEnd(fino, status, blocks, digest, _text(plain[FILE_END_BODY.size :]))
     if t == T_FILE_RESULT:
         _, fino, status, cause, digest = _unpack(FILE_RESULT_BODY, plain, "FILE_RESULT")
-        if status > 1:
+        if status > STATUS_SKIPPED:
             raise ProtocolError(f"FILE_RESULT status {status} unknown")
         return FileResult(fino, status, cause, digest, _text(plain[FILE_RESULT_BODY.size :]))
     if t == T_EOS:
@@ -347,6 +375,15 @@ def decode_message(plain: bytes) -> Message:
         if len(plain) - 1 > TRACE_CHUNK_MAX:
             raise ProtocolError("trace chunk too large")
         return TraceChunk(bytes(plain[1:]))
+    if t == T_FILE_WANT:
+        if len(plain) != FILE_WANT_BODY.size:
+            raise ProtocolError("FILE_WANT frame has wrong size")
+        return FileWant(FILE_WANT_BODY.unpack(plain)[1])
+    if t == T_FILE_SUM:
+        if len(plain) != FILE_SUM_BODY.size:
+            raise ProtocolError("FILE_SUM frame has wrong size")
+        _, fino, digest = FILE_SUM_BODY.unpack(plain)
+        return FileSum(fino, digest)
     if t == T_ABORT:
         _, cause = _unpack(ABORT_BODY, plain, "ABORT")
         return Abort(cause, _text(plain[ABORT_BODY.size :]))

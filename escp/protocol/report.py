@@ -48,6 +48,8 @@ class SessionReport:
     problems: tuple[Problem, ...] = ()
     problems_dropped: int = 0
     trace_json: bytes = b""
+    files_skipped: int = 0  # of files_ok: the destination already had them (--skip-existing)
+    bytes_skipped: int = 0  # their sizes: bytes not sent
 
 
 def encode_report(r: SessionReport) -> bytes:
@@ -78,6 +80,8 @@ def encode_report(r: SessionReport) -> bytes:
     fb.SessionReportAddProblems(b, vec)
     fb.SessionReportAddProblemsDropped(b, r.problems_dropped + len(r.problems) - len(problems))
     fb.SessionReportAddTraceJson(b, trace)
+    fb.SessionReportAddFilesSkipped(b, r.files_skipped)
+    fb.SessionReportAddBytesSkipped(b, r.bytes_skipped)
     b.Finish(fb.SessionReportEnd(b))
     return frame(BOOT_SESSION_REPORT, bytes(b.Output()))
 
@@ -105,6 +109,8 @@ def decode_report(body: bytes) -> SessionReport:
             problems=problems,
             problems_dropped=r.ProblemsDropped(),  # type: ignore[attr-defined]
             trace_json=trace,
+            files_skipped=r.FilesSkipped(),  # type: ignore[attr-defined]
+            bytes_skipped=r.BytesSkipped(),  # type: ignore[attr-defined]
         )
     except ProtocolError:
         raise

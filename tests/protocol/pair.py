@@ -17,16 +17,26 @@ from escp.protocol.bootstrap import SessionInit
 from escp.protocol.data import DATA_HEADER_LEN, decode_data_header, encode_data
 from escp.protocol.flags import SessionFlags
 from escp.protocol.receiver_core import (
+    CheckExisting,
     CompleteFile,
     Completion,
     DiscardFile,
+    Existing,
     FinishSession,
     ReceiverCore,
     RxAction,
     RxFile,
     SendResult,
+    SendWant,
 )
-from escp.protocol.sender_core import FileVerdict, InlineBlock, SenderCore, SessionFinished, encode_batch
+from escp.protocol.sender_core import (
+    FileVerdict,
+    InlineBlock,
+    Released,
+    SenderCore,
+    SessionFinished,
+    encode_batch,
+)
 from escp.protocol.wire import KIND_DIR, KIND_FILE, META_STREAM, MIN_BLOCK, NO_DIGEST, STATUS_OK, T_DATA
 
 BS = MIN_BLOCK
@@ -61,12 +71,14 @@ class CorePair:
         self.to_sender: list[bytes] = []  # receiver -> sender frames, not yet delivered
         self.verdicts: dict[int, FileVerdict] = {}
         self.finished: SessionFinished | None = None
+        self.existing: dict[bytes, Existing] = {}  # what the receiver's destination holds (gated sessions)
+        self.released: list[int] = []  # files the sender may now send (FILE_WANT)
 
     # --- the sender's side --------------------------------------------------------------------
-    def announce(self, name: bytes, content: bytes = b"", kind: int = KIND_FILE) -> int:
+    def announce(self, name: bytes, content: bytes = b"", kind: int = KIND_FILE, mtime_ns: int = 0) -> int:
         fino = self.tx.entries
         size = 0 if kind == KIND_DIR else len(content)
-        self.tx.announce(m.FileEntry(fino, name, kind, 0o644, size), b"/src/" + name)
+        self.tx.announce(m.FileEntry(fino, name, kind, 0o644, size, mtime_ns=mtime_ns), b"/src/" + name)
         if kind == KIND_FILE:
             self.sources[fino] = content
             self.digests[fino] = FileDigest(fino, size)
@@ -123,6 +135,8 @@ class CorePair:
             outcome = self.tx.receive(m.decode_message(plain))
             if isinstance(outcome, FileVerdict):
                 self.verdicts[outcome.file.entry.fino] = outcome
+            elif isinstance(outcome, Released):
+                self.released.append(outcome.file.entry.fino)
             elif isinstance(outcome, SessionFinished):
                 self.finished = outcome
 
@@ -162,6 +176,10 @@ class CorePair:
                 self.discarded.add(action.file.entry.fino)
             elif isinstance(action, FinishSession):
                 self.to_sender.append(m.encode_session_done(action.done))
+            elif isinstance(action, SendWant):
+                self.to_sender.append(m.encode_file_want(action.want))
+            elif isinstance(action, CheckExisting):
+                self.act(self.rx.decide(action.file, self.existing.get(b"/".join(action.file.parts))))
             else:
                 assert isinstance(action, CompleteFile)
                 self.complete(action.file)
