@@ -63,7 +63,8 @@ def accept_data(core: ReceiverCore, announced: threading.Condition, ctl: Session
 def receiving_snapshot(core: ReceiverCore, bytes_done: int) -> ProgressSnapshot:
     """Where a receiving side stands, as the files announced so far give it (read without the
     lock: a display may lag a little); the totals are known once SESSION_END has passed."""
-    return ProgressSnapshot(bytes_done, max(core.bytes_announced, bytes_done), core.files_ok + core.files_failed,
+    done = bytes_done + core.bytes_skipped  # files the destination had count as done
+    return ProgressSnapshot(done, max(core.bytes_announced, done), core.files_ok + core.files_failed + core.files_skipped,
                             core.files_announced, core.state is not SessionState.OPEN, b"")
 
 
