@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", nargs="?", const="quick", choices=SKIP_MODES, metavar="quick|digest",
                    help="do not send files the destination already has: quick (the default) compares size and "
                    "mtime (use with -p), digest compares content digests read on both sides (rsync -c)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep what an interrupted copy verified (temp file and resume record at the destination) "
+                   "and, on a re-run with --resume, send only the rest")
     p.add_argument("--verify-manifest", nargs=2, metavar=("MANIFEST", "DIR"),
                    help="check the files below DIR against a manifest and exit (0 all good, 3 some differ)")
     p.add_argument("--filelist", metavar="FILE", help="read sources from FILE ('-' = stdin): one path per line, "
@@ -217,7 +220,7 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
         limit_bytes_per_s=parse_rate(a.limit) if a.limit else 0, idle_timeout=a.timeout, quiet=a.quiet,
         verbose=a.verbose, bits=a.bits, trace_path=a.trace, stats=a.stats, json_path=a.json_path,
         log_path=a.logfile, filelist=filelist, checksum_file=a.checksum_file, ssh=ssh, relay=bool(a.relay),
-        skip_existing=a.skip_existing,
+        skip_existing=a.skip_existing, resume=a.resume,
         **extra,  # type: ignore[arg-type]
     )
 
@@ -225,7 +228,8 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
 def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[str, object]:
     rate = result.bytes_payload / result.seconds if result.seconds > 0 else 0.0
     outcomes = [{"name": o.name or None, "path": o.path, "size": o.size, "ok": o.ok,
-                 "status": "skipped" if o.skipped else "copied" if o.ok else "failed", "cause": o.cause or None,
+                 "status": "skipped" if o.skipped else "resumed" if o.resumed else "copied" if o.ok else "failed",
+                 "bytes_resumed": o.resumed, "cause": o.cause or None,
                  "message": o.message or None} for o in result.outcomes]
     return {
         "schema": 1,
@@ -238,6 +242,8 @@ def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[
         "files_failed": result.files_failed,
         "files_skipped": result.files_skipped,
         "bytes_skipped": result.bytes_skipped,
+        "files_resumed": result.files_resumed,
+        "bytes_resumed": result.bytes_resumed,
         "seconds": result.seconds,
         "rate_bytes_per_s": rate,
         "streams": cfg.streams,

@@ -151,5 +151,7 @@ def summary_line(result: TransferResult, bits: bool) -> str | None:
     copied = result.files_ok - result.files_skipped
     skipped = (f"; skipped {result.files_skipped} files, {format_bytes(result.bytes_skipped)} not sent"
                if result.files_skipped else "")
+    if result.files_resumed:
+        skipped += f"; resumed {result.files_resumed} files, {format_bytes(result.bytes_resumed)} not sent again"
     return (f"Complete: {format_bytes(result.bytes_payload)} in {copied} files at "
             f"{format_rate(rate, bits=bits)} in {result.seconds:.2f} s{failed}{skipped}")

@@ -13,7 +13,9 @@ Gated (--skip-existing): a regular file is announced from its walk stat (with it
 digest first in the digest mode, `file_sum`) and held; `release` (the receiver's
 FILE_WANT) lets the next pump send it as above, checked against the stat it was announced
 with; `cancel` of a held file (skipped, or failed by the receiver) drops it unsent. At most
-`max_held` files wait for an answer at a time.
+`max_held` files wait for an answer at a time. With --resume the release may come with the
+receiver's kept ranges: each range the source still holds (its range digest re-read and
+matched when the file is opened) is not sent, and its block digests join the file's.
 """
 
 from __future__ import annotations
@@ -26,10 +28,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import TransferIOError
-from ..protocol.messages import FileEnd, FileEntry, FileSum
+from ..protocol.messages import FileEnd, FileEntry, FileSum, KeptRange
 from ..protocol.sender_core import InlineBlock
 from ..protocol.wire import KIND_DIR, KIND_FILE, NO_DIGEST, STATUS_FAILED, STATUS_OK
-from .checksum import FileDigest, block_digest, content_digest, fd_content_digest
+from .checksum import (
+    FileDigest,
+    block_digest,
+    content_digest,
+    fd_block_digests,
+    fd_content_digest,
+    range_digest,
+)
 from .directio import open_direct, wants_direct
 from .reader import data_block_offsets, open_source, same_source
 from .sources import SourceItem, SourceProblem
@@ -111,7 +120,8 @@ class BlockScheduler:
         self._file_sum = file_sum  # gated, digest mode: a held file's FILE_SUM
         self.max_held = max_held
         self._held: dict[int, tuple[SourceItem, FileEntry]] = {}  # announced, waiting for an answer
-        self._released: deque[tuple[SourceItem, FileEntry]] = deque()  # wanted, not yet sent
+        self._released: deque[tuple[SourceItem, FileEntry, tuple[KeptRange, ...]]] = deque()  # wanted, not sent
+        self.kept: dict[int, int] = {}  # fino -> bytes of the receiver's kept ranges not sent again (--resume)
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._queue: deque[OpenFile] = deque()  # big files with blocks still to hand out
@@ -246,23 +256,26 @@ class BlockScheduler:
         finally:
             os.close(fd)
 
-    def release(self, fino: int) -> None:
-        """The receiver wants a held file: the next pump sends it."""
+    def release(self, fino: int, offer: tuple[KeptRange, ...] = ()) -> None:
+        """The receiver wants a held file (but for the kept ranges it offers, the ones that
+        still match): the next pump sends it."""
         with self._ready:
             held = self._held.pop(fino, None)
             if held is not None:
-                self._released.append(held)
+                self._released.append((*held, offer))
         if held is not None and self._on_room is not None:
             self._on_room()
 
     def _send_released(self) -> bool:
         """Send the first released file: True when a big file was queued (pump stops there)."""
         with self._ready:
-            item, entry = self._released.popleft()
+            item, entry, offer = self._released.popleft()
         if entry.size <= self.inline_max:
-            self._send_inline(item, entry)
+            self._send_inline(item, entry)  # one block: sent again whole, whatever was offered
             return False
         opened = self._open(item, entry)
+        if opened is not None and offer:
+            self._keep_matching(opened, offer)
         if opened is None:
             return False
         if not opened.offsets:
@@ -270,6 +283,25 @@ class BlockScheduler:
             return False
         self._enqueue(opened)
         return True
+
+    def _keep_matching(self, f: OpenFile, offer: tuple[KeptRange, ...]) -> None:
+        """Drop from f's blocks the offered ranges whose digest f's source still has (read
+        here, whole); their block digests count in f's file digest as if sent."""
+        if f.fd < 0:
+            return  # the dummy engine has no content to compare: everything is sent
+        kept: set[int] = set()
+        for r in offer:
+            try:
+                blocks = fd_block_digests(f.fd, r.offset, r.length, self.block_size)
+            except OSError:
+                return  # a read error shows again when the blocks are sent
+            if blocks is None or range_digest(blocks) != r.digest:
+                continue
+            for offset, length, d in blocks:
+                f.digest.add(offset, length, d)
+                kept.add(offset)
+            self.kept[f.entry.fino] = self.kept.get(f.entry.fino, 0) + r.length
+        f.offsets = [o for o in f.offsets if o not in kept]
 
     def _changed(self, entry: FileEntry, why: str) -> None:
         """A held file could not be sent as announced: its FILE_END says why."""

@@ -88,7 +88,7 @@ class ReceiveSession:
         self.meta: StreamConn | None = None
         self.writer = ResultWriter(self.ctl, keepalive_interval(idle_timeout, init.idle_timeout_ms / 1000))
         self.files = ReceivedFiles(self.core, self.lock, store, self.writer, tracer, flags,
-                                   self.trace_json if trace_to_peer else None, on_result)
+                                   self.trace_json if trace_to_peer else None, on_result, self.ctl.progress)
         self.failed_dirs: set[tuple[bytes, ...]] = set()  # directories that could not be made
         self.ctl.on_abort(self.send_abort)
 
@@ -170,6 +170,7 @@ class ReceiveSession:
         if sink is not None:
             try:
                 pipe.write(sink, data, header.offset)
+                self.store.note_written(f.parts, sink, f.entry)
             except TransferIOError as exc:
                 self.files.fail_file(f, exc)
         with self.lock:

@@ -258,7 +258,7 @@ class Relay:
                     actions = self.answer_a(msg)
                 elif isinstance(outcome, Released):  # B wants it: so does the relay, from A
                     f = self.rcore.files.get(outcome.file.entry.fino)
-                    actions = self.rcore.want(f) if f is not None else []
+                    actions = self.rcore.want(f, outcome.offer) if f is not None else []
             if isinstance(outcome, FileVerdict):
                 self.on_verdict(outcome)
             self.act(actions)

@@ -44,7 +44,7 @@ ResultHook = Callable[[RxFile, m.FileResult, str], None]  # a file's result, its
 class ReceivedFiles:
     def __init__(self, core: ReceiverCore, lock: threading.RLock, store: FileStore, writer: ResultWriter,
                  tracer: Tracer, flags: SessionFlags, trace_json: Callable[[], bytes] | None,
-                 on_result: ResultHook | None = None) -> None:
+                 on_result: ResultHook | None = None, progress: Callable[[], None] | None = None) -> None:
         self.core = core
         self.lock = lock
         self.store = store
@@ -53,6 +53,7 @@ class ReceivedFiles:
         self.flags = flags
         self.trace_json = trace_json  # this side's trace, sent before SESSION_DONE (None: not to the peer)
         self.on_result = on_result  # the user's view of each result (a pulling initiator)
+        self.progress = progress  # stamps the session's progress while a kept temp file is read (--resume)
         self.sink_locks = [threading.Lock() for _ in range(SINK_LOCKS)]
         self.closing = False  # cleanup() ran: no more temp files
 
@@ -112,11 +113,19 @@ class ReceivedFiles:
                 self.send_result(result)
 
     def check_existing(self, f: RxFile) -> None:
-        """Without self.lock (it may read a whole file): what the destination holds under a
-        gated file's name, for the core to decide on (skip, or want)."""
-        have = self.store.existing(f.parts, self.core.block_size, lambda size: self.core.digest_needed(f, size))
+        """Without self.lock (it may read whole files): what the destination holds under a
+        gated file's name, and (--resume) what an earlier session left of it, for the core
+        to decide on (skip, or want with the kept ranges)."""
+        core = self.core
+        have = self.store.existing(f.parts, core.block_size, lambda size: core.digest_needed(f, size)) \
+            if core.skips else None
+        offer: tuple[m.KeptRange, ...] = ()
+        if core.resume and not core.matches(f, have):
+            kept = self.store.resume_offer(f.parts, f.entry, self.progress)
+            if kept is not None:
+                f.sink, offer = kept
         with self.lock:
-            actions = self.core.decide(f, have)
+            actions = core.decide(f, have, offer)
         self.act(actions)
 
     def complete(self, f: RxFile) -> None:
@@ -125,6 +134,8 @@ class ReceivedFiles:
             how = self.core.completion(f)
         result = None
         sink = self.open_sink(f) if how is Completion.VERIFY else None  # no block: an empty file
+        if how is Completion.DISCARD and isinstance(f.sink, Sink):
+            self.store.keep(f.parts, f.sink, f.entry)  # failed here (a full disk): resumable with --resume
         if how is Completion.REJECT:
             with self.lock:
                 result = self.core.verdict(f, NO_DIGEST)
@@ -171,5 +182,7 @@ class ReceivedFiles:
         with self.lock:
             self.closing = True
             for f in list(self.core.files.values()):
+                if isinstance(f.sink, Sink) and not f.claimed:
+                    self.store.keep(f.parts, f.sink, f.entry)  # unfinished: kept for --resume, else removed
                 self.drop_sink(f)
             self.store.close()

@@ -285,7 +285,7 @@ class SendSession:
                 self.file_done(outcome)
             elif isinstance(outcome, Released):
                 assert self.scheduler is not None
-                self.scheduler.release(outcome.file.entry.fino)
+                self.scheduler.release(outcome.file.entry.fino, outcome.offer)
             elif isinstance(outcome, SessionFinished):
                 self.session_done(outcome)
                 return
@@ -297,13 +297,14 @@ class SendSession:
     def file_done(self, v: FileVerdict) -> None:
         entry, path = v.file.entry, v.file.path
         content = self.scheduler.content.pop(entry.fino, None) if self.scheduler is not None else None
+        kept = self.scheduler.kept.pop(entry.fino, 0) if self.scheduler is not None else 0
         dest_name = self.dest_name(entry.name)
         with self.lock:
             self.files_done += entry.kind != KIND_DIR
-            if v.skipped:
-                self.bytes_skipped += entry.size
+            self.bytes_skipped += entry.size if v.skipped else kept
             self.report.file_done(path, dest_name, entry.size, entry.kind == KIND_DIR, v.ok, v.cause, v.message,
-                                  shown=path if v.at_source else self.dest_shown(dest_name), skipped=v.skipped)
+                                  shown=path if v.at_source else self.dest_shown(dest_name), skipped=v.skipped,
+                                  resumed=kept if v.ok else 0)
             if v.ok and self.manifest is not None and content is not None:
                 self.manifest.add(dest_name, entry.size, content)
         if (not v.ok or v.skipped) and self.scheduler is not None:

@@ -17,6 +17,7 @@ from .wire import (
     FLAG_NO_DIRECT,
     FLAG_PRESERVE,
     FLAG_RECURSIVE,
+    FLAG_RESUME,
     FLAG_SKIP_DIGEST,
     FLAG_SKIP_QUICK,
     FLAG_SPARSE,
@@ -42,6 +43,7 @@ BITS = {
     "dest_dir": FLAG_DEST_DIR,
     "skip_quick": FLAG_SKIP_QUICK,
     "skip_digest": FLAG_SKIP_DIGEST,
+    "resume": FLAG_RESUME,
 }
 
 
@@ -63,11 +65,12 @@ class SessionFlags:
     dest_dir: bool = False  # the destination must be an existing directory (--filelist)
     skip_quick: bool = False  # --skip-existing=quick: the receiver skips files of the same size and mtime
     skip_digest: bool = False  # --skip-existing=digest: ... of the same content digest (FILE_SUM)
+    resume: bool = False  # --resume: FILE_WANT offers the verified ranges of an interrupted copy
 
     @property
     def gated(self) -> bool:
         """A regular file's data waits for the receiver's FILE_WANT (or its skip) (§9.14)."""
-        return self.skip_quick or self.skip_digest
+        return self.skip_quick or self.skip_digest or self.resume
 
     @property
     def checksum(self) -> bool:

@@ -25,9 +25,11 @@ from .wire import (
     FILE_RESULT_BODY,
     FILE_SUM_BODY,
     FILE_WANT_BODY,
+    KEPT_RANGE,
     KIND_DIR,
     KIND_FILE,
     MAX_FILES_PER_LIST,
+    MAX_KEPT_RANGES,
     MAX_MESSAGE,
     MAX_NAME,
     SESSION_END_BODY,
@@ -123,10 +125,22 @@ class Accept:
 
 
 @dataclass(frozen=True, slots=True)
+class KeptRange:
+    """Whole blocks from `offset` an earlier try left verified in the receiver's temp file,
+    and their range digest (checksum.range_digest)."""
+
+    offset: int
+    length: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class FileWant:
-    """Receiver -> sender in a gated session: the file is wanted, its data may follow."""
+    """Receiver -> sender in a gated session: the file is wanted, its data may follow;
+    with --resume, `offer` lists the ranges the receiver holds already (§9.15)."""
 
     fino: int
+    offer: tuple[KeptRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +200,10 @@ def encode_file_result(m: FileResult) -> bytes:
 
 
 def encode_file_want(m: FileWant) -> bytes:
-    return FILE_WANT_BODY.pack(T_FILE_WANT, m.fino)
+    if len(m.offer) > MAX_KEPT_RANGES:
+        raise ValueError("too many kept ranges for one FILE_WANT")
+    return FILE_WANT_BODY.pack(T_FILE_WANT, m.fino) + b"".join(
+        KEPT_RANGE.pack(r.offset, r.length, r.digest) for r in m.offer)
 
 
 def encode_file_sum(m: FileSum) -> bytes:
@@ -300,6 +317,17 @@ def decode_file_list(body: bytes) -> list[FileEntry]:
         raise ProtocolError(f"malformed file list ({type(exc).__name__})") from None
 
 
+def check_offer(offer: tuple[KeptRange, ...], size: int, block_size: int) -> None:
+    """A receiver's kept ranges must be runs of whole blocks of the grid, in offset order,
+    apart, inside the file (the last one may end at the file's end); ProtocolError if not."""
+    end = 0
+    for r in offer:
+        if r.offset < end or r.offset % block_size or r.length <= 0 or r.offset + r.length > size \
+                or (r.length % block_size and r.offset + r.length != size):
+            raise ProtocolError(f"kept range {r.offset}+{r.length} invalid for size {size}")
+        end = r.offset + r.length
+
+
 def validate_entry(e: FileEntry) -> None:
     if e.kind not in (KIND_FILE, KIND_DIR):
         raise ProtocolError(f"file {e.fino}: unknown kind {e.kind}")
@@ -376,9 +404,13 @@ def decode_message(plain: bytes) -> Message:
             raise ProtocolError("trace chunk too large")
         return TraceChunk(bytes(plain[1:]))
     if t == T_FILE_WANT:
-        if len(plain) != FILE_WANT_BODY.size:
+        n, rest = divmod(len(plain) - FILE_WANT_BODY.size, KEPT_RANGE.size)
+        if n < 0 or rest or n > MAX_KEPT_RANGES:
             raise ProtocolError("FILE_WANT frame has wrong size")
-        return FileWant(FILE_WANT_BODY.unpack(plain)[1])
+        fino = FILE_WANT_BODY.unpack_from(plain)[1]
+        offer = tuple(KeptRange(*KEPT_RANGE.unpack_from(plain, FILE_WANT_BODY.size + i * KEPT_RANGE.size))
+                      for i in range(n))
+        return FileWant(fino, offer)
     if t == T_FILE_SUM:
         if len(plain) != FILE_SUM_BODY.size:
             raise ProtocolError("FILE_SUM frame has wrong size")

@@ -17,7 +17,10 @@ Gated sessions (--skip-existing, §9.14): a regular file's data may only come af
 side's FILE_WANT. For each such file the core asks the adapter what the destination holds
 (CheckExisting, once FILE_SUM is in with the digest mode), and `decide` compares it with
 what the sender announced: the file is skipped (FILE_RESULT SKIPPED, nothing written) or
-wanted (FILE_WANT).
+wanted (FILE_WANT). With --resume the FILE_WANT may offer ranges the adapter found
+verified in a kept temp file (§9.15): the sender sends every block outside them, and
+every block of an offered range it does not keep; whatever arrives, each block of the
+grid must be either received or kept, or the file fails (nothing is spliced).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .messages import (
     FileResult,
     FileSum,
     FileWant,
+    KeptRange,
     Message,
     SessionDone,
     SessionEnd,
@@ -85,6 +89,9 @@ class RxFile:
     sink: object = None  # adapter-owned (temp file, running digest)
     gated: bool = False  # a gated session's file not yet wanted: no DATA or FILE_END may come
     content_sum: bytes | None = None  # the sender's content digest (FILE_SUM), digest mode
+    offered: dict[int, int] = field(default_factory=dict)  # --resume: block offset -> index of its offered range
+    resent: set[int] = field(default_factory=set)  # offered ranges the sender sends again (a block came)
+    offer: tuple[KeptRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +183,9 @@ class ReceiverCore:
         self.check_top_level = not flags.dest_dir  # with --filelist the count is not known at set-up
         self.data_flags = DATA_FLAG_ZSTD if flags.compress else 0
         self.gated = flags.gated
+        self.skips = flags.skip_quick or flags.skip_digest
         self.skip_digest = flags.skip_digest
+        self.resume = flags.resume
         self.state = SessionState.OPEN
         self.streams = StreamBook(init.streams)
         self.files: dict[int, RxFile] = {}  # regular files not yet retired
@@ -306,6 +315,9 @@ class ReceiverCore:
         if f.gated:
             raise ProtocolError("data before the receiver wanted the file", path=f.entry.name)
         self.check_block(f, hdr.offset, hdr.raw_len)
+        kept = f.offered.get(hdr.offset)
+        if kept is not None:
+            f.resent.add(kept)  # the sender did not keep this range: all of it comes again
         if not hdr.compressed and payload_len != hdr.raw_len:
             raise ProtocolError(f"data frame carries {payload_len} bytes, declares {hdr.raw_len}")
         if index != META_STREAM:
@@ -363,7 +375,8 @@ class ReceiverCore:
             raise ProtocolError(f"FILE_END for unknown or finished file {end.fino}")
         if f.gated:
             raise ProtocolError("FILE_END before the receiver wanted the file", path=f.entry.name)
-        if end.blocks > f.nblocks_max or (not self.sparse and end.status == STATUS_OK and end.blocks != f.nblocks_max):
+        exact = not self.sparse and not f.offered  # a resumed file's count is checked at its end (`kept_gap`)
+        if end.blocks > f.nblocks_max or (exact and end.status == STATUS_OK and end.blocks != f.nblocks_max):
             raise ProtocolError(f"FILE_END declares {end.blocks} blocks, file has {f.nblocks_max}", path=f.entry.name)
         if end.blocks < len(f.seen):
             raise ProtocolError("more blocks received than FILE_END declares", path=f.entry.name)
@@ -382,25 +395,49 @@ class ReceiverCore:
         """Whether `decide` needs the content digest of a destination file of this size."""
         return self.skip_digest and size == f.entry.size
 
-    def decide(self, f: RxFile, have: Existing | None) -> list[RxAction]:
-        """The destination holds `have` (None: no regular file) under f's name: skip f when
-        it matches what the sender announced (quick: size and mtime; digest: size and
-        content digest), else want it. Called once per gated file."""
+    def matches(self, f: RxFile, have: Existing | None) -> bool:
+        """Whether the destination's `have` (None: no regular file) is the file the sender
+        announced: quick, the same size and mtime; digest, the same size and content digest.
+        Never without --skip-existing."""
+        e = f.entry
+        if not self.skips or have is None or have.size != e.size:
+            return False
+        if self.skip_digest:
+            return f.content_sum is not None and have.digest == f.content_sum
+        return have.mtime_ns == e.mtime_ns
+
+    def decide(self, f: RxFile, have: Existing | None, offer: tuple[KeptRange, ...] = ()) -> list[RxAction]:
+        """The destination holds `have` under f's name: skip f when it `matches`, else want
+        it (offering the kept ranges of `offer`, --resume). Once per gated file."""
         if not f.gated or f.finished:
             raise ProtocolError("a decision for a file that is not waiting for one", path=f.entry.name)
-        e = f.entry
-        if have is None or have.size != e.size:
-            same = False
-        elif self.skip_digest:
-            same = f.content_sum is not None and have.digest == f.content_sum
-        else:
-            same = have.mtime_ns == e.mtime_ns
-        return self.skip(f) if same else self.want(f)
+        return self.skip(f) if self.matches(f, have) else self.want(f, offer if self.resume else ())
 
-    def want(self, f: RxFile) -> list[RxAction]:
-        """f's data may come now (FILE_WANT goes out)."""
+    def want(self, f: RxFile, offer: tuple[KeptRange, ...] = ()) -> list[RxAction]:
+        """f's data may come now (FILE_WANT goes out), but for the kept ranges of `offer`
+        that the sender finds unchanged (--resume)."""
         f.gated = False
-        return [SendWant(f, FileWant(f.entry.fino))]
+        f.offer = offer
+        bs = self.block_size
+        for i, kept in enumerate(offer):
+            for offset in range(kept.offset, kept.offset + kept.length, bs):
+                f.offered[offset] = i
+        return [SendWant(f, FileWant(f.entry.fino, offer))]
+
+    def kept_bytes(self, f: RxFile) -> int:
+        """The bytes of f's offered ranges the sender kept (sent nothing of)."""
+        return sum(k.length for i, k in enumerate(f.offer) if i not in f.resent)
+
+    def kept_gap(self, f: RxFile) -> str:
+        """"" when every block of f's grid was received or lies in a kept range; else why
+        not (a resumed file is never published with a hole, nor with part of a range)."""
+        if not f.offered:
+            return ""
+        kept = sum(1 for offset, i in f.offered.items() if i not in f.resent)
+        resent_missing = sum(1 for offset, i in f.offered.items() if i in f.resent and offset not in f.seen)
+        if resent_missing or kept + len(f.seen) != f.nblocks_max:
+            return "resumed file incomplete: the kept and the received blocks do not cover it"
+        return ""
 
     def skip(self, f: RxFile) -> list[RxAction]:
         """f is already at the destination: its one result says so, and it is over."""
@@ -426,6 +463,9 @@ class ReceiverCore:
         assert end is not None
         if end.status != STATUS_OK:
             return self._result(f, STATUS_FAILED, "I/O", NO_DIGEST, end.message or "failed at the source")
+        gap = self.kept_gap(f)
+        if gap:
+            return self._result(f, STATUS_FAILED, "integrity", digest, gap)
         if self.checksums and digest != end.digest:
             return self._result(f, STATUS_FAILED, "integrity", digest, "checksum mismatch: received data differs")
         return None

@@ -16,7 +16,9 @@ In: `receive` (FILE_RESULT, FILE_WANT, TRACE_CHUNK, SESSION_DONE, KEEPALIVE, ABO
 
 In a gated session (--skip-existing, §9.14) a regular file is announced (with its FILE_SUM
 in the digest mode) and then held: its DATA and FILE_END may only follow the receiver's
-FILE_WANT (Released); a FILE_RESULT SKIPPED (or a failure) instead ends it unsent.
+FILE_WANT (Released); a FILE_RESULT SKIPPED (or a failure) instead ends it unsent. With
+--resume the FILE_WANT may offer kept ranges (`check_offer`): the adapter keeps those whose
+digest its current source still has, and sends every other block.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from .messages import (
     FileSum,
     FileWant,
     Keepalive,
+    KeptRange,
     Message,
     SessionDone,
     SessionEnd,
     TraceChunk,
+    check_offer,
     encode_file_end,
     encode_file_list,
     encode_file_sum,
@@ -99,9 +103,11 @@ class FileVerdict:
 
 @dataclass(frozen=True, slots=True)
 class Released:
-    """FILE_WANT arrived: the gated file's data may go now."""
+    """FILE_WANT arrived: the gated file's data may go now, but for the ranges of `offer`
+    that the source still holds (--resume)."""
 
     file: TxFile
+    offer: tuple[KeptRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,8 @@ class SenderCore:
     def __init__(self, init: SessionInit) -> None:
         self.checksums = init.session_flags.checksum
         self.gated = init.session_flags.gated
+        self.resume = init.session_flags.resume
+        self.block_size = init.block_size
         self.skip_digest = init.session_flags.skip_digest
         self.state = SessionState.OPEN
         self.streams = StreamBook(init.streams)
@@ -234,8 +242,11 @@ class SenderCore:
         f = self.files.get(w.fino)
         if f is None or not f.gated:
             raise ProtocolError(f"FILE_WANT for file {w.fino}, which does not wait for one")
+        if w.offer and not self.resume:
+            raise ProtocolError(f"FILE_WANT offers kept ranges for file {w.fino} without --resume")
+        check_offer(w.offer, f.entry.size, self.block_size)
         f.gated = False
-        return Released(f)
+        return Released(f, w.offer)
 
     def _verdict(self, r: FileResult) -> FileVerdict:
         """The digest verdict: the receiver's digest against the sender's, and the sender's

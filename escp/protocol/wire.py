@@ -33,7 +33,8 @@ FLAG_TRACE_EVENTS = 1 << 10  # with FLAG_TRACE: also send the span log, not only
 FLAG_DEST_DIR = 1 << 11  # the destination must be an existing directory (--filelist)
 FLAG_SKIP_QUICK = 1 << 12  # --skip-existing=quick: files gated, the receiver skips same size and mtime
 FLAG_SKIP_DIGEST = 1 << 13  # --skip-existing=digest: files gated, the receiver skips same content digest
-FLAG_KNOWN = (1 << 14) - 1
+FLAG_RESUME = 1 << 14  # --resume: files gated, the receiver offers the verified ranges of an earlier try
+FLAG_KNOWN = (1 << 15) - 1
 
 # --- stream handshake --------------------------------------------------------------
 CHALLENGE_LEN = 32
@@ -79,7 +80,9 @@ FILE_END_BODY = struct.Struct("<BIBQ16s")  # type, fino, status, blocks sent, di
 FILE_RESULT_BODY = struct.Struct("<BIBB16s")  # type, fino, status, cause, digest; then utf-8 message
 SESSION_END_BODY = struct.Struct("<BI")  # type, number of entries announced
 ABORT_BODY = struct.Struct("<BB")  # type, cause; then utf-8 message
-FILE_WANT_BODY = struct.Struct("<BI")  # type, fino
+FILE_WANT_BODY = struct.Struct("<BI")  # type, fino; then KEPT_RANGE * n (--resume)
+KEPT_RANGE = struct.Struct("<QQ16s")  # offset, length, range digest (checksum.range_digest)
+MAX_KEPT_RANGES = 1024  # ranges one FILE_WANT may offer
 FILE_SUM_BODY = struct.Struct("<BI16s")  # type, fino, content digest (checksum.content_digest)
 MAX_MESSAGE = 4096  # error strings are cut to this many bytes
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from escp.engine.checksum import FileDigest, block_digest
+from escp.engine.checksum import FileDigest, block_digest, range_digest
 from escp.paths import split_peer_name
 from escp.protocol import messages as m
 from escp.protocol.bootstrap import SessionInit
@@ -73,6 +73,8 @@ class CorePair:
         self.finished: SessionFinished | None = None
         self.existing: dict[bytes, Existing] = {}  # what the receiver's destination holds (gated sessions)
         self.released: list[int] = []  # files the sender may now send (FILE_WANT)
+        self.offers: dict[int, tuple[m.KeptRange, ...]] = {}  # FILE_WANT's kept ranges, as the sender got them
+        self.kept: dict[bytes, dict[int, bytes]] = {}  # the receiver's kept temp files: name -> offset -> block
 
     # --- the sender's side --------------------------------------------------------------------
     def announce(self, name: bytes, content: bytes = b"", kind: int = KIND_FILE, mtime_ns: int = 0) -> int:
@@ -137,6 +139,7 @@ class CorePair:
                 self.verdicts[outcome.file.entry.fino] = outcome
             elif isinstance(outcome, Released):
                 self.released.append(outcome.file.entry.fino)
+                self.offers[outcome.file.entry.fino] = outcome.offer
             elif isinstance(outcome, SessionFinished):
                 self.finished = outcome
 
@@ -168,6 +171,20 @@ class CorePair:
         self.act(self.rx.block_stored(f, hdr.raw_len))
         return f
 
+    def take_kept(self, f: RxFile, blocks: dict[int, bytes]) -> tuple[m.KeptRange, ...]:
+        """A kept temp file of f (--resume): its blocks become f's sink, one range each."""
+        if not blocks:
+            return ()
+        store = StoredFile(dict(blocks), FileDigest(f.entry.fino, f.entry.size))
+        offer = []
+        for offset, data in sorted(blocks.items()):
+            d = block_digest(data, offset)
+            assert store.digest is not None
+            store.digest.add(offset, len(data), d)
+            offer.append(m.KeptRange(offset, len(data), range_digest([(offset, len(data), d)])))
+        f.sink = store
+        return tuple(offer)
+
     def act(self, actions: list[RxAction]) -> None:
         for action in actions:
             if isinstance(action, SendResult):
@@ -179,7 +196,9 @@ class CorePair:
             elif isinstance(action, SendWant):
                 self.to_sender.append(m.encode_file_want(action.want))
             elif isinstance(action, CheckExisting):
-                self.act(self.rx.decide(action.file, self.existing.get(b"/".join(action.file.parts))))
+                f = action.file
+                name = b"/".join(f.parts)
+                self.act(self.rx.decide(f, self.existing.get(name), self.take_kept(f, self.kept.get(name, {}))))
             else:
                 assert isinstance(action, CompleteFile)
                 self.complete(action.file)

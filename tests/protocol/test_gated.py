@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from escp.engine.checksum import content_digest
+from escp.engine.checksum import block_digest, content_digest
 from escp.errors import ProtocolError
 from escp.protocol import messages as m
 from escp.protocol.data import encode_data
@@ -136,3 +136,72 @@ def test_both_skip_modes_at_once_are_refused() -> None:
     init = session_init(flags=SessionFlags(skip_quick=True, skip_digest=True))
     with pytest.raises(ProtocolError, match="both skip modes"):
         decode_init(encode_init(init)[12:])
+
+
+# --- --resume: kept ranges (§9.15) ---------------------------------------------------------
+RESUME = SessionFlags(resume=True, dest_dir=True)
+
+
+def resumed_pair(kept: dict[int, bytes]) -> tuple[CorePair, int]:
+    pair = CorePair(streams=1, flags=RESUME, top_level_count=1)
+    pair.kept[b"f"] = kept
+    fino = pair.announce(b"f", BIG)
+    pair.flush()
+    pair.deliver()
+    return pair, fino
+
+
+def test_kept_ranges_are_not_sent_and_the_file_is_whole() -> None:
+    pair, fino = resumed_pair({0: BIG[:BS], BS: BIG[BS : 2 * BS]})
+    assert [r.offset for r in pair.offers[fino]] == [0, BS]
+    for r in pair.offers[fino]:  # the sender's source still has them: kept, their digests count
+        pair.digests[fino].add(r.offset, r.length, block_digest(BIG[r.offset : r.offset + r.length], r.offset))
+    pair.send_block(1, fino, 2 * BS)
+    pair.end_file(fino, blocks=1)
+    pair.flush()
+    pair.end_session()
+    pair.end_stream(1)
+    pair.deliver()
+    assert pair.published == {b"f": BIG} and pair.verdicts[fino].ok
+    assert pair.tx.bytes_sent == len(BIG) - 2 * BS and pair.verdicts[fino].file.entry.size == len(BIG)
+
+
+def test_a_range_sent_again_must_come_whole() -> None:
+    pair, fino = resumed_pair({0: BIG[:BS], BS: b"x" * BS})  # the second range no longer matches
+    pair.digests[fino].add(0, BS, block_digest(BIG[:BS], 0))
+    pair.send_block(1, fino, BS)
+    pair.send_block(1, fino, 2 * BS)
+    pair.end_file(fino, blocks=2)
+    pair.flush()
+    pair.end_session()
+    pair.end_stream(1)
+    pair.deliver()
+    assert pair.published == {b"f": BIG}  # the stale block was replaced, the good one kept
+    bad, fino = resumed_pair({0: BIG[:BS], BS: BIG[BS : 2 * BS]})
+    bad.send_block(1, fino, 0)  # claims range 0 was not kept ... and sends nothing of range 1
+    bad.end_file(fino, blocks=1)
+    bad.flush()
+    bad.end_session()
+    bad.end_stream(1)
+    bad.deliver()
+    assert not bad.published and not bad.verdicts[fino].ok  # block 2 neither kept nor sent: no splice
+
+
+def test_offers_are_checked_by_the_sender() -> None:
+    pair = CorePair(streams=1, flags=RESUME)
+    fino = pair.announce(b"f", BIG)
+    pair.flush()
+    pair.to_sender.clear()
+    for bad in (m.KeptRange(1, BS, bytes(16)), m.KeptRange(0, len(BIG) + BS, bytes(16)),
+                m.KeptRange(0, BS + 1, bytes(16))):
+        with pytest.raises(ProtocolError, match="kept range"):
+            pair.tx.receive(m.FileWant(fino, (bad,)))
+    with pytest.raises(ProtocolError, match="kept range"):
+        pair.tx.receive(m.FileWant(fino, (m.KeptRange(BS, BS, bytes(16)), m.KeptRange(0, BS, bytes(16)))))
+    quick = gated_pair(QUICK, {})
+    fino = quick.announce(b"f", BIG)
+    quick.tx.queue.clear()
+    with pytest.raises(ProtocolError, match="without --resume"):
+        quick.tx.receive(m.FileWant(fino, (m.KeptRange(0, BS, bytes(16)),)))
+    with pytest.raises(ProtocolError, match="wrong size"):
+        m.decode_message(m.encode_file_want(m.FileWant(fino)) + b"\0" * 7)
