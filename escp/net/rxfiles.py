@@ -91,8 +91,9 @@ class ReceivedFiles:
         if self.tracer.enabled:
             self.tracer.instant("meta", "file done" if r.status == STATUS_OK else "file failed",
                                 {"name": os.fsdecode(name), "cause": action.cause})
-        if r.status != STATUS_OK:
-            log.warning("%s error: %s: %s", action.cause, escape_name(name), escape_name(r.message))
+        if r.status != STATUS_OK:  # a server's log; where on_result reports it (a pull), -v's
+            log.log(logging.DEBUG if self.on_result is not None else logging.WARNING, "%s error: %s: %s",
+                    action.cause, escape_name(name), escape_name(r.message))
         if self.on_result is not None:
             self.on_result(f, r, action.cause)
         self.writer.queue(m.encode_file_result(r))
