@@ -41,7 +41,7 @@ class ProgressSnapshot:
     files_done: int  # regular files with an outcome (copied or failed)
     files_known: int  # regular files found so far (failed sources included)
     walk_done: bool  # every source was walked: the known figures are the totals
-    current: bytes  # the local path of the file being sent most recently (b"" before the first)
+    current: bytes  # the file being sent (its local path) or received (its destination name) most recently
 
 
 @dataclass

@@ -53,6 +53,7 @@ class ReceivedFiles:
         self.on_result = on_result  # the user's view of each result (a pulling initiator)
         self.sink_locks = [threading.Lock() for _ in range(SINK_LOCKS)]
         self.closing = False  # cleanup() ran: no more temp files
+        self.current = b""  # the destination name of the file opened most recently (progress)
 
     def open_sink(self, f: RxFile) -> Sink | None:
         """The file's temp file, created on first use (one creator per file)."""
@@ -64,6 +65,7 @@ class ReceivedFiles:
                 if f.sink is None and not self.closing:
                     try:
                         f.sink = self.store.open(f.parts, f.entry)
+                        self.current = b"/".join(f.parts)
                     except TransferIOError as exc:
                         self.fail_file(f, exc)
         return f.sink  # type: ignore[return-value]
