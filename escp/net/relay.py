@@ -109,6 +109,7 @@ class Relay:
         self.b_conns: dict[int, StreamConn] = {}
         self.a_finished = self.b_finished = False
         self.b_trace = b""
+        self.kept: dict[int, int] = {}  # fino -> bytes A kept of B's offer (--resume), for the verdict
         self.facing_a = Facing(self, DataRole.RECEIVER)
         self.facing_b = Facing(self, DataRole.SENDER)
         self.ctl.on_abort(self.send_aborts)
@@ -285,6 +286,7 @@ class Relay:
         if r.status == STATUS_SKIPPED:
             return self.rcore.skip(f)
         if r.status == STATUS_OK:
+            self.kept[r.fino] = self.rcore.kept_bytes(f)
             result = self.rcore.verdict(f, r.digest) or self.rcore.published(f, r.digest)
         else:
             err = EscpError(r.message)

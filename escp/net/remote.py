@@ -192,7 +192,8 @@ def relay(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: S
     def verdict(v: FileVerdict) -> None:
         e = v.file.entry
         path = remote_name(names[0], request.remote_path(e.name), e.name)
-        report.file_done(path, e.name, e.size, e.kind == KIND_DIR, v.ok, v.cause, v.message, skipped=v.skipped)
+        report.file_done(path, e.name, e.size, e.kind == KIND_DIR, v.ok, v.cause, v.message, skipped=v.skipped,
+                         resumed=r.kept.pop(e.fino, 0) if v.ok else 0)
 
     r = Relay(receiver_view(init_a, dest_path, reply_a), init_b, request, cfg.idle_timeout,
               reply_b.idle_timeout_ms / 1000, verdict)

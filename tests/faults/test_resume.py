@@ -20,9 +20,10 @@ import pytest
 
 from escp.engine import resume
 from tests.cases import case
+from tests.conftest import FakeSsh
 from tests.faults.test_ssh_faults import RELAY
 from tests.faults.util import DEADLINE, Proc, process_gone, wait_for
-from tests.helpers import free_port_base, local
+from tests.helpers import free_port_base, local, run_escp
 
 BS = 256 * 1024
 BLOCKS = 40
@@ -223,3 +224,36 @@ def test_resume_usage_errors(tmp_path: Path) -> None:
     for extra in (["--nochecksum"], ["--sparse"]):
         r = local("--resume", *extra, tmp_path, tmp_path / "x")
         assert r.code == 2 and "--resume" in r.stderr
+
+
+@case("FT-16")
+@pytest.mark.parametrize("mode", ["pull", "direct", "relay"])
+def test_resume_in_the_other_directions(tmp_path: Path, remote_escp: Path, fake_ssh: FakeSsh, mode: str) -> None:
+    """Pull, and remote to remote directly or with -3 (over the fake ssh): every process of
+    the run is SIGKILLed while the receiver is held; the re-run keeps what the receiver's
+    record lists and sends the rest."""
+    data = scene(tmp_path)
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    src = f"localhost:{tmp_path / 'src.bin'}"
+    dest = f"{out}/" if mode == "pull" else f"127.0.0.2:{out}/"
+    extra = ["-3"] if mode == "relay" else []
+    base = ["-D", str(remote_escp), "--escp_port", str(free_port_base()), *extra, *COMMON]
+    hold = f"hold:times=inf:file={gate}:ms=60000"
+    env = fake_ssh.env(ESCP_FAULT=f"write:{hold}:after=16;read:{hold}:after=20")
+    p = Proc("-q", *base, "--timeout", "20", src, dest, env=env)
+    try:
+        wait_for(lambda: record_bytes(out) >= recorded_at(16), DEADLINE, "a record of 16 blocks")
+    finally:
+        p.kill_all()
+        gate.touch()
+        p.wait()
+        p.wait_gone()
+    kept = record_bytes(out)
+    assert kept >= recorded_at(16)
+    j = tmp_path / "r.json"
+    r = run_escp(*base, "-q", "--json", j, src, dest, env=fake_ssh.env())
+    assert r.code == 0, r.stderr
+    rep = json.loads(j.read_text())
+    assert (out / "src.bin").read_bytes() == data and leftovers(out) == []
+    if mode != "direct":  # a direct copy reports no byte counts of its own (both servers' session)
+        assert SIZE - rep["bytes_sent"] >= kept - STREAMS * BS and rep["bytes_resumed"] == kept, rep
