@@ -71,20 +71,24 @@ def interrupt(tmp_path: Path, point: int, victim: str, remote_escp: Path | None 
     try:
         # the record follows the writes: once it lists the last multiple of its step below
         # `point`, the receiver has written that much and its next writes are held
-        wait_for(lambda: record_bytes(out) >= recorded_at(point), DEADLINE, f"a record of {point} blocks")
+        wait_for(lambda: p.p.poll() is not None or record_bytes(out) >= recorded_at(point), 2 * DEADLINE,
+                 f"a record of {point} blocks")
+        assert p.p.poll() is None, f"the copy ended before the kill: {p.p.communicate()[1]!r}"
         if victim == "sender":
             os.kill(p.pid, signal.SIGKILL)
         elif victim == "receiver":
             os.kill(p.wait_receiver(), signal.SIGKILL)
+            gate.touch()  # the sender's reads go on: it meets the dead receiver
         else:
             for relay_pid in children(p.pid):
                 os.kill(relay_pid, signal.SIGKILL)
-        gate.touch()
         p.wait()
+        gate.touch()  # only now: a sender that lived on could otherwise still finish the copy
         p.wait_gone()
         if victim == "ssh":
             wait_for(lambda: process_gone(int((tmp_path / "receiver.pid").read_text())), DEADLINE, "receiver exit")
     finally:
+        gate.touch()
         p.kill_all()
     return record_bytes(out)
 
