@@ -121,6 +121,7 @@ class BlockScheduler:
         self.max_held = max_held
         self._held: dict[int, tuple[SourceItem, FileEntry]] = {}  # announced, waiting for an answer
         self._released: deque[tuple[SourceItem, FileEntry, tuple[KeptRange, ...]]] = deque()  # wanted, not sent
+        self._opening = 0  # released files taken off _released and not yet queued or finished
         self.kept: dict[int, int] = {}  # fino -> bytes of the receiver's kept ranges not sent again (--resume)
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
@@ -136,7 +137,12 @@ class BlockScheduler:
     @property
     def done(self) -> bool:
         """The walk is over and every file it found was finished or dropped."""
-        return self._exhausted and not self.files and not self._held and not self._released
+        return self._exhausted and not self.files and not self._waiting
+
+    @property
+    def _waiting(self) -> bool:
+        """Files are held, released or being opened: blocks may still come."""
+        return bool(self._held or self._released or self._opening)
 
     @property
     def wants_more(self) -> bool:
@@ -154,7 +160,7 @@ class BlockScheduler:
                 job = self._take()
                 if job is not None:
                     return job
-                if (self._exhausted and not self._held and not self._released) or (stop is not None and stop.is_set()):
+                if (self._exhausted and not self._waiting) or (stop is not None and stop.is_set()):
                     return None
                 self._ready.wait(0.5)
 
@@ -270,19 +276,25 @@ class BlockScheduler:
         """Send the first released file: True when a big file was queued (pump stops there)."""
         with self._ready:
             item, entry, offer = self._released.popleft()
-        if entry.size <= self.inline_max:
-            self._send_inline(item, entry)  # one block: sent again whole, whatever was offered
-            return False
-        opened = self._open(item, entry)
-        if opened is not None and offer:
-            self._keep_matching(opened, offer)
-        if opened is None:
-            return False
-        if not opened.offsets:
-            self._finish(opened)
-            return False
-        self._enqueue(opened)
-        return True
+            self._opening += 1  # workers must not take the empty queue for the end meanwhile
+        try:
+            if entry.size <= self.inline_max:
+                self._send_inline(item, entry)  # one block: sent again whole, whatever was offered
+                return False
+            opened = self._open(item, entry)
+            if opened is not None and offer:
+                self._keep_matching(opened, offer)
+            if opened is None:
+                return False
+            if not opened.offsets:
+                self._finish(opened)
+                return False
+            self._enqueue(opened)
+            return True
+        finally:
+            with self._ready:
+                self._opening -= 1
+                self._ready.notify_all()
 
     def _keep_matching(self, f: OpenFile, offer: tuple[KeptRange, ...]) -> None:
         """Drop from f's blocks the offered ranges whose digest f's source still has (read
