@@ -165,6 +165,7 @@ def remote_to_remote(cfg: TransferConfig, sources: list[bytes], dest_path: bytes
         result.files_failed = max(result.files_failed, rep_a.files_failed)
         result.bytes_payload = result.bytes_sent = rep_a.nbytes
         result.files_skipped, result.bytes_skipped = rep_a.files_skipped, rep_a.bytes_skipped
+        result.files_resumed, result.bytes_resumed = rep_a.files_resumed, rep_a.bytes_resumed
     result.clock_offset_ns = setup.offset
     result.seconds = time.monotonic() - start
     return result

@@ -50,6 +50,8 @@ class SessionReport:
     trace_json: bytes = b""
     files_skipped: int = 0  # of files_ok: the destination already had them (--skip-existing)
     bytes_skipped: int = 0  # their sizes: bytes not sent
+    files_resumed: int = 0  # files continued from an interrupted copy (--resume)
+    bytes_resumed: int = 0  # the bytes they kept: not sent again
 
 
 def encode_report(r: SessionReport) -> bytes:
@@ -82,6 +84,8 @@ def encode_report(r: SessionReport) -> bytes:
     fb.SessionReportAddTraceJson(b, trace)
     fb.SessionReportAddFilesSkipped(b, r.files_skipped)
     fb.SessionReportAddBytesSkipped(b, r.bytes_skipped)
+    fb.SessionReportAddFilesResumed(b, r.files_resumed)
+    fb.SessionReportAddBytesResumed(b, r.bytes_resumed)
     b.Finish(fb.SessionReportEnd(b))
     return frame(BOOT_SESSION_REPORT, bytes(b.Output()))
 
@@ -111,6 +115,8 @@ def decode_report(body: bytes) -> SessionReport:
             trace_json=trace,
             files_skipped=r.FilesSkipped(),  # type: ignore[attr-defined]
             bytes_skipped=r.BytesSkipped(),  # type: ignore[attr-defined]
+            files_resumed=r.FilesResumed(),  # type: ignore[attr-defined]
+            bytes_resumed=r.BytesResumed(),  # type: ignore[attr-defined]
         )
     except ProtocolError:
         raise
