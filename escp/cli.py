@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import ENGINES, SKIP_MODES, SshOptions, TransferConfig
@@ -50,9 +50,20 @@ host: and host:rel are relative to the remote home; ~ and ~user are expanded by 
 escp; a DEST ending in / that does not exist is created."""
 
 
+# options whose value is optional and then only given as --opt=VALUE: the bare option takes
+# this default, never the next word (`escp --skip-existing SRC DEST` keeps SRC a source)
+BARE_DEFAULTS = {"--skip-existing": "quick"}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        words = list(sys.argv[1:] if args is None else args)
+        end = words.index("--") if "--" in words else len(words)
+        words[:end] = [f"{w}={BARE_DEFAULTS[w]}" if w in BARE_DEFAULTS else w for w in words[:end]]
+        return super().parse_known_args(words, namespace)
 
 
 def _int(flag: str) -> Callable[[str], int]:

@@ -134,3 +134,14 @@ def test_remote_to_remote_rerun_skips(escp: object, tmp_path: Path, mode: str) -
     if mode == "relay":  # the relay sees every verdict; a direct copy reports the counts
         assert set(statuses(rep).values()) == {"skipped"}
     assert_same_tree(src, out / "tree")
+
+
+def test_a_bare_skip_existing_never_takes_the_next_word(tmp_path: Path) -> None:
+    """`--skip-existing SRC DEST`: SRC stays a source (the mode is only given as =MODE)."""
+    (tmp_path / "f").write_bytes(b"data")
+    out = tmp_path / "out"
+    out.mkdir()
+    for _ in range(2):
+        r = local("-p", "--skip-existing", tmp_path / "f", out)
+        assert r.code == 0, r.stderr
+    assert (out / "f").read_bytes() == b"data"
