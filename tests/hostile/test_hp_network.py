@@ -67,7 +67,7 @@ def proxied(tmp_path: Path, tag: str, *, size: int = 4 * B + 5, streams: int = 1
             if p.poll() is None:
                 p.kill()
                 p.communicate(timeout=5)
-    check_t(tag, ports=[port])
+    check_t(tag, ports=[port], address=addr)
     return Outcome(p.returncode, err, src, out, proxy, port)
 
 
