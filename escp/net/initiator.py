@@ -20,10 +20,10 @@ from ..config import TransferConfig
 from ..engine.sources import top_level_kinds
 from ..errors import ConnectionFailure, EscpError
 from ..logsetup import set_session
-from ..protocol.bootstrap import SessionInit
+from ..protocol.bootstrap import SessionInit, SetupProgress, setup_timeout
 from ..protocol.flags import SessionFlags
 from ..protocol.handshake import StreamSecrets
-from ..protocol.wire import KIND_DIR
+from ..protocol.wire import KIND_DIR, SETUP_PROGRESS
 from ..results import TransferResult
 from ..trace import Tracer
 from .control import SessionControl
@@ -33,7 +33,6 @@ from .streams import connect_streams
 
 log = logging.getLogger("escp")
 
-SETUP_MIN_S = 10.0  # shortest wait for the server's SessionReply, whatever --timeout says
 EXIT_GRACE = 0.5  # the child exited: how long the session may still end normally
 CHILD_POLL = 0.2
 
@@ -55,7 +54,20 @@ def session_init(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, tr
         bind_address=cfg.bind_address, rx_engine=cfg.rx_engine, rekey_bytes=cfg.rekey_bytes,
         compress_level=cfg.compress_level, log_path=cfg.log_path or "",
         client_time_ns=time.monotonic_ns(), idle_timeout_ms=int(cfg.idle_timeout * 1000),
+        setup_features=SETUP_PROGRESS,
     )
+
+
+class SetupWaits:
+    """The server's SetupProgress messages: each one is said (-v shows it: the server is
+    waiting for a free port, not hung) and counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, progress: SetupProgress) -> None:
+        self.count += 1
+        log.info("%s: %s", ROLE.peer.value, progress.describe())
 
 
 def watch_child(proc: ServerProcess, ctl: SessionControl) -> None:
@@ -82,12 +94,13 @@ def push(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc: Serv
         log.debug("session %016x: %d streams, block %d, flags %#x", init.session_id, init.streams,
                   init.block_size, init.flags)
         t0 = time.monotonic_ns()
-        # the set-up (ssh login, remote start) is bounded by --timeout too (never below
-        # SETUP_MIN_S, so a slow remote start is not a timeout): a hung ssh ends
-        reply = proc.exchange(init, min(cfg.connect_timeout, max(cfg.idle_timeout, SETUP_MIN_S)))
+        # the set-up (ssh login, remote start) is bounded: a hung ssh ends; a server waiting
+        # for a free port says so, which extends the deadline, boundedly (§2.8)
+        waits = SetupWaits()
+        reply = proc.exchange(init, setup_timeout(cfg.idle_timeout, cfg.connect_timeout), waits)
         t1 = time.monotonic_ns()
-        if reply.server_time_ns:
-            session.result.clock_offset_ns = (t0 + t1) // 2 - reply.server_time_ns
+        if reply.server_time_ns:  # a server that waited for a port replied at the end, not halfway
+            session.result.clock_offset_ns = (t1 if waits.count else (t0 + t1) // 2) - reply.server_time_ns
         # scp rule: without a destination directory the single top-level item lands under DEST's name
         rename = None if reply.dest_is_dir else os.path.basename(dest_path.rstrip(b"/")) or None
         session.start(rename, reply.idle_timeout_ms / 1000)

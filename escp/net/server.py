@@ -2,9 +2,10 @@
 (or as a local child), whatever data role it then plays.
 
 It reads SessionInit on stdin, replies on stdout with SessionReply (the only bytes that
-ever reach stdout), listens for the session's streams and runs the session until it
-ends. EOF on stdin (the ssh channel closed) ends the session; so do SIGTERM, SIGHUP and
-SIGINT. In protocol version 1 the server is always the receiver and the listener.
+ever reach stdout, with the SetupProgress messages before it while every port of the
+range is busy and it waits for one), listens for the session's streams and runs the
+session until it ends. EOF on stdin (the ssh channel closed) ends the session; so do
+SIGTERM, SIGHUP and SIGINT. In protocol version 1 the server is always the receiver and the listener.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from ..engine import faults
 from ..engine.sink import FileStore
@@ -28,14 +30,23 @@ from ..errors import (
     UsageError,
 )
 from ..logsetup import set_session, setup_logging
-from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
+from ..protocol.bootstrap import (
+    PROGRESS_EVERY_S,
+    SessionInit,
+    SessionReply,
+    SetupProgress,
+    decode_init,
+    encode_progress,
+    encode_reply,
+    parse_header,
+)
 from ..protocol.handshake import StreamSecrets
-from ..protocol.wire import BOOT_HEADER, BOOT_SESSION_INIT
+from ..protocol.wire import BOOT_HEADER, BOOT_SESSION_INIT, STAGE_PORT_WAIT
 from ..sysconf import load_host_config
 from ..trace import NULL_TRACER, Tracer
 from .control import SessionControl, wait_readable
 from .receive import ROLE, ReceiveSession
-from .streams import StreamListener, bind_listener
+from .streams import StreamListener, bind_listener, port_span
 
 log = logging.getLogger("escp.server")
 
@@ -69,6 +80,41 @@ def choose_bind_address(init: SessionInit) -> str:
     return "127.0.0.1"
 
 
+class PortWait:
+    """While every port of the range is busy (§2.8): tell the initiator (SetupProgress,
+    when it reads them: at once, then every PROGRESS_EVERY_S) and log it; between tries,
+    watch stdin, whose EOF means the initiator gave up."""
+
+    def __init__(self, init: SessionInit, address: str, limit: float, send: Callable[[bytes], None]) -> None:
+        self.init = init
+        self.span = port_span(address, init.port_start, init.port_range)
+        self.limit = limit
+        self.send = send
+        self.next_report = 0.0  # monotonic time of the next SetupProgress
+
+    def on_wait(self, waited: float) -> None:
+        now = time.monotonic()
+        if now < self.next_report:
+            return
+        if not self.next_report:
+            log.info("every port in %s is busy: waiting up to %.0f s for one", self.span, self.limit)
+        self.next_report = now + PROGRESS_EVERY_S
+        if self.init.reads_progress:
+            try:
+                self.send(encode_progress(SetupProgress(STAGE_PORT_WAIT, int(waited * 1000), int(self.limit * 1000),
+                                                        self.span)))
+            except OSError:
+                raise self.gone() from None
+
+    def pause(self, seconds: float) -> None:
+        if wait_readable(0, seconds) and not os.read(0, STDIN_CHUNK):
+            raise self.gone()
+
+    @staticmethod
+    def gone() -> ConnectionFailure:
+        return ConnectionFailure(f"ssh channel closed ({ROLE.peer.value} went away) while waiting for a free port")
+
+
 def install_signal_handlers(ctl: SessionControl) -> None:
     """SIGTERM, SIGHUP and SIGINT end the session like a fatal error: temp files are removed
     and the listener closed before exit (the abort runs in a thread, not in the handler)."""
@@ -100,10 +146,12 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     os.dup2(2, 1)  # nothing but bootstrap replies may reach the ssh stdout
     sys.stdout = sys.stderr
 
-    def reply(r: SessionReply) -> None:
-        data = encode_reply(r)
+    def send(data: bytes) -> None:
         while data:
             data = data[os.write(out_fd, data):]
+
+    def reply(r: SessionReply) -> None:
+        send(encode_reply(r))
 
     try:
         faults.configure()
@@ -134,12 +182,17 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     listener = None
     try:
         store = FileStore.for_session(init)
-        listener = bind_listener(choose_bind_address(init), init.port_start, init.port_range)
+        address = choose_bind_address(init)
+        wait = PortWait(init, address, init.port_wait(idle), send)
+        listener = bind_listener(address, init.port_start, init.port_range, wait.limit, wait.on_wait, wait.pause)
         addr, port = listener.getsockname()[:2]
         reply(SessionReply(addr, port, dest_is_dir=bool(store.plan and store.plan.dest_is_dir),
                            server_time_ns=time.monotonic_ns(), idle_timeout_ms=int(idle * 1000)))
     except EscpError as exc:
-        reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
+        try:
+            reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
+        except OSError:
+            log.warning("%s (the %s is gone: no reply)", exc.one_line(), ROLE.peer.value)
         if listener is not None:
             listener.close()
         return exc.exit_code

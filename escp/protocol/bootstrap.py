@@ -1,7 +1,9 @@
 """Session set-up messages carried over the ssh pipe (pure codecs and validation).
 
 Framing on the pipe: BOOT_HEADER (magic "ESCP", version, type, reserved, body length)
-then a FlatBuffer body: SessionInit from the sender, SessionReply from the receiver.
+then a FlatBuffer body: SessionInit from the initiator, SessionReply from the server and,
+before it, SetupProgress messages while the server waits (for a free port: §2.8), only
+when the initiator said it reads them.
 The session key travels only here (ssh-encrypted stdin), never in argv or environment.
 """
 
@@ -21,6 +23,7 @@ from .wire import (
     BOOT_MAX_BODY,
     BOOT_SESSION_INIT,
     BOOT_SESSION_REPLY,
+    BOOT_SETUP_PROGRESS,
     DEFAULT_REKEY_BYTES,
     FLAG_KNOWN,
     MAX_BLOCK,
@@ -28,10 +31,23 @@ from .wire import (
     MIN_BLOCK,
     MIN_REKEY_BYTES,
     PROTOCOL_VERSION,
+    SETUP_PROGRESS,
+    STAGE_PORT_WAIT,
 )
 
 MIN_IDLE_TIMEOUT = 5.0
 MAX_IDLE_TIMEOUT = 3600.0
+SETUP_MIN_S = 10.0  # the initiator's shortest wait for the SessionReply, whatever its --timeout
+SETUP_DEFAULT_MAX_S = 30.0  # its longest by default (TransferConfig.connect_timeout)
+SETUP_REPLY_MARGIN = 3.0  # a waiting server answers an initiator that does not read SetupProgress this early
+# a waiting server sends SetupProgress at least this often (§2.8): the initiator's proof it lives
+PROGRESS_EVERY_S = 5.0
+
+
+def setup_timeout(idle_timeout: float, connect_timeout: float = SETUP_DEFAULT_MAX_S) -> float:
+    """How long an initiator waits for the SessionReply (§2.5): bounded by its --timeout
+    too, but never below SETUP_MIN_S (a slow remote start is not a timeout)."""
+    return min(connect_timeout, max(idle_timeout, SETUP_MIN_S))
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,7 @@ class SessionInit:
     log_path: str = ""
     client_time_ns: int = 0
     idle_timeout_ms: int = 60_000
+    setup_features: int = 0  # SETUP_* bits (an initiator sets SETUP_PROGRESS)
     version: int = PROTOCOL_VERSION
 
     def __repr__(self) -> str:  # never print the key
@@ -67,6 +84,20 @@ class SessionInit:
         """The receiver's own deadline: the sender's wish, clamped so a peer can neither
         disable it nor make it uselessly short (HP-13)."""
         return min(max(self.idle_timeout_ms / 1000.0, MIN_IDLE_TIMEOUT), MAX_IDLE_TIMEOUT)
+
+    @property
+    def reads_progress(self) -> bool:
+        """The initiator reads SetupProgress messages before the SessionReply."""
+        return bool(self.setup_features & SETUP_PROGRESS)
+
+    def port_wait(self, idle: float) -> float:
+        """How long a server whose idle deadline is `idle` may wait for a free port (§2.8):
+        that deadline, and for an initiator that does not read SetupProgress (one that
+        predates it) short enough that the error reply beats the initiator's own set-up
+        deadline, as far as its defaults let the server know it."""
+        if self.reads_progress:
+            return idle
+        return max(0.0, min(idle, setup_timeout(self.idle_timeout_ms / 1000.0) - SETUP_REPLY_MARGIN))
 
     def validate(self) -> None:
         if self.version != PROTOCOL_VERSION:
@@ -104,22 +135,45 @@ class SessionReply:
     version: int = PROTOCOL_VERSION
 
 
+@dataclass(frozen=True)
+class SetupProgress:
+    """The server's set-up is waiting, not hung (§2.8): for what, how long so far, how long at most."""
+
+    stage: int
+    waited_ms: int
+    limit_ms: int
+    detail: str = ""
+
+    def describe(self) -> str:
+        """One line for the user: what the server waits for, for how long so far and at most."""
+        times = f"{self.waited_ms / 1000:.0f} s so far, at most {self.limit_ms / 1000:.0f} s"
+        if self.stage == STAGE_PORT_WAIT:
+            return f"every port in {self.detail} is busy; waiting for one ({times})"
+        return f"set-up waiting (stage {self.stage}: {self.detail}; {times})"
+
+
 def frame(kind: int, body: bytes) -> bytes:
     return BOOT_HEADER.pack(BOOT_MAGIC, PROTOCOL_VERSION, kind, 0, len(body)) + body
 
 
-def parse_header(header: bytes, expect: int) -> int:
-    """Body length from a bootstrap header; ProtocolError when it is not ours."""
+def read_header(header: bytes, *expect: int) -> tuple[int, int]:
+    """(type, body length) of a bootstrap header whose type is one of `expect`;
+    ProtocolError when it is not ours."""
     magic, version, kind, _, length = BOOT_HEADER.unpack(header)
     if magic != BOOT_MAGIC:
         raise ProtocolError("not an escp bootstrap message")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"peer speaks protocol version {version}, this is {PROTOCOL_VERSION}")
-    if kind != expect:
+    if kind not in expect:
         raise ProtocolError(f"unexpected bootstrap message type {kind}")
     if length > BOOT_MAX_BODY:
         raise ProtocolError(f"bootstrap body of {length} bytes is too large")
-    return int(length)
+    return int(kind), int(length)
+
+
+def parse_header(header: bytes, expect: int) -> int:
+    """Body length from a bootstrap header of type `expect`; ProtocolError when it is not ours."""
+    return read_header(header, expect)[1]
 
 
 def encode_init(s: SessionInit) -> bytes:
@@ -147,6 +201,7 @@ def encode_init(s: SessionInit) -> bytes:
     fb.SessionInitAddLogPath(b, log)
     fb.SessionInitAddClientTimeNs(b, s.client_time_ns)
     fb.SessionInitAddIdleTimeoutMs(b, s.idle_timeout_ms)
+    fb.SessionInitAddSetupFeatures(b, s.setup_features)
     b.Finish(fb.SessionInitEnd(b))
     return frame(BOOT_SESSION_INIT, bytes(b.Output()))
 
@@ -176,6 +231,7 @@ def decode_init(body: bytes) -> SessionInit:
             log_path=_str(r.LogPath()),  # type: ignore[attr-defined]
             client_time_ns=r.ClientTimeNs(),  # type: ignore[attr-defined]
             idle_timeout_ms=r.IdleTimeoutMs(),  # type: ignore[attr-defined]
+            setup_features=r.SetupFeatures(),  # type: ignore[attr-defined]
         )
     except ProtocolError:
         raise
@@ -218,3 +274,28 @@ def decode_reply(body: bytes) -> SessionReply:
         )
     except Exception as exc:
         raise ProtocolError(f"malformed SessionReply ({type(exc).__name__})") from None
+
+
+def encode_progress(s: SetupProgress) -> bytes:
+    b = flatbuffers.Builder(128)
+    detail = b.CreateString(s.detail[:1024])
+    fb.SetupProgressStart(b)
+    fb.SetupProgressAddStage(b, s.stage)
+    fb.SetupProgressAddWaitedMs(b, s.waited_ms)
+    fb.SetupProgressAddLimitMs(b, s.limit_ms)
+    fb.SetupProgressAddDetail(b, detail)
+    b.Finish(fb.SetupProgressEnd(b))
+    return frame(BOOT_SETUP_PROGRESS, bytes(b.Output()))
+
+
+def decode_progress(body: bytes) -> SetupProgress:
+    try:
+        r = fb_root(fb.SetupProgress, body)
+        return SetupProgress(
+            stage=r.Stage(),  # type: ignore[attr-defined]
+            waited_ms=r.WaitedMs(),  # type: ignore[attr-defined]
+            limit_ms=r.LimitMs(),  # type: ignore[attr-defined]
+            detail=_str(r.Detail()),  # type: ignore[attr-defined]
+        )
+    except Exception as exc:
+        raise ProtocolError(f"malformed SetupProgress ({type(exc).__name__})") from None

@@ -261,19 +261,25 @@ def _decoders() -> list[object]:
         M.decode_session_done,
         BS.decode_init,
         BS.decode_reply,
+        BS.decode_progress,
+        lambda b: BS.read_header(b[: W.BOOT_HEADER.size].ljust(W.BOOT_HEADER.size, b"\0"), W.BOOT_SESSION_REPLY,
+                                 W.BOOT_SETUP_PROGRESS),
         lambda b: BS.parse_header(b[: W.BOOT_HEADER.size].ljust(W.BOOT_HEADER.size, b"\0"), W.BOOT_SESSION_INIT),
     ]
 
 
 def _valid_samples() -> list[bytes]:
     e = [M.FileEntry(i, b"dir/name%d" % i, W.KIND_FILE, 0o644, i * 1000, 1, 2, 3, 4) for i in range(3)]
-    init = BS.SessionInit(7, KEY, W.FLAG_COMPRESS, W.MIN_BLOCK, 4, 1232, 10, b"/dest", 2)
+    init = BS.SessionInit(7, KEY, W.FLAG_COMPRESS, W.MIN_BLOCK, 4, 1232, 10, b"/dest", 2,
+                          setup_features=W.SETUP_PROGRESS)
     return [M.encode_file_list(e), M.encode_file_end(M.FileEnd(1, 0, 3, bytes(16), "msg")),
             M.encode_file_result(M.FileResult(1, 1, 2, bytes(16), "err")), M.encode_eos(M.Eos(3, 4)),
             M.encode_session_end(M.SessionEnd(3)), M.encode_keepalive(), M.encode_abort(M.Abort(1, "x")),
             M.encode_session_done(M.SessionDone(1, 2, 3, b"{}")), M.encode_accept(M.Accept(2)),
             BS.encode_init(init)[W.BOOT_HEADER.size :],
-            BS.encode_reply(BS.SessionReply("127.0.0.1", 1232))[W.BOOT_HEADER.size :]]
+            BS.encode_reply(BS.SessionReply("127.0.0.1", 1232))[W.BOOT_HEADER.size :],
+            BS.encode_progress(BS.SetupProgress(W.STAGE_PORT_WAIT, 1500, 60_000, "1232-1241 on 127.0.0.1"))[
+                W.BOOT_HEADER.size :]]
 
 
 def _call(fn: object, data: bytes) -> None:
@@ -339,7 +345,7 @@ with atheris.instrument_imports():
     from escp.errors import ProtocolError, IntegrityError
     from escp.protocol import messages as M, bootstrap as BS
 def one(data):
-    for fn in (M.decode_message, M.decode_file_list, BS.decode_init, BS.decode_reply):
+    for fn in (M.decode_message, M.decode_file_list, BS.decode_init, BS.decode_reply, BS.decode_progress):
         try:
             fn(data)
         except (ProtocolError, IntegrityError):
