@@ -4,11 +4,12 @@
 For each N of --sessions (default 8, 32, 64), in --repeats rounds: N escp pushes started at
 once through the private sshd (harness/sshd.py) to one host, each sending its own name (a
 hard link) of one seeded random file (--size, default 5 MiB, `-t 2`) into its own
-destination, every receiver on escp's default port range 1232-1241 of one loopback address
-of the run's own (`--bind`: nothing else on this shared machine uses those ports); and, in
-the same round, ONE session moving the same bytes (the N names as one directory, `-r`). The
-two take turns (the order alternates from round to round). Every copy is checked against
-the source's digest.
+destination, every receiver on escp's default port range 1232-1241 (`--port-range` makes
+it narrower, to see sessions queue for a port) of one loopback address of the run's own
+(`--bind`: nothing else on this shared machine uses those ports); and, in the same round,
+ONE session moving the same bytes (the N names as one directory, `-r`). The two take turns
+(the order alternates from round to round). Every copy is checked against the source's
+digest.
 
 Reported per N: how many sessions completed and were exact (the goal: all), the completion
 times (spawn to exit of each session: min, median, p90, max), how many sessions waited for a
@@ -71,16 +72,20 @@ def private_address() -> str:
 class Runner:
     """Starts escp sessions (over the private sshd, or --local without one) and checks them."""
 
-    def __init__(self, sshd: PrivateSshd | None, bind: str, block: str, work: Path) -> None:
+    def __init__(self, sshd: PrivateSshd | None, bind: str, block: str, work: Path, timeout: str | None,
+                 port_range: int) -> None:
         self.sshd = sshd
+        self.port_range = port_range
         self.bind = bind
         self.block = block
         self.work = work
+        self.timeout = timeout  # escp --timeout, or None: escp's default
 
     def argv(self, src: Path, dest: Path, recursive: bool) -> list[str]:
         argv = [sys.executable, "-m", "escp", "-v", "-t", str(STREAMS), "--blocksize", self.block,
-                "--escp_port", str(PORT_START), "--escp_portrange", str(PORT_RANGE), "--bind", self.bind]
+                "--escp_port", str(PORT_START), "--escp_portrange", str(self.port_range), "--bind", self.bind]
         argv += ["-r"] if recursive else []
+        argv += ["--timeout", self.timeout] if self.timeout else []
         if self.sshd is None:
             return [*argv, "--local", str(src), str(dest)]
         return [*argv, "-F", str(self.sshd.client_config), "-D", str(self.sshd.remote_escp), str(src),
@@ -184,8 +189,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "# N concurrent sessions to one host",
         "",
         f"Run {doc['run_id']} at {doc['git'].get('commit') or '?'}; route **{cfg['route']}**; each session "
-        f"{cfg['size'] // MiB} MiB, `-t {STREAMS}`, block {cfg['block']}; receivers on ports {PORT_START}-"
-        f"{PORT_START + PORT_RANGE - 1} of {cfg['bind']}; sshd MaxStartups {cfg['max_startups']}; machine "
+        f"{cfg['size'] / MiB:g} MiB, `-t {STREAMS}`, block {cfg['block']}, "
+        f"`--timeout` {cfg.get('escp_timeout') or 'default (60)'}; receivers on ports {cfg['ports'][0]}-"
+        f"{cfg['ports'][1]} of {cfg['bind']}; sshd MaxStartups {cfg['max_startups']}; machine "
         f"{doc['machine']['cpu_count']} CPUs, load average at the start {doc['machine']['loadavg']} "
         "(other work on the machine skews every figure; same-round ratios are the fairer figure).",
         "",
@@ -222,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="5M", help="bytes per session (default 5M)")
     ap.add_argument("--block", default="1M", help="escp --blocksize (default 1M)")
     ap.add_argument("--repeats", type=int, default=2, help="rounds per N (default 2; the order alternates)")
+    ap.add_argument("--port-range", type=int, default=PORT_RANGE,
+                    help=f"escp --escp_portrange from {PORT_START} (default {PORT_RANGE}, escp's own)")
+    ap.add_argument("--timeout", help="escp --timeout (the set-up, port wait and idle deadline; default: escp's)")
     ap.add_argument("--local", action="store_true", help="run escp --local, without the private sshd")
     ap.add_argument("--max-startups", default=PrivateSshd.MAX_STARTUPS,
                     help=f"the private sshd's MaxStartups (default {PrivateSshd.MAX_STARTUPS}; sshd's own: 10:30:100)")
@@ -239,13 +248,14 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="escp-concurrency-", dir=scratch) as tmp:
             work = Path(tmp)
             ds = ensure_dataset(work / "datasets", "session", {"kind": "huge", "size": size, "content": "random"})
-            runner = Runner(sshd, bind, args.block, work)
+            runner = Runner(sshd, bind, args.block, work, args.timeout, args.port_range)
             doc: dict[str, Any] = {
                 "schema": 1, "kind": "concurrency", "run_id": run_id, "git": results.git_info(),
                 "machine": results.machine_info(),
                 "config": {"sessions": sessions, "size": size, "block": args.block, "repeats": args.repeats,
                            "route": "ssh" if sshd else f"local ({reason})", "bind": bind,
-                           "ports": [PORT_START, PORT_START + PORT_RANGE - 1], "max_startups": args.max_startups,
+                           "escp_timeout": args.timeout,
+                           "ports": [PORT_START, PORT_START + args.port_range - 1], "max_startups": args.max_startups,
                            "scratch": scratch or tempfile.gettempdir()},
                 "rows": measure(runner, ds.source(), sessions, args.repeats, size),
             }

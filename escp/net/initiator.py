@@ -97,7 +97,7 @@ def push(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc: Serv
         # the set-up (ssh login, remote start) is bounded: a hung ssh ends; a server waiting
         # for a free port says so, which extends the deadline, boundedly (§2.8)
         waits = SetupWaits()
-        reply = proc.exchange(init, setup_timeout(cfg.idle_timeout, cfg.connect_timeout), waits)
+        reply = proc.exchange(init, setup_timeout(cfg.idle_timeout), waits)
         t1 = time.monotonic_ns()
         if reply.server_time_ns:  # a server that waited for a port replied at the end, not halfway
             session.result.clock_offset_ns = (t1 if waits.count else (t0 + t1) // 2) - reply.server_time_ns

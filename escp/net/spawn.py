@@ -95,7 +95,7 @@ class ServerProcess:
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")[:500]
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")[:500]
             self.stderr_tail.append(line)
 
     def remote_errors(self) -> str:

@@ -38,16 +38,20 @@ from .wire import (
 MIN_IDLE_TIMEOUT = 5.0
 MAX_IDLE_TIMEOUT = 3600.0
 SETUP_MIN_S = 10.0  # the initiator's shortest wait for the SessionReply, whatever its --timeout
-SETUP_DEFAULT_MAX_S = 30.0  # its longest by default (TransferConfig.connect_timeout)
-SETUP_REPLY_MARGIN = 3.0  # a waiting server answers an initiator that does not read SetupProgress this early
+# an initiator older than SetupProgress waited min(its connect timeout, 30 s by default, and
+# max(--timeout, SETUP_MIN_S)): a waiting server answers it SETUP_REPLY_MARGIN before that
+OLD_SETUP_MAX_S = 30.0
+SETUP_REPLY_MARGIN = 3.0
 # a waiting server sends SetupProgress at least this often (§2.8): the initiator's proof it lives
 PROGRESS_EVERY_S = 5.0
 
 
-def setup_timeout(idle_timeout: float, connect_timeout: float = SETUP_DEFAULT_MAX_S) -> float:
-    """How long an initiator waits for the SessionReply (§2.5): bounded by its --timeout
-    too, but never below SETUP_MIN_S (a slow remote start is not a timeout)."""
-    return min(connect_timeout, max(idle_timeout, SETUP_MIN_S))
+def setup_timeout(idle_timeout: float) -> float:
+    """How long an initiator waits for the SessionReply (§2.5): its idle deadline (--timeout),
+    as for the rest of the session, but never below SETUP_MIN_S. A remote start is slow,
+    not hung, on a node that starts many sessions at once (each interpreter's imports cost
+    CPU time: 64 at once on 2 busy cores took over 30 s)."""
+    return max(idle_timeout, SETUP_MIN_S)
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,8 @@ class SessionInit:
         deadline, as far as its defaults let the server know it."""
         if self.reads_progress:
             return idle
-        return max(0.0, min(idle, setup_timeout(self.idle_timeout_ms / 1000.0) - SETUP_REPLY_MARGIN))
+        old_deadline = min(OLD_SETUP_MAX_S, max(self.idle_timeout_ms / 1000.0, SETUP_MIN_S))
+        return max(0.0, min(idle, old_deadline - SETUP_REPLY_MARGIN))
 
     def validate(self) -> None:
         if self.version != PROTOCOL_VERSION:

@@ -51,6 +51,13 @@ def test_port_wait_limit(features: int, wish_ms: int, idle: float, expect: float
     assert init(setup_features=features, idle_timeout_ms=wish_ms).port_wait(idle) == expect
 
 
+@pytest.mark.parametrize("idle,expect", [(60.0, 60.0), (1.0, bs.SETUP_MIN_S), (600.0, 600.0)])
+def test_setup_deadline_follows_the_idle_deadline(idle: float, expect: float) -> None:
+    """The initiator's wait for the reply is its --timeout (never below 10 s), not capped at
+    30 s: a burst of remote starts on a busy node is slow, not hung (§2.5)."""
+    assert bs.setup_timeout(idle) == expect
+
+
 def blocked(addr: str, ports: list[int]) -> list[socket.socket]:
     socks = []
     for port in ports:
