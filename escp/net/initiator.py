@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from ..config import TransferConfig
 from ..engine.sources import top_level_kinds
-from ..errors import ConnectionFailure, EscpError
+from ..errors import ConnectionFailure, EscpError, escape_name
 from ..logsetup import set_session
 from ..protocol.bootstrap import SessionInit, SetupProgress, setup_timeout
 from ..protocol.flags import SessionFlags
@@ -67,7 +67,7 @@ class SetupWaits:
 
     def __call__(self, progress: SetupProgress) -> None:
         self.count += 1
-        log.info("%s: %s", ROLE.peer.value, progress.describe())
+        log.info("%s: %s", ROLE.peer.value, escape_name(progress.describe()))  # its words: a peer's
 
 
 def watch_child(proc: ServerProcess, ctl: SessionControl) -> None:

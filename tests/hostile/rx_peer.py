@@ -21,7 +21,7 @@ scenario named in $ESCP_HOSTILE_RX (a JSON object: {"scenario": ..., "record": p
   session_done_early  SESSION_DONE right after the handshake
   relay           record the key, then run the real `escp --server` behind the pipe
   waiting_forever SetupProgress "waiting for a port" every 0.2 s, never a reply (claims to
-                  have waited 0 s of an endless wait every time)
+                  have waited 0 s of an endless wait every time; control characters in its text)
 With "record", the session key (hex), session id and pid are written there as JSON.
 The program ends when stdin closes (the sender went away) or after 60 s.
 """
@@ -228,7 +228,7 @@ def main() -> int:
         end = time.monotonic() + LIFETIME
         while time.monotonic() < end:
             try:
-                out.write(encode_progress(SetupProgress(W.STAGE_PORT_WAIT, 0, 0xFFFFFFFF, "1-65535 on nowhere")))
+                out.write(encode_progress(SetupProgress(W.STAGE_PORT_WAIT, 0, 0xFFFFFFFF, "1-65535 on " + CTRL)))
                 out.flush()
             except OSError:  # the sender went away
                 return 0
