@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,18 +21,33 @@ from .config import ENGINES, SshOptions, TransferConfig
 from .engine import faults
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, OutOfMemory, UsageError
 from .logsetup import setup_logging, syslog_facility
+from .progress import DEFAULT_INTERVAL, ProgressDisplay, summary_line
 from .sysconf import load_host_config
-from .target import RemoteTarget, parse_target
-from .units import format_bytes, format_rate, parse_rate, parse_size
+from .target import RemoteTarget, is_remote, parse_target
+from .units import parse_rate, parse_size
 
 if TYPE_CHECKING:
-    from .results import TransferResult
+    from .net.receive import ReceiveSession
+    from .net.relay import Relay
+    from .net.send import SendSession
+    from .results import ProgressSnapshot, TransferResult
 
 log = logging.getLogger("escp")
 
+USAGE = """escp [options] SRC... [user@]host:[DEST]              push local files to a host
+       escp [options] [user@]host:SRC... DEST              pull files from a host (SRC may be a glob)
+       escp [options] hostA:SRC... hostB:[DEST]            remote to remote, directly from A to B
+       escp [options] -3 hostA:SRC... hostB:[DEST]         remote to remote through this host
+       escp [options] --filelist FILE [host:] DEST         sources from a list (remote paths with host:)
+       escp [options] --local SRC... DEST                  local copy through a local receiver"""
+
 EPILOG = """exit codes: 0 success, 1 failure, 2 usage error, 3 some files failed.
-destinations: [user@]host:[path], [user@][v6addr]:path, scp://[user@]host[:port][/path];
-with --local, DEST is a local path and the receiver runs as a local process."""
+remote paths: [user@]host:[path], [user@][v6addr]:path, scp://[user@]host[:port][/path]; an argument
+with a colon before any slash is remote (write ./a:b for a local file named a:b). Remote sources are
+expanded by the remote escp, never by a shell: quote globs (host:'/data/*.h5') from your own shell.
+All sources come from one side: local paths, or paths on one host.
+host: and host:rel are relative to the remote home; ~ and ~user are expanded by the remote
+escp; a DEST ending in / that does not exist is created."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,15 +92,15 @@ def check_output_path(path: str | None, flag: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="escp", description="High-speed verified file transfer over parallel encrypted streams.",
-                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="escp", usage=USAGE, description="High-speed verified file transfer over parallel encrypted "
+                "streams.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", metavar="SRC... DEST")
     p.add_argument("-r", "--recursive", action="store_true", help="copy directories recursively")
     p.add_argument("-t", "--parallel", type=_int("-t/--parallel"), default=4, metavar="N",
                    help="data streams (default 4)")
-    p.add_argument("--blocksize", default="1M", help="block size, minimum 256K (default 1M)")
+    p.add_argument("--blocksize", default="1M", metavar="SIZE", help="block size, minimum 256K (default 1M)")
     p.add_argument("-C", "--compress", action="store_true", help="zstd-compress blocks")
-    p.add_argument("--compress-level", type=_int("--compress-level"), default=3, help="zstd level (default 3)")
+    p.add_argument("--compress-level", type=_int("--compress-level"), default=3, metavar="N", help="zstd level (default 3)")
     p.add_argument("--sparse", action="store_true", help="skip holes and all-zero blocks")
     p.add_argument("-p", "--preserve", action="store_true", help="preserve modes and times (and owners as root)")
     p.add_argument("--nochecksum", action="store_true", help="do not verify per-file digests")
@@ -97,41 +111,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filelist", metavar="FILE", help="read sources from FILE ('-' = stdin): one path per line, "
                    "or YAML '- SRC' / '- [SRC, DST]' items; then give only DEST")
     p.add_argument("--fsync", action="store_true", help="fsync files and directories before reporting success")
-    p.add_argument("--ioengine", default="posix", help="posix|dummy, or TX::RX for each side")
+    p.add_argument("--ioengine", default="posix", metavar="ENGINE", help="posix|dummy, or TX::RX for each side")
     p.add_argument("--nodirect", dest="direct", action="store_const", const="never", default="auto",
                    help="never read with O_DIRECT (default: O_DIRECT only for files not in the page cache)")
     p.add_argument("--direct", dest="direct", action="store_const", const="always",
                    help="read with O_DIRECT even when the file is in the page cache")
-    p.add_argument("-l", "--limit", help="pacing per stream, e.g. 100M (bytes/s) or 1Gbit")
-    p.add_argument("-P", "--port", type=_int("-P/--port"), help="ssh port")
-    p.add_argument("-i", dest="identity", help="ssh identity file")
-    p.add_argument("-o", dest="ssh_options", action="append", default=[], help="ssh option (repeatable)")
-    p.add_argument("-F", dest="ssh_config", help="ssh config file")
-    p.add_argument("-J", dest="jump", help="ssh jump host")
-    p.add_argument("-c", dest="cipher", help="ssh cipher")
+    p.add_argument("-l", "--limit", metavar="LIMIT",
+                   help="rate limit for the whole transfer, in Kbit/s as in scp (5000 = 5 Mbit/s), "
+                        "or with a unit: 100M (MB/s), 1Gbit")
+    p.add_argument("-P", "--port", type=_int("-P/--port"), metavar="PORT", help="ssh port")
+    p.add_argument("-i", dest="identity", metavar="FILE", help="ssh identity file")
+    p.add_argument("-o", dest="ssh_options", action="append", default=[], metavar="OPTION",
+                   help="ssh option (repeatable)")
+    p.add_argument("-F", dest="ssh_config", metavar="FILE", help="ssh config file")
+    p.add_argument("-J", dest="jump", metavar="HOST", help="ssh jump host")
+    p.add_argument("-c", dest="cipher", metavar="CIPHER", help="ssh cipher")
     p.add_argument("-A", dest="agent", action="store_true", help="forward the ssh agent")
     p.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 only")
     p.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 only")
-    p.add_argument("-S", "--ssh", default="ssh", help="ssh program")
-    p.add_argument("-D", "--escp", default="escp", help="remote escp program (default escp)")
-    p.add_argument("--escp_port", type=_int("--escp_port"), default=1232, help="first receiver port (default 1232)")
-    p.add_argument("--escp_portrange", type=_int("--escp_portrange"), default=10, help="ports to try (default 10)")
-    p.add_argument("--bind", default="", help="receiver bind address (default: the ssh server address)")
+    p.add_argument("-B", dest="batch", action="store_true", help="batch mode: ssh asks for no password or "
+                   "passphrase (-oBatchMode=yes)")
+    p.add_argument("-3", dest="relay", action="store_const", const=True,
+                   help="remote to remote: the data goes through this host")
+    p.add_argument("-R", dest="relay", action="store_const", const=False,
+                   help="remote to remote: the source host sends to the destination host directly")
+    p.add_argument("-O", dest="scp_protocol", action="store_true",
+                   help="scp's legacy protocol: accepted and ignored (escp has its own)")
+    p.add_argument("-s", dest="sftp_protocol", action="store_true",
+                   help="scp's SFTP protocol: accepted and ignored (escp has its own)")
+    p.add_argument("-T", dest="no_name_check", action="store_true",
+                   help="accepted and ignored: escp always checks every name the peer sends")
+    p.add_argument("-X", dest="sftp_options", action="append", default=[], metavar="SFTP_OPTION",
+                   help="scp's SFTP option: accepted and ignored")
+    p.add_argument("-S", "--ssh", default="ssh", metavar="PROGRAM", help="ssh program")
+    p.add_argument("-D", "--escp", default="escp", metavar="PROGRAM", help="remote escp program (default escp)")
+    p.add_argument("--escp_port", type=_int("--escp_port"), default=1232, metavar="PORT", help="first receiver port (default 1232)")
+    p.add_argument("--escp_portrange", type=_int("--escp_portrange"), default=10, metavar="N", help="ports to try (default 10)")
+    p.add_argument("--bind", default="", metavar="ADDR", help="receiver bind address (default: the ssh server address)")
     p.add_argument("--connect-to", metavar="ADDR:PORT",
                    help="open the data streams to ADDR:PORT instead of the address the receiver reports "
                         "(NAT, port forwarding, test proxies)")
-    p.add_argument("--timeout", type=_float("--timeout"), default=60.0, help="idle deadline in seconds (default 60)")
+    p.add_argument("--timeout", type=_float("--timeout"), default=60.0, metavar="SECONDS", help="idle deadline in seconds (default 60)")
     p.add_argument("--local", action="store_true", help="DEST is a local path; receiver runs locally, no ssh")
-    p.add_argument("--json", dest="json_path", metavar="FILE", help="write a JSON report of the transfer")
+    p.add_argument("--json", dest="json_path", metavar="FILE",
+                   help="write a JSON report of the transfer ('-' = standard output)")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome/Perfetto trace of both sides")
     p.add_argument("--stats", action="store_true", help="print per-stage statistics and a verdict")
     p.add_argument("--bits", action="store_true", help="show rates in bit/s")
     p.add_argument("--logfile", metavar="PATH|LOCAL0-7",
                    help="log to PATH.client and PATH.server, or to syslog facility LOCAL0..LOCAL7")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, summary or warnings (errors are still shown)")
-    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    p.add_argument("--progress", action="store_true",
+                   help="show progress even when stderr is not a terminal: a status line every "
+                        f"--progress-interval seconds (default {DEFAULT_INTERVAL:g})")
+    p.add_argument("--progress-interval", type=_float("--progress-interval"), metavar="SECONDS",
+                   help="seconds between status lines when stderr is not a terminal (implies --progress)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-V", "--version", action="version", version=f"escp {__version__}")
+    p.add_argument("--usage", action="store_true", help="print a short usage line (BSD style) and exit")
+    p.add_argument("--man", action="store_true", help="print the manual page (roff) and exit")
+    p.add_argument("--completion", choices=("bash", "zsh"), help="print a shell completion script and exit")
     p.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rekey-bytes", type=_int("--rekey-bytes"), default=None, help=argparse.SUPPRESS)
     return p
@@ -146,7 +185,10 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
             raise UsageError(f"--logfile {a.logfile!r}: syslog facilities are LOCAL0 to LOCAL7")
         check_output_path(a.logfile + ".client", "--logfile")
     for path, flag in ((a.json_path, "--json"), (a.trace, "--trace"), (a.checksum_file, "--checksum-file")):
-        check_output_path(path, flag)
+        if path != "-" or flag != "--json":
+            check_output_path(path, flag)
+    if a.progress_interval is not None and not 0 < a.progress_interval <= 86400:
+        raise UsageError(f"--progress-interval {a.progress_interval:g} out of range (0 to 86400 seconds)")
     filelist = None
     if a.filelist is not None:
         from .engine.filelist import parse_filelist, read_list_file
@@ -154,7 +196,8 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
         filelist = tuple(parse_filelist(read_list_file(a.filelist)))
     if a.ipv4 and a.ipv6:
         raise UsageError("-4 and -6 exclude each other")
-    ssh = SshOptions(program=a.ssh, port=a.port, identity=a.identity, options=tuple(a.ssh_options),
+    ssh_options = (*a.ssh_options, "BatchMode=yes") if a.batch else tuple(a.ssh_options)
+    ssh = SshOptions(program=a.ssh, port=a.port, identity=a.identity, options=ssh_options,
                      config_file=a.ssh_config, jump=a.jump, cipher=a.cipher, forward_agent=a.agent,
                      ip_version=4 if a.ipv4 else 6 if a.ipv6 else None, remote_escp=a.escp)
     extra: dict[str, object] = {"rekey_bytes": a.rekey_bytes} if a.rekey_bytes else {}
@@ -170,51 +213,9 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
         rx_engine=engines[1], port_start=a.escp_port, port_range=a.escp_portrange, bind_address=a.bind,
         limit_bytes_per_s=parse_rate(a.limit) if a.limit else 0, idle_timeout=a.timeout, quiet=a.quiet,
         verbose=a.verbose, bits=a.bits, trace_path=a.trace, stats=a.stats, json_path=a.json_path,
-        log_path=a.logfile, filelist=filelist, checksum_file=a.checksum_file, ssh=ssh,
+        log_path=a.logfile, filelist=filelist, checksum_file=a.checksum_file, ssh=ssh, relay=bool(a.relay),
         **extra,  # type: ignore[arg-type]
     )
-
-
-class Progress:
-    """A progress bar on a terminal (tqdm), updated from a background thread."""
-
-    def __init__(self, cfg: TransferConfig, total: int | None, force: bool = False) -> None:
-        self.enabled = not cfg.quiet and (force or sys.stderr.isatty())
-        self.total = total
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def start(self, read_bytes: object) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                   dynamic_ncols=True, leave=False)
-
-        def loop() -> None:
-            last = 0
-            while not self.stop.wait(0.25):
-                now = read_bytes()  # type: ignore[operator]
-                bar.update(now - last)
-                last = now
-            bar.close()
-
-        self.thread = threading.Thread(target=loop, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=2)
-
-
-def exit_code(result: TransferResult) -> int:
-    if result.error is not None:
-        return result.error.exit_code
-    if result.files_failed:
-        return EXIT_PARTIAL if result.files_ok else EXIT_FAILURE
-    return EXIT_OK
 
 
 def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[str, object]:
@@ -270,60 +271,86 @@ def run(argv: list[str]) -> int:
         if a.paths:
             raise UsageError("--verify-manifest takes only MANIFEST and DIR")
         return verify_manifest(*a.verify_manifest)
+    if a.usage or a.man or a.completion:
+        from . import clidoc
+
+        parser = build_parser()
+        print(clidoc.usage(parser) if a.usage else clidoc.man_page(parser) if a.man
+              else clidoc.completion(parser, a.completion), end="")
+        return EXIT_OK
     cfg = config_from_args(a)
     faults.configure()  # test-only fault hook (ESCP_FAULT); inert when unset
     if cfg.filelist is not None:
-        if len(a.paths) != 1:
-            raise UsageError("with --filelist, give only the destination")
+        if len(a.paths) not in (1, 2) or (len(a.paths) == 2 and not is_remote(a.paths[0])):
+            raise UsageError("with --filelist, give only the destination (and, for remote paths, host: first)")
     elif len(a.paths) < 2:
         raise UsageError("need at least one source and a destination")
-    *sources, dest_text = a.paths
-    dest: RemoteTarget | str = dest_text if a.local else parse_target(dest_text)
-    if isinstance(dest, RemoteTarget):
-        from .net.spawn import check_host
+    *source_texts, dest_text = a.paths
+    sources: list[str | RemoteTarget] = list(source_texts)
+    dest: str | RemoteTarget = dest_text
+    if not a.local:
+        sources = [parse_target(t) if is_remote(t) else t for t in source_texts]
+        if is_remote(dest_text) or not any(isinstance(s, RemoteTarget) for s in sources):
+            dest = parse_target(dest_text)  # all local: a usage error that points at --local
+    from .net.spawn import check_host
 
-        check_host(dest.user, dest.host)
+    for end in (*sources, dest):
+        if isinstance(end, RemoteTarget):
+            check_host(end.user, end.host)
     host = load_host_config()
     cfg = replace(cfg, cpus=host.cpus)
     setup_logging(cfg.verbose, cfg.log_path, "client")
     log.debug("%s", host.describe())
-    total = None
-    try:
-        sizes = [os.stat(s).st_size for s in sources if os.path.isfile(s)]
-        if len(sizes) == len(sources):
-            total = sum(sizes)
-    except OSError:
-        total = None
-    progress = Progress(cfg, total, force=a.progress)
-    holder: dict[str, object] = {}
-
-    def bytes_now() -> int:
-        s = holder.get("session")
-        return int(getattr(s, "bytes_sent", 0))
-
-    progress.start(bytes_now)
+    note_ignored_flags(a)
+    sessions: list[SendSession | ReceiveSession | Relay] = []
+    progress = progress_display(cfg, a, lambda: sessions[-1].snapshot() if sessions else None)
+    if progress is not None:
+        progress.start()
     try:
         from .api import transfer
 
-        result = transfer(sources, dest, cfg, on_session=lambda s: holder.__setitem__("session", s))
+        result = transfer(sources, dest, cfg, on_session=sessions.append)
     finally:
-        progress.close()
-    code = exit_code(result)
+        if progress is not None:
+            progress.close()
+    code = result.exit_code
     if result.error is not None:
         print(result.error.one_line(), file=sys.stderr)
-    elif not cfg.quiet:
-        rate = result.bytes_payload / result.seconds if result.seconds > 0 else 0.0
-        print(f"Complete: {format_bytes(result.bytes_payload)} in {result.files_ok} files at "
-              f"{format_rate(rate, bits=cfg.bits)} in {result.seconds:.2f} s"
-              + (f" ({result.files_failed} failed)" if result.files_failed else ""), file=sys.stderr)
+    elif not cfg.quiet and (line := summary_line(result, cfg.bits)) is not None:
+        print(line, file=sys.stderr)
     if cfg.stats and result.stats is not None:
         print(result.stats.render_text(), file=sys.stderr)  # type: ignore[attr-defined]
     if cfg.trace_path and not result.trace_written:
         print(f"escp: warning: trace file {cfg.trace_path} was not written", file=sys.stderr)
-    if cfg.json_path:
+    if cfg.json_path == "-":
+        json.dump(report_dict(cfg, result, code), sys.stdout, indent=2)
+        print()
+    elif cfg.json_path:
         with open(cfg.json_path, "w") as fh:
             json.dump(report_dict(cfg, result, code), fh, indent=2)
     return code
+
+
+def progress_display(cfg: TransferConfig, a: argparse.Namespace,
+                     source: Callable[[], ProgressSnapshot | None]) -> ProgressDisplay | None:
+    """A redrawn status line on a terminal; elsewhere plain lines, only when asked for."""
+    terminal = sys.stderr.isatty()
+    asked = a.progress or a.progress_interval is not None
+    if cfg.quiet or not (terminal or asked):
+        return None
+    interval = a.progress_interval if a.progress_interval is not None else DEFAULT_INTERVAL
+    return ProgressDisplay(source, sys.stderr, terminal=terminal, interval=interval, bits=cfg.bits)
+
+
+def note_ignored_flags(a: argparse.Namespace) -> None:
+    """scp flags that have no meaning for escp are accepted; -v says so."""
+    for given, flag, why in ((a.scp_protocol, "-O", "selects scp's legacy protocol"),
+                             (a.sftp_protocol, "-s", "selects scp's SFTP protocol"),
+                             (a.sftp_options, "-X", "sets an SFTP option"),
+                             (a.no_name_check, "-T", "turns off scp's name checks")):
+        if given:
+            log.debug("%s ignored: it %s; escp speaks its own protocol and always checks the names it receives",
+                      flag, why)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
         print(exc.one_line(), file=sys.stderr)
-        print("usage: escp [options] SRC... [user@]host:[path]   (escp -h for help)", file=sys.stderr)
+        print("usage: escp [options] SRC... [user@]host:[DEST] | [user@]host:SRC... DEST   (escp -h for help)",
+              file=sys.stderr)
         return EXIT_USAGE
     except EscpError as exc:
         print(exc.one_line(), file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .engine.pacing import MIN_RATE
+from .engine.pacing import slowest_rate
 from .errors import UsageError
 from .protocol.wire import (
     DEFAULT_BLOCK,
@@ -15,6 +15,7 @@ from .protocol.wire import (
     MIN_BLOCK,
     MIN_REKEY_BYTES,
 )
+from .units import format_rate
 
 if TYPE_CHECKING:
     from .engine.filelist import ListEntry
@@ -65,7 +66,7 @@ class TransferConfig:
     bind_address: str = ""
     connect_to: tuple[str, int] | None = None  # connect here instead of the address the receiver reports
     rekey_bytes: int = DEFAULT_REKEY_BYTES
-    limit_bytes_per_s: int = 0  # per stream; 0 = unlimited
+    limit_bytes_per_s: int = 0  # -l: the whole transfer, all streams together; 0 = unlimited
     idle_timeout: float = 60.0
     connect_timeout: float = 30.0
     quiet: bool = False
@@ -78,6 +79,7 @@ class TransferConfig:
     filelist: tuple[ListEntry, ...] | None = None  # --filelist entries (sources come only from here)
     checksum_file: str | None = None  # --checksum-file: write a manifest of what was sent
     cpus: tuple[int, ...] | None = None  # stream workers' CPUs (cpumask of /etc/escp.conf)
+    relay: bool = False  # remote to remote: -3 moves the data through this host, -R (default) directly
     ssh: SshOptions = field(default_factory=SshOptions)
 
     def __post_init__(self) -> None:
@@ -97,9 +99,12 @@ class TransferConfig:
             raise UsageError("rekey limit out of range")
         if self.connect_to is not None and not 1 <= self.connect_to[1] <= 65535:
             raise UsageError("--connect-to port out of range 1-65535")
-        if self.limit_bytes_per_s < 0 or 0 < self.limit_bytes_per_s < MIN_RATE:
-            raise UsageError(f"--limit must be at least {MIN_RATE // 1024} KiB/s per stream")
         if self.checksum_file is not None and not self.checksum:
             raise UsageError("--checksum-file needs checksums (drop --nochecksum)")
         if not 0 < self.idle_timeout <= 86400 or not 0 < self.connect_timeout <= 3600:
             raise UsageError("timeouts must be positive")
+        slowest = slowest_rate(self.block_size, self.idle_timeout)
+        if self.limit_bytes_per_s < 0 or 0 < self.limit_bytes_per_s < slowest:
+            raise UsageError(f"-l {format_rate(self.limit_bytes_per_s)} is below {format_rate(slowest)}, the slowest "
+                             f"rate that moves a {self.block_size // 1024} KiB block within the {self.idle_timeout:g} s "
+                             "idle deadline (lower --blocksize or raise --timeout)")

@@ -13,7 +13,7 @@ digest.
 
 Reported per N: how many sessions completed and were exact (the goal: all), the completion
 times (spawn to exit of each session: min, median, p90, max), how many sessions waited for a
-port (their `-v` lines, protocol.md §2.8) and the longest wait one reported, the makespan
+port (their `-v` lines, protocol.md §2.11) and the longest wait one reported, the makespan
 (first spawn to last exit), the total throughput N x size / makespan, and the one session's
 throughput on the same bytes, with their ratio per round. Results: DIR/concurrency.json
 and DIR/concurrency.md (default reports/concurrency-<run-id>).

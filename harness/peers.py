@@ -127,9 +127,12 @@ def build(
     extra: list[str] | None = None,
     route: str = LOCAL,
     path: PathPorts | None = None,
+    pull: bool = False,
 ) -> Invocation:
     """The command line that copies `src` (a file or a directory) to the new path `dest`;
-    escp, escp-dummy and escp-traced go by `route`, every tool through `path` when given."""
+    escp, escp-dummy and escp-traced go by `route`, every tool through `path` when given.
+    `pull`: the ssh tools fetch `src` from the sshd's host into the local `dest` instead of
+    sending it there (the same files: the host is this one)."""
     is_dir = src.is_dir()
     if tool in ESCP_TOOLS:
         if escp.plain:
@@ -161,7 +164,8 @@ def build(
             argv += ["--stats", "--trace", str(dest.with_name(dest.name + ".trace.json"))]
         if json_report is not None:
             argv += ["--json", str(json_report)]
-        argv += (extra or []) + [str(src), target]
+        ends = [f"{sshd.host}:{src}", str(dest)] if pull and route == SSH and sshd is not None else [str(src), target]
+        argv += (extra or []) + ends
         env = escp_env()
         env.pop(FAULT_ENV, None)  # only the scenario's own fault, never one left in the harness's environment
         env.update(o.environment())
@@ -183,17 +187,17 @@ def build(
         if sshd is None:
             raise RuntimeError(f"{tool} needs the loopback sshd")
         port = [] if path is None or path.ssh_port is None else [str(path.ssh_port)]
+        remote_src, remote_dest = (f"{sshd.host}:{src}", str(dest)) if pull else (str(src), f"{sshd.host}:{dest}")
         if tool == "rsync-ssh":
             ssh = shlex.join(sshd.ssh_argv() + (["-p", *port] if port else []))
-            s = str(src) + ("/" if is_dir else "")
-            d = f"{sshd.host}:{dest}" + ("/" if is_dir else "")
-            return Invocation(["rsync", "-a", "-e", ssh, s, d])
+            slash = "/" if is_dir else ""
+            return Invocation(["rsync", "-a", "-e", ssh, remote_src + slash, remote_dest + slash])
         argv = ["scp", "-q", "-F", str(sshd.client_config)] + (["-P", *port] if port else [])
         if tool == "scp-gcm":
             argv += ["-c", "aes128-gcm@openssh.com"]
         if is_dir:
             argv.append("-r")
-        return Invocation(argv + [str(src), f"{sshd.host}:{dest}"])
+        return Invocation(argv + [remote_src, remote_dest])
     raise ValueError(f"unknown tool {tool!r}")
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from harness import peers, results, wan
 from harness.datasets import Dataset, FileEntry, file_digest
 from harness.pyspy import attribute_samples, record_command
-from harness.scenarios import Scenario
+from harness.scenarios import PULL, Scenario
 from harness.sshd import PrivateSshd
 from harness.stats import spread_flag, summary
 
@@ -193,6 +193,7 @@ def _one(
         extra=extra,
         route=route,
         path=path.ports if path else None,
+        pull=sc.direction == PULL,
     )
     if pyspy_out is not None:  # sampled by py-spy, both processes (the receiver is a subprocess)
         inv.argv = record_command(pyspy_out, command=inv.argv, subprocesses=True, rate=PYSPY_RATE)
@@ -259,7 +260,10 @@ def escp_route(ctx: RunContext, sc: Scenario) -> str:
     return peers.SSH if any(p in peers.SSH_PEERS for p in sc.peers) else peers.LOCAL
 
 
-def _skip_reason(ctx: RunContext, tool: str, route: str, ds: Dataset) -> str | None:
+def _skip_reason(ctx: RunContext, sc: Scenario, tool: str, route: str, ds: Dataset) -> str | None:
+    if sc.direction == PULL and peers.tool_route(tool, route) != peers.SSH:
+        return "a pull fetches over the loopback sshd, which this run does not have" if ctx.sshd is None \
+            else "a pull goes over ssh, and this run keeps escp --local"
     if tool in peers.SSH_PEERS and ctx.sshd is None:
         return f"no loopback sshd: {ctx.sshd_reason or 'not started'}"
     if tool in ("escp-dummy", "escp-traced", "escp-local") and ctx.escp.plain:
@@ -327,7 +331,7 @@ def _run_scenario(ctx: RunContext, sc: Scenario, ds: Dataset, path: wan.WanPath 
     names = [LOCAL_STAND_IN.get(t, t) if ctx.sshd is None else t for t in tools_of(sc)]
     tools: dict[str, dict[str, Any]] = {}
     for tool in names:
-        reason = _skip_reason(ctx, tool, route, ds)
+        reason = _skip_reason(ctx, sc, tool, route, ds)
         tools[tool] = {"status": "skipped" if reason else "ok", "reason": reason, "repeats": [], "warmup": [],
                        "route": peers.tool_route(tool, route)}
     active = [t for t in tools if tools[t]["status"] == "ok"]

@@ -22,6 +22,8 @@ from harness.pathemu import PathSpec
 DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
 KNOWN_PEERS = {"cp", "rsync", "limit", "scp", "scp-gcm", "rsync-ssh", "escp-dummy", "escp-traced", "escp-local"}
 FAULT_ENV = "ESCP_FAULT"  # escp's test-only I/O fault hook (escp/engine/faults.py)
+PUSH, PULL = "push", "pull"  # which way every tool of a scenario copies
+PULL_PEERS = {"scp", "scp-gcm", "rsync-ssh", "escp-dummy", "escp-traced"}  # the peers that can fetch over the sshd
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class EscpOptions:
     compress_level: int | None = None
     sparse: bool = False
     ioengine: str = "posix"
-    limit: str | None = None  # -l RATE: pace every stream (a network bottleneck on purpose)
+    limit: str | None = None  # -l RATE: pace the whole transfer (a network bottleneck on purpose)
     fault: str | None = None  # an ESCP_FAULT spec for the escp processes (e.g. a disk delay)
 
     # added after scenarios were first hashed: left out of the hash while unset, so the hashes
@@ -105,6 +107,7 @@ class Scenario:
     path: PathOptions | None = None  # an emulated WAN path (None: bare loopback)
     tags: tuple[str, ...] = ()  # names `--only` also matches (e.g. "wan")
     on_demand: bool = False  # run only when `--only` selects it
+    direction: str = PUSH  # push: every tool copies to the sshd's host; pull: every tool fetches from it
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,6 +129,8 @@ class Scenario:
         key = {k: v for k, v in self.to_dict().items() if k not in skip}
         if self.path is None:
             del key["path"]  # added later: scenarios without a path keep their hashes
+        if self.direction == PUSH:
+            del key["direction"]  # added later: push scenarios keep their hashes
         key["escp"] = self.escp.hash_key()
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -155,7 +160,8 @@ def load(path: Path = DEFAULT_FILE, profile: str = "quick") -> Profile:
     for raw in doc.get("scenario", []):
         if profile not in raw.get("profiles", [profile]):
             continue
-        ds = raw["dataset"]
+        ds = raw["dataset"]  # a name, or a table per profile
+        ds = ds.get(profile, "") if isinstance(ds, dict) else ds
         if ds not in datasets:
             raise ValueError(f"scenario {raw['name']}: dataset {ds!r} not in profile {profile}")
         raw_peers = raw.get("peers", ())  # a list, or a table per profile
@@ -163,6 +169,10 @@ def load(path: Path = DEFAULT_FILE, profile: str = "quick") -> Profile:
         unknown = set(peers) - KNOWN_PEERS
         if unknown:
             raise ValueError(f"scenario {raw['name']}: unknown peers {sorted(unknown)}")
+        direction = raw.get("direction", PUSH)
+        if direction not in (PUSH, PULL) or (direction == PULL and set(peers) - PULL_PEERS):
+            raise ValueError(f"scenario {raw['name']}: direction {direction!r} with peers {sorted(peers)} "
+                             f"(a pull compares only tools that fetch over the sshd: {sorted(PULL_PEERS)})")
         big = datasets[ds]["kind"] in ("huge", "sparse")
         notes: list[str] = []
         repeats = int(prof.get("repeats", 6))
@@ -197,6 +207,7 @@ def load(path: Path = DEFAULT_FILE, profile: str = "quick") -> Profile:
                     path=PathOptions.from_dict(raw["path"]) if "path" in raw else None,
                     tags=tuple(raw.get("tags", ())),
                     on_demand=bool(raw.get("on_demand", False)),
+                    direction=direction,
                 )
             )
     budget = prof.get("scenario_budget_s")

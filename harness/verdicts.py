@@ -174,8 +174,8 @@ INJECTIONS: list[Injection] = [
               Expect("disk-bound", "receiver", None, "write"), _disk("write"), 64, ("loop", "cgroup")),
     Injection("disk-read", "source on a loop-device ext4, blkio read limit 20 MiB/s, read with --direct",
               Expect("disk-bound", "sender", None, "read"), _disk("read"), 64, ("loop", "cgroup")),
-    Injection("pacing", "-l 4M (escp paces each stream to 4 MB/s)",
-              Expect("network-bound", "sender", "stream-limited", "send"), _plain, 24, args=("-l", "4M"),
+    Injection("pacing", "-l 8M (escp paces the whole transfer to 8 MB/s)",
+              Expect("network-bound", "sender", "stream-limited", "send"), _plain, 24, args=("-l", "8M"),
               outside=False),
     Injection("zstd-19", "-C --compress-level 19 on text",
               Expect("cpu-bound", "sender", None, "compress"), _plain, 4, content="text",
@@ -186,9 +186,9 @@ INJECTIONS: list[Injection] = [
     Injection("fault-read", "ESCP_FAULT read delay 50 ms per read (the fault hook)",
               Expect("disk-bound", "sender", None, "read"), _plain, 16, fault="read:delay:ms=50:times=inf",
               outside=False),
-    Injection("dummy-paced", "--ioengine dummy -l 4M (no disk on either side; paced streams)",
+    Injection("dummy-paced", "--ioengine dummy -l 8M (no disk on either side; paced streams)",
               Expect("network-bound", "sender", "stream-limited", "send"), _plain, 24,
-              args=("--ioengine", "dummy", "-l", "4M"), verify=False, outside=False),
+              args=("--ioengine", "dummy", "-l", "8M"), verify=False, outside=False),
 ]
 
 

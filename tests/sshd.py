@@ -1,8 +1,10 @@
 """A private OpenSSH sshd on 127.0.0.1 for end-to-end tests (used by the `sshd` fixture).
 
 start_sshd() generates a host key and a client key in a temp dir, writes an sshd_config
-(ListenAddress 127.0.0.1, a free port, StrictModes no, UsePAM no, its own PidFile and
-AuthorizedKeysFile) and an ssh client config in which the alias `escptest` resolves to it,
+(ListenAddress 127.0.0.1 and 127.0.0.2, a free port, StrictModes no, UsePAM no, its own
+PidFile and AuthorizedKeysFile) and an ssh client config in which the alias `escptest`
+resolves to it on 127.0.0.1 and `escptest2` on 127.0.0.2 (a second host for remote-to-
+remote tests: sessions that come in there see 127.0.0.2 as their server address),
 then runs /usr/sbin/sshd in the foreground (-D -e, log to a file) and waits, bounded, until
 a real `ssh -F <config> escptest true` succeeds. No system service or system file is
 touched except the privilege separation directory /run/sshd, which sshd insists on.
@@ -29,6 +31,8 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to re-exec itself unless started by absolute path
 HOST_ALIAS = "escptest"
+HOST2_ALIAS = "escptest2"  # the same sshd reached on 127.0.0.2: a second host
+HOST2_ADDRESS = "127.0.0.2"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = float(os.environ.get("ESCP_SSHD_START_TIMEOUT", "15"))
 MISSING_REASON = "openssh-server not installed (CI installs it via .ci/run)"
@@ -71,7 +75,8 @@ def check_installed() -> None:
 class SshdServer:
     """A running private sshd plus everything a client needs to reach it.
 
-    Attributes: host (the alias, 'escptest'), config (ssh client config, for `ssh -F`),
+    Attributes: host (the alias, 'escptest'), host2 ('escptest2': the same sshd on
+    127.0.0.2, a second host), config (ssh client config, for `ssh -F`),
     port, user, key (client private key), known_hosts, sshd_config, log (sshd's stderr),
     workdir (the temp dir holding all of it), ssh (the client binary).
     """
@@ -87,6 +92,7 @@ class SshdServer:
     workdir: Path
     ssh: str
     proc: subprocess.Popen[bytes] = field(repr=False)
+    host2: str = HOST2_ALIAS
 
     @property
     def ssh_opts(self) -> list[str]:
@@ -191,6 +197,7 @@ def _write_sshd_config(workdir: Path, port: int, host_key: Path, authorized: Pat
     lines = [
         "# private test sshd written by tests/sshd.py",
         "ListenAddress 127.0.0.1",
+        f"ListenAddress {HOST2_ADDRESS}",
         f"Port {port}",
         f"HostKey {_q(host_key)}",
         f"PidFile {_q(workdir / 'sshd.pid')}",
@@ -227,8 +234,11 @@ def _write_client_config(workdir: Path, port: int, user: str, key: Path, known_h
     cfg = workdir / "ssh_config"
     lines = [
         "# ssh client config for the private test sshd (use with ssh -F)",
+        f"Host {HOST2_ALIAS}",
+        f"    HostName {HOST2_ADDRESS}",
         f"Host {HOST_ALIAS}",
         "    HostName 127.0.0.1",
+        f"Host {HOST_ALIAS} {HOST2_ALIAS}",
         f"    Port {port}",
         f"    User {user}",
         f"    IdentityFile {_q(key)}",
@@ -303,7 +313,8 @@ def start_sshd(workdir: Path, timeout: float = START_TIMEOUT, attempts: int = 3)
     for attempt in range(1, attempts + 1):
         port = free_port()
         known_hosts = workdir / "known_hosts"
-        known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+        known_hosts.write_text("".join(f"[{addr}]:{port} {host_pub[0]} {host_pub[1]}\n"
+                                       for addr in ("127.0.0.1", HOST2_ADDRESS)))
         sshd_config = _write_sshd_config(workdir, port, host_key, authorized)
         config = _write_client_config(workdir, port, user, key, known_hosts)
         log = workdir / f"sshd.{attempt}.log"

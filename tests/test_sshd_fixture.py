@@ -144,3 +144,13 @@ def test_remote_escp_runs_over_ssh(sshd: SshdServer, remote_escp: Path) -> None:
     r = sshd.run_ssh([shlex.quote(str(remote_escp)), "--help"], timeout=60)
     assert r.returncode == 0, r.stderr
     assert b"usage" in r.stdout.lower()
+
+
+def test_second_host_on_127_0_0_2(sshd: SshdServer) -> None:
+    """`escptest2` reaches the same sshd on 127.0.0.2: a session there sees that as its server address."""
+    r = sshd.run_ssh(["sh", "-c", shlex.quote("echo $SSH_CONNECTION")], timeout=30, extra_opts=())
+    assert r.stdout.split()[2] == b"127.0.0.1", r
+    r = subprocess.run([sshd.ssh, *sshd.ssh_opts, sshd.host2, "echo $SSH_CONNECTION"], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[2] == b"127.0.0.2", r.stdout

@@ -85,7 +85,7 @@ class FileStore:
         digest = FileDigest(entry.fino, entry.size)
         if self.tree is None:
             return Sink(NO_FD, b"", digest, entry.name)
-        fd, tmp = self.tree.create_temp(parts, entry.mode)
+        fd, tmp = self.tree.create_temp(parts)
         return Sink(fd, tmp, digest, self.tree.display(parts))
 
     def write(self, sink: Sink, data: memoryview, offset: int) -> None:

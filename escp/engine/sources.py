@@ -10,13 +10,16 @@ limit), in sorted order, lazily, so a huge tree starts sending at once.
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import TransferIOError
+from ..protocol.request import ROOT_NAME, is_pattern
 from ..protocol.wire import KIND_DIR, KIND_FILE
+from ..target import expand_home
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,7 @@ class SourceProblem:
 
 def _base_name(path: bytes) -> bytes:
     base = os.path.basename(os.path.normpath(os.path.abspath(path)))
-    return base or b"root"
+    return base or ROOT_NAME
 
 
 def special_kind(st: os.stat_result) -> str | None:
@@ -51,6 +54,19 @@ def special_kind(st: os.stat_result) -> str | None:
     return None
 
 
+def expand_sources(paths: list[bytes]) -> list[bytes]:
+    """A sending server's sources as the initiator typed them, expanded here and never by a
+    shell: a leading ~ or ~user is that home directory (target.expand_home), the empty path is "." (the home directory,
+    as for scp), and a path holding * ? or [ is a glob whose sorted matches replace it (a
+    glob that matches nothing stays as typed, and fails as a missing source)."""
+    out: list[bytes] = []
+    for path in paths:
+        path = expand_home(path) or b"."
+        matches = sorted(glob.glob(path)) if is_pattern(path) else []
+        out.extend(matches or [path])
+    return out
+
+
 def top_level_kinds(sources: list[bytes]) -> list[int | None]:
     """Kind of each top-level source following symlinks; None when it cannot be stat'ed."""
     kinds: list[int | None] = []
@@ -62,6 +78,13 @@ def top_level_kinds(sources: list[bytes]) -> list[int | None]:
             continue
         kinds.append(KIND_DIR if stat.S_ISDIR(st.st_mode) else KIND_FILE)
     return kinds
+
+
+def top_level_shape(sources: list[bytes]) -> tuple[int, bool]:
+    """What the receiver's scp destination rules need (§9.6): how many top-level sources
+    exist (the number given when none does), and whether the only one is a directory."""
+    kinds = top_level_kinds(sources)
+    return sum(1 for k in kinds if k is not None) or len(kinds), len(kinds) == 1 and kinds[0] == KIND_DIR
 
 
 def iter_sources(sources: list[bytes], recursive: bool) -> Iterator[SourceItem | SourceProblem]:

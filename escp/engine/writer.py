@@ -31,6 +31,7 @@ from . import faults
 
 DIR_FD_CACHE = 32
 STALE_AGE = 10.0  # seconds a dead session's temp file must be untouched before a sweep removes it
+TEMP_MODE = 0o600  # a temp file's mode until publish gives it its final one
 EAGAIN_RETRIES = 100  # a regular file should never say EAGAIN; retry a little, then fail
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -50,7 +51,10 @@ class DestinationPlan:
 
 def plan_destination(dest: bytes, top_level_count: int, top_is_dir: bool,
                      must_be_dir: bool = False) -> DestinationPlan:
-    """Apply scp's destination rules; UsageError when they cannot be met."""
+    """Apply scp's destination rules; UsageError when they cannot be met.
+
+    A destination that ends in a slash is a directory: when it does not exist it is created
+    (its parent must exist), as rsync does, and the sources go inside it."""
     dest = dest or b"."
     try:
         st = os.stat(dest)
@@ -58,6 +62,9 @@ def plan_destination(dest: bytes, top_level_count: int, top_is_dir: bool,
         st = None
     except OSError as exc:
         raise UsageError(f"cannot access destination: {exc.strerror}", path=dest) from None
+    if st is None and dest.endswith(b"/"):
+        make_dest_dir(dest)
+        return DestinationPlan(dest, None, None, True)
     if st is not None and stat.S_ISDIR(st.st_mode):
         return DestinationPlan(dest, None, None, True)
     if must_be_dir:
@@ -77,6 +84,18 @@ def plan_destination(dest: bytes, top_level_count: int, top_is_dir: bool,
     except OSError as exc:
         raise UsageError(f"destination parent: {exc.strerror}", path=parent) from None
     return DestinationPlan(parent, b"", base, False)
+
+
+def make_dest_dir(dest: bytes) -> None:
+    """Create the directory a trailing slash asked for (one level, the umask applies)."""
+    try:
+        os.mkdir(dest)
+    except FileExistsError:
+        if not os.path.isdir(dest):
+            raise UsageError("destination is not a directory", path=dest) from None
+    except OSError as exc:
+        why = "parent directory does not exist" if exc.errno == errno.ENOENT else exc.strerror
+        raise UsageError(f"cannot create destination directory: {why}", path=dest) from None
 
 
 class DestinationTree:
@@ -194,7 +213,7 @@ class DestinationTree:
     def temp_name(self, base: bytes) -> bytes:
         return b"." + base[:180] + b".escp-" + self.session_tag + b".part"
 
-    def create_temp(self, parts: tuple[bytes, ...], mode: int = 0o600) -> tuple[int, bytes]:
+    def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, bytes]:
         """(file fd, temp name) of a new temp file for parts.
 
         The temp file is flock()ed for its whole life, which tells other sessions it is in
@@ -207,9 +226,9 @@ class DestinationTree:
                 if faults.ACTIVE:
                     faults.inject("create", self.display(parts))
                 parent = self.dir_fd(parts[:-1])
-                # created with its final permission bits (the umask applies, as for scp), but never
-                # group/other-writable or special while it is a temp file
-                fd = os.open(tmp, flags, mode & 0o755 | 0o600, dir_fd=parent)
+                # 0600 while partial: nobody else reads a file that is not verified yet; its final
+                # mode is applied at publish, just before the rename
+                fd = os.open(tmp, flags, TEMP_MODE, dir_fd=parent)
             except OSError as exc:
                 raise io_error(exc, "cannot create file", self.display(parts)) from None
             try:

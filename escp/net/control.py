@@ -12,9 +12,14 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import EscpError, OutOfMemory, TimeoutError_
+from ..protocol.wire import T_KEEPALIVE
+
+if TYPE_CHECKING:
+    from .conn import StreamConn
 
 log = logging.getLogger("escp")
 
@@ -121,3 +126,24 @@ class SessionControl:
         t = threading.Thread(target=body, name=name, daemon=True)
         t.start()
         return t
+
+
+def incoming(conn: StreamConn, plain: memoryview, ctl: SessionControl, closed: Callable[[], None],
+             before_wait: Callable[[], None] | None = None) -> Iterator[int]:
+    """The frames a metadata stream brings, as plaintext lengths (each frame in `plain`).
+    A keepalive only proves the peer lives; any other frame is progress. `before_wait`
+    runs whenever the next frame must be waited for; at a clean EOF `closed` runs (it
+    raises the core's verdict on the EOF), unless the session is already over."""
+    while True:
+        if before_wait is not None and not conn.buffered:
+            before_wait()
+        k = conn.recv_frame_into(plain)
+        if k == 1 and plain[0] == T_KEEPALIVE:
+            ctl.alive()  # liveness only: keepalives cannot hold the idle deadline off
+        else:
+            ctl.progress()
+        if k is None:
+            if not ctl.done.is_set() and not ctl.aborted.is_set():
+                closed()
+            return
+        yield k

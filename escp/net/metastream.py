@@ -4,7 +4,7 @@ MetaSender (the sending side) drives the source walk and sends what the SenderCo
 queued, in order: entries in as few FILE_LIST frames as fit, small files' DATA,
 FILE_ENDs; then SESSION_END, then keepalives until SESSION_DONE (docs/protocol.md §7.6,
 §9.7). A batch that holds only its own keepalive is not progress (OP-15); with -l the
-metadata stream is paced like the data streams.
+metadata stream draws from the data streams' shared pacer (keepalives alone are not paced).
 
 ResultWriter (the receiving side) sends results in batches (§9.12): FILE_RESULTs,
 TRACE_CHUNKs and SESSION_DONE are queued from any thread and sealed back to back by the
@@ -19,9 +19,10 @@ waits.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from ..engine.compress import BlockCompressor
-from ..engine.pacing import PACE_SLICE, TokenBucket
+from ..engine.pacing import PACE_SLICE, SharedPacer
 from ..engine.scheduler import BlockScheduler
 from ..protocol import messages as m
 from ..protocol.data import encode_data
@@ -32,10 +33,24 @@ from .control import SessionControl
 ATTACH_POLL = 0.5  # seconds between looks at the session's end before the stream is attached
 
 
+def inline_frame(block: InlineBlock, compressor: BlockCompressor | None) -> bytes:
+    """A small file's DATA: compressed when that shrinks it (the compress stage)."""
+    payload, compressed = block.data, False
+    if compressor is not None:
+        packed = compressor.compress(memoryview(block.data))
+        if packed is not None:
+            payload, compressed = packed, True
+    return encode_data(block.fino, 0, len(block.data), payload, compressed)
+
+
 class ResultWriter:
-    def __init__(self, ctl: SessionControl, interval: float) -> None:
+    """`on_last`: what sending the session's last frame means (by default: the session is
+    done; a relay, which runs two sessions, decides for itself)."""
+
+    def __init__(self, ctl: SessionControl, interval: float, on_last: Callable[[], None] | None = None) -> None:
         self.ctl = ctl
         self.interval = interval  # keepalive interval (control.keepalive_interval)
+        self.on_last = on_last or ctl.finish
         self.reader = 0  # thread id of the metadata reader, whose frames wait for flush()
         self._conn: StreamConn | None = None
         self._attached = threading.Event()
@@ -78,7 +93,7 @@ class ResultWriter:
                 finished = self._last and not self._out
             conn.send_many(batch or [m.encode_keepalive()])
             if finished:
-                self.ctl.finish()
+                self.on_last()
                 return
 
 
@@ -89,7 +104,7 @@ class MetaSender:
 
     def __init__(self, core: SenderCore, scheduler: BlockScheduler, lock: threading.Lock,
                  wake: threading.Condition, ctl: SessionControl, *, interval: float, compress_level: int | None,
-                 pacer: TokenBucket | None) -> None:
+                 pacer: SharedPacer | None) -> None:
         self.core = core
         self.scheduler = scheduler
         self.lock = lock
@@ -123,7 +138,7 @@ class MetaSender:
         """Sending stamps progress unless the batch is only our own keepalive (OP-15)."""
         progress = advances(batch)
         frames = encode_batch(batch, self.inline_frame)
-        if self.pacer is None:
+        if self.pacer is None or not progress:  # a lone keepalive is not held behind booked frames
             conn.send_many(frames)
             if progress:
                 self.ctl.progress()
@@ -142,13 +157,7 @@ class MetaSender:
                 group, size = [], 0
 
     def inline_frame(self, block: InlineBlock) -> bytes:
-        """A small file's DATA: compressed when that shrinks it (the compress stage)."""
-        payload, compressed = block.data, False
-        if self.compressor is not None:
-            packed = self.compressor.compress(memoryview(block.data))
-            if packed is not None:
-                payload, compressed = packed, True
-        return encode_data(block.fino, 0, len(block.data), payload, compressed)
+        return inline_frame(block, self.compressor)
 
     def keepalive_until_done(self, conn: StreamConn) -> None:
         while not self.ctl.done.wait(self.interval) and not self.ctl.aborted.is_set():

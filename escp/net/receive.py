@@ -11,8 +11,6 @@ for (the actions) and serialises calls into the core with one lock.
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
 import time
 
@@ -23,48 +21,82 @@ from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit
 from ..protocol.data import DATA_HEADER_LEN, DataHeader, decode_data_header
 from ..protocol.receiver_core import ReceiverCore, RxFile, unannounced
+from ..protocol.request import RequestRule
 from ..protocol.roles import DataRole
+from ..protocol.states import SessionState
 from ..protocol.wire import (
     KIND_DIR,
     META_MAX_PLAINTEXT,
     META_STREAM,
     T_DATA,
     T_EOS,
-    T_KEEPALIVE,
     TRACE_TOTAL_MAX,
     max_frame_len,
 )
+from ..results import ProgressSnapshot
 from ..sysconf import apply_cpumask
-from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer
+from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer, export_json
 from .conn import StreamConn
-from .control import SessionControl, keepalive_interval
+from .control import SessionControl, incoming, keepalive_interval
 from .metastream import ResultWriter
-from .rxfiles import ReceivedFiles
+from .rxfiles import ReceivedFiles, ResultHook
 from .streams import worker_name
-
-log = logging.getLogger("escp.server")
 
 ROLE = DataRole.RECEIVER
 ANNOUNCE_WAIT = 30.0  # how long a data frame may wait for its file's announcement
 ABORT_SEND_TIMEOUT = 2.0  # how long an ABORT may take to leave
 
 
+def accept_data(core: ReceiverCore, announced: threading.Condition, ctl: SessionControl, index: int,
+                header: DataHeader, payload_len: int) -> RxFile:
+    """With the session lock (announced's) held: the core's checks of a DATA frame, waiting
+    (bounded) for its file's announcement when a data stream overtook the FILE_LIST."""
+    end = time.monotonic() + ANNOUNCE_WAIT
+    while (f := core.receive_data(index, header, payload_len)) is None:
+        left = end - time.monotonic()
+        if left <= 0 or ctl.aborted.is_set():
+            raise unannounced(header.fino)
+        announced.wait(min(left, 0.5))
+    return f
+
+
+def receiving_snapshot(core: ReceiverCore, bytes_done: int) -> ProgressSnapshot:
+    """Where a receiving side stands, as the files announced so far give it (read without the
+    lock: a display may lag a little); the totals are known once SESSION_END has passed."""
+    return ProgressSnapshot(bytes_done, max(core.bytes_announced, bytes_done), core.files_ok + core.files_failed,
+                            core.files_announced, core.state is not SessionState.OPEN, b"")
+
+
 class ReceiveSession:
+    """`request`: a pulling receiver's rule of what it asked for; `trace_to_peer`: send this
+    side's trace to the sender before SESSION_DONE (version 1's push; otherwise the trace
+    stays with the caller); `on_result`: the user's view of each file's result."""
+
     def __init__(self, init: SessionInit, store: FileStore, idle_timeout: float, tracer: Tracer = NULL_TRACER,
-                 cpus: tuple[int, ...] | None = None) -> None:
+                 cpus: tuple[int, ...] | None = None, *, request: RequestRule | None = None,
+                 trace_to_peer: bool = True, on_result: ResultHook | None = None) -> None:
         self.init = init
         self.store = store  # the destination (FileStore.for_session)
         self.tracer = tracer
         self.cpus = cpus  # stream workers' CPUs (host configuration)
         self.ctl = SessionControl(idle_timeout=idle_timeout)
         self.flags = flags = init.session_flags
-        self.core = ReceiverCore(init)
+        self.core = ReceiverCore(init, request)
         self.lock = threading.RLock()
         self.announced = threading.Condition(self.lock)
         self.meta: StreamConn | None = None
         self.writer = ResultWriter(self.ctl, keepalive_interval(idle_timeout, init.idle_timeout_ms / 1000))
-        self.files = ReceivedFiles(self.core, self.lock, store, self.writer, tracer, flags, self.trace_json)
+        self.files = ReceivedFiles(self.core, self.lock, store, self.writer, tracer, flags,
+                                   self.trace_json if trace_to_peer else None, on_result)
+        self.failed_dirs: set[tuple[bytes, ...]] = set()  # directories that could not be made
         self.ctl.on_abort(self.send_abort)
+
+    @property
+    def bytes_received(self) -> int:
+        return self.core.bytes_written
+
+    def snapshot(self) -> ProgressSnapshot:
+        return receiving_snapshot(self.core, self.core.bytes_written)
 
     def start(self) -> None:
         self.ctl.guard(self.writer.run, "rx-meta-writer")
@@ -126,22 +158,11 @@ class ReceiveSession:
             if tr.enabled and frames % COUNTER_EVERY == 1:
                 tr.counter("receiver bytes written", self.core.bytes_written)
 
-    def accept_data(self, index: int, header: DataHeader, payload_len: int) -> RxFile:
-        """With self.lock held: the core's checks of a DATA frame, waiting (bounded) for its
-        file's announcement when a data stream overtook the FILE_LIST."""
-        end = time.monotonic() + ANNOUNCE_WAIT
-        while (f := self.core.receive_data(index, header, payload_len)) is None:
-            left = end - time.monotonic()
-            if left <= 0 or self.ctl.aborted.is_set():
-                raise unannounced(header.fino)
-            self.announced.wait(min(left, 0.5))
-        return f
-
     def handle_data(self, index: int, plain: memoryview, k: int, pipe: ReceivePipeline) -> None:
         """One DATA frame (from a data stream or, for small files, the metadata stream)."""
         header = decode_data_header(plain, k)
         with self.lock:
-            f = self.accept_data(index, header, k - DATA_HEADER_LEN)
+            f = accept_data(self.core, self.announced, self.ctl, index, header, k - DATA_HEADER_LEN)
             failed = f.failed
         sink = None if failed else self.files.open_sink(f)
         data = pipe.payload(plain, k, header)
@@ -159,19 +180,8 @@ class ReceiveSession:
         plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
         pipe = self.pipeline(worker_name("rx", META_STREAM))
         self.writer.reader = threading.get_ident()
-        while True:
-            if not conn.buffered:
-                self.writer.flush()  # about to wait for input: send what this batch produced
-            k = conn.recv_frame_into(plain)
-            if k is not None and k == 1 and plain[0] == T_KEEPALIVE:
-                self.ctl.alive()  # liveness only: keepalives cannot hold the idle deadline off
-            else:
-                self.ctl.progress()
-            if k is None:
-                if not self.ctl.done.is_set() and not self.ctl.aborted.is_set():
-                    with self.lock:
-                        self.core.stream_closed(META_STREAM)
-                return
+        # before each wait for input: send what this batch produced
+        for k in incoming(conn, plain, self.ctl, self.meta_closed, self.writer.flush):
             if plain[0] == T_DATA:  # a small file's block, in order after its entry
                 self.handle_data(META_STREAM, plain, k, pipe)
                 continue
@@ -187,10 +197,15 @@ class ReceiveSession:
                     self.announced.notify_all()  # data waiting for an entry: none will come now
             self.files.act(actions)
 
+    def meta_closed(self) -> None:
+        with self.lock:
+            self.core.stream_closed(META_STREAM)
+
     def on_file_list(self, entries: list[m.FileEntry]) -> None:
         """The whole list is checked first (names, numbering, duplicates, top-level count), so
         a refused list creates nothing (OP-18); then its directories are made, then its
-        entries registered, so files inside can be created."""
+        entries registered, so files inside can be created. What lies below a directory that
+        could not be made fails with it, without another try."""
         # without a destination tree (rx_engine dummy) names are still checked (OP-19)
         items = [(e, self.store.map_name(e.name)) for e in entries]
         with self.lock:
@@ -198,11 +213,16 @@ class ReceiveSession:
         errors: list[EscpError | None] = []
         for e, parts in items:
             error = None
-            if e.kind == KIND_DIR:
+            if any(parts[:i] in self.failed_dirs for i in range(1, len(parts))):
+                error = TransferIOError("not written: its directory could not be created",
+                                        path=self.store.display(parts, e.name))
+            elif e.kind == KIND_DIR:
                 try:
                     self.store.make_dir(parts, e)
                 except TransferIOError as exc:
                     error = exc
+            if error is not None and e.kind == KIND_DIR:
+                self.failed_dirs.add(parts)
             errors.append(error)
         with self.lock:
             actions = self.core.add_file_list(items, errors)
@@ -211,20 +231,7 @@ class ReceiveSession:
 
     def trace_json(self) -> bytes:
         """This side's trace as JSON (b"" when there is none); never fails the session."""
-        export = getattr(self.tracer, "export", None)
-        if not callable(export):
-            return b""
-        try:
-            blob = json.dumps(export(include_events=self.flags.trace_events)).encode()
-            if len(blob) > TRACE_TOTAL_MAX:
-                blob = json.dumps(export(include_events=False)).encode()
-            if len(blob) > TRACE_TOTAL_MAX:
-                log.warning("receiver trace too large to send; omitted")
-                return b""
-        except Exception:  # noqa: BLE001 - a broken trace must not break the transfer
-            log.warning("could not export the receiver trace", exc_info=True)
-            return b""
-        return blob
+        return export_json(self.tracer, self.flags.trace_events, TRACE_TOTAL_MAX)
 
     # --- the end ------------------------------------------------------------------------------
     def send_abort(self, err: EscpError) -> None:

@@ -36,16 +36,21 @@ log = logging.getLogger("escp.server")
 SINK_LOCKS = 64  # stripes of the per-file temp-file creation lock
 
 
+ResultHook = Callable[[RxFile, m.FileResult, str], None]  # a file's result, its cause by name
+
+
 class ReceivedFiles:
     def __init__(self, core: ReceiverCore, lock: threading.RLock, store: FileStore, writer: ResultWriter,
-                 tracer: Tracer, flags: SessionFlags, trace_json: Callable[[], bytes]) -> None:
+                 tracer: Tracer, flags: SessionFlags, trace_json: Callable[[], bytes] | None,
+                 on_result: ResultHook | None = None) -> None:
         self.core = core
         self.lock = lock
         self.store = store
         self.writer = writer
         self.tracer = tracer
         self.flags = flags
-        self.trace_json = trace_json  # this side's trace, sent before SESSION_DONE when asked
+        self.trace_json = trace_json  # this side's trace, sent before SESSION_DONE (None: not to the peer)
+        self.on_result = on_result  # the user's view of each result (a pulling initiator)
         self.sink_locks = [threading.Lock() for _ in range(SINK_LOCKS)]
         self.closing = False  # cleanup() ran: no more temp files
 
@@ -88,6 +93,8 @@ class ReceivedFiles:
                                 {"name": os.fsdecode(name), "cause": action.cause})
         if r.status != STATUS_OK:
             log.warning("%s error: %s: %s", action.cause, escape_name(name), escape_name(r.message))
+        if self.on_result is not None:
+            self.on_result(f, r, action.cause)
         self.writer.queue(m.encode_file_result(r))
 
     def fail_file(self, f: RxFile, err: EscpError) -> None:
@@ -138,7 +145,7 @@ class ReceivedFiles:
         (when asked) and SESSION_DONE are queued behind every result."""
         for err in self.store.finish_dirs():
             log.warning("%s", err.one_line())
-        if self.flags.trace:
+        if self.flags.trace and self.trace_json is not None:
             for chunk in m.encode_trace_chunks(self.trace_json()):
                 self.writer.queue(chunk)
         self.writer.queue(m.encode_session_done(done), last=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..config import TransferConfig
 from ..engine.filelist import ListEntry, iter_filelist
 from ..engine.manifest import ManifestWriter
-from ..engine.pacing import PACE_SLICE, TokenBucket, set_pacing_rate
+from ..engine.pacing import SharedPacer, set_pacing_rate
 from ..engine.pipeline import SendPipeline
 from ..engine.scheduler import BlockScheduler
 from ..engine.sources import SourceItem, SourceProblem, iter_sources
@@ -32,11 +32,11 @@ from ..protocol.bootstrap import SessionInit
 from ..protocol.roles import DataRole
 from ..protocol.sender_core import FileVerdict, InlineBlock, SenderCore, SessionFinished
 from ..protocol.wire import KIND_DIR, META_STREAM, max_frame_len
-from ..results import Report, TransferResult
+from ..results import ProgressSnapshot, Report, TransferResult
 from ..sysconf import apply_cpumask
 from ..trace import COUNTER_EVERY, NULL_TRACER, Tracer, tcpinfo
 from .conn import StreamConn
-from .control import SessionControl, keepalive_interval
+from .control import SessionControl, incoming, keepalive_interval
 from .metastream import MetaSender
 from .streams import worker_name
 
@@ -84,34 +84,45 @@ class SendSession:
         self.scheduler: BlockScheduler | None = None
         self.sender: MetaSender | None = None
         self.top_rename: bytes | None = None  # DEST's base name when it replaces the top-level name
+        self.dest_root = b""  # the directory that receives the top-level names, as error lines name it
+        # for progress displays (snapshot): plain counters written under self.lock, and the
+        # file being sent (written by whichever thread moved on to a file, without the lock)
+        self.bytes_known = self.bytes_skipped = self.files_known = self.files_done = 0
+        self.current = b""
         self.manifest = ManifestWriter(opts.checksum_file, init.block_size) if opts.checksum_file else None
+        # -l: one limit for the whole transfer, shared by every stream and the metadata stream
+        rate = opts.limit_bytes_per_s
+        self.pacer = SharedPacer(rate, sleep=self.ctl.aborted.wait) if rate else None
         self.ctl.on_abort(self.send_abort)
 
     @property
     def bytes_sent(self) -> int:
         return self.core.bytes_sent
 
-    def pacer(self) -> TokenBucket | None:
-        """-l: a token bucket per stream (the metadata stream included)."""
-        rate = self.opts.limit_bytes_per_s
-        return TokenBucket(rate, PACE_SLICE, sleep=self.ctl.aborted.wait) if rate else None
+    def snapshot(self) -> ProgressSnapshot:
+        """Where the transfer stands (read without the lock: a display may lag a little)."""
+        sched = self.scheduler
+        return ProgressSnapshot(self.core.bytes_sent + self.bytes_skipped, self.bytes_known, self.files_done,
+                                self.files_known, sched is not None and sched.exhausted, self.current)
 
-    def start(self, top_rename: bytes | None, peer_idle_timeout: float) -> None:
+    def start(self, top_rename: bytes | None, peer_idle_timeout: float, dest_root: bytes = b"") -> None:
         """The bootstrap is over: `top_rename` is DEST's base name when the single top-level
-        item lands under it (scp rule); keepalives suit the shorter of both idle timeouts
-        (the peer's may be shorter than ours, OP-14)."""
+        item lands under it (scp rule); `dest_root` names the directory that receives the
+        top-level names (`host:path` for a remote one) in error lines; keepalives suit the
+        shorter of both idle timeouts (the peer's may be shorter than ours, OP-14)."""
         opts, flags, init = self.opts, self.flags, self.init
         self.top_rename = top_rename
+        self.dest_root = dest_root
         self.scheduler = BlockScheduler(
             self.source_items(), init.block_size, sparse=flags.sparse, dummy=opts.tx_engine == "dummy",
             checksums=flags.checksum, announce=self._announce, file_end=self._queue_file_end,
-            problem=lambda p: self.report.source_problem(p.error, p.warning), preserve_ids=flags.preserve,
+            problem=self._source_problem, preserve_ids=flags.preserve,
             inline=self._queue_inline, inline_max=min(INLINE_MAX, init.block_size), on_room=self._wake,
             direct=opts.direct if opts.tx_engine == "posix" else "never", content_digests=self.manifest is not None,
         )
         self.sender = MetaSender(self.core, self.scheduler, self.lock, self.wake, self.ctl,
                                  interval=keepalive_interval(opts.idle_timeout, peer_idle_timeout),
-                                 compress_level=init.compress_level if flags.compress else None, pacer=self.pacer())
+                                 compress_level=init.compress_level if flags.compress else None, pacer=self.pacer)
 
     # --- streams (a StreamUser) ------------------------------------------------------------------
     def claim_stream(self, index: int) -> bool:
@@ -143,6 +154,11 @@ class SendSession:
         _, sep, rest = name.partition(b"/")
         return self.top_rename + sep + rest
 
+    def dest_shown(self, name: bytes) -> bytes:
+        """A sent name as error lines show it at the destination: `host:path/name`."""
+        root = self.dest_root
+        return root + name if not root or root.endswith((b"/", b":")) else root + b"/" + name
+
     def source_items(self) -> Iterator[SourceItem | SourceProblem]:
         items = iter_sources(list(self.opts.sources), self.opts.recursive)
         if self.opts.filelist is not None:
@@ -155,7 +171,18 @@ class SendSession:
             self.tracer.instant("meta", "file start", {"name": os.fsdecode(entry.name), "size": entry.size})
         with self.lock:
             self.core.announce(entry, path)
+            if entry.kind != KIND_DIR:
+                self.bytes_known += entry.size
+                self.files_known += 1
+                self.current = path
             self.wake.notify()
+
+    def _source_problem(self, problem: SourceProblem) -> None:
+        with self.lock:
+            if not problem.warning:
+                self.files_known += 1
+                self.files_done += 1
+            self.report.source_problem(problem.error, problem.warning)
 
     def _queue_file_end(self, end: m.FileEnd) -> None:
         with self.lock:
@@ -182,9 +209,8 @@ class SendSession:
         pipe = SendPipeline(self.init.block_size, tr, wname, checksum=self.flags.checksum,
                             compress_level=self.init.compress_level if self.flags.compress else None,
                             sparse=self.flags.sparse, dummy=opts.tx_engine == "dummy")
-        pacer = self.pacer()
-        if pacer is not None:
-            set_pacing_rate(conn.sock, opts.limit_bytes_per_s)
+        if self.pacer is not None:
+            set_pacing_rate(conn.sock, opts.limit_bytes_per_s)  # a hint: no one socket above the whole limit
         frames = 0
         conn.trace_as(tr, wname)  # the stream records send and its blocked waits
         while not self.ctl.aborted.is_set():
@@ -198,16 +224,19 @@ class SendSession:
             if job.file.cancelled or job.file.error is not None:
                 sched.block_done(job, None)
                 continue
+            self.current = job.file.path  # for progress displays: the file being read and sent
             try:
                 encoded = pipe.encode(job, conn.sealer)
             except TransferIOError as exc:
                 sched.block_done(job, None, exc)
                 continue
             if encoded is None:  # an all-zero block, skipped (--sparse)
+                with self.lock:
+                    self.bytes_skipped += job.length
                 sched.block_done(job, None)
                 continue
             frame, digest = encoded
-            self.send_frame(conn, frame, pacer, wname)
+            self.send_frame(conn, frame, wname)
             frames += 1
             with self.lock:
                 self.core.data_sent(conn.index, job.length)
@@ -225,34 +254,26 @@ class SendSession:
         conn.send_plain(m.encode_eos(eos))
         conn.shutdown_write()  # FIN after the end-of-stream frame: anything more is a forgery
 
-    def send_frame(self, conn: StreamConn, frame: memoryview, pacer: TokenBucket | None, wname: str) -> None:
-        if pacer is None:
+    def send_frame(self, conn: StreamConn, frame: memoryview, wname: str) -> None:
+        """One frame onto the wire; with -l, booked whole on the shared schedule and sent in
+        slices, each at its moment."""
+        if self.pacer is None:
             conn.sendall(frame)
             return
         tr = self.tracer
-        n = len(frame)
-        for start in range(0, n, PACE_SLICE):
+        for start, end, moment in self.pacer.slices(len(frame)):
             t0 = tr.now()
-            if not pacer.take(min(PACE_SLICE, n - start)):
+            if not self.pacer.wait_until(moment):
                 return  # aborted
             tr.wait(wname, "send", t0, "blocked")  # held back by -l: the (emulated) link
-            conn.sendall(frame[start : min(n, start + PACE_SLICE)])
+            conn.sendall(frame[start:end])
             self.ctl.progress()
 
     # --- what the receiver says -----------------------------------------------------------------
     def meta_recv_loop(self, conn: StreamConn) -> None:
         plain = memoryview(bytearray(max_frame_len(self.init.block_size)))
-        while True:
-            msg = conn.recv_message(plain)
-            if isinstance(msg, m.Keepalive):
-                self.ctl.alive()
-            else:
-                self.ctl.progress()
-            if msg is None:
-                if not self.ctl.done.is_set() and not self.ctl.aborted.is_set():
-                    with self.lock:
-                        self.core.stream_closed()
-                return
+        for k in incoming(conn, plain, self.ctl, self.meta_closed):
+            msg = m.decode_message(bytes(plain[:k]))
             with self.lock:
                 outcome = self.core.receive(msg)
             if isinstance(outcome, FileVerdict):
@@ -261,12 +282,18 @@ class SendSession:
                 self.session_done(outcome)
                 return
 
+    def meta_closed(self) -> None:
+        with self.lock:
+            self.core.stream_closed()
+
     def file_done(self, v: FileVerdict) -> None:
         entry, path = v.file.entry, v.file.path
         content = self.scheduler.content.pop(entry.fino, None) if self.scheduler is not None else None
         dest_name = self.dest_name(entry.name)
         with self.lock:
-            self.report.file_done(path, dest_name, entry.size, entry.kind == KIND_DIR, v.ok, v.cause, v.message)
+            self.files_done += entry.kind != KIND_DIR
+            self.report.file_done(path, dest_name, entry.size, entry.kind == KIND_DIR, v.ok, v.cause, v.message,
+                                  shown=path if v.at_source else self.dest_shown(dest_name))
             if v.ok and self.manifest is not None and content is not None:
                 self.manifest.add(dest_name, entry.size, content)
         if not v.ok and self.scheduler is not None:
@@ -275,7 +302,7 @@ class SendSession:
     def session_done(self, done: SessionFinished) -> None:
         if done.receiver_trace:
             try:
-                self.result.receiver_trace = json.loads(done.receiver_trace)
+                self.result.traces[ROLE.peer.value] = json.loads(done.receiver_trace)
             except ValueError:
                 log.warning("receiver sent an unreadable trace; ignored")
         self.ctl.finish()

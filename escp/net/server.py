@@ -1,28 +1,28 @@
 """`escp --server`: the server side of the bootstrap, started by an initiator over ssh
 (or as a local child), whatever data role it then plays.
 
-It reads SessionInit on stdin, replies on stdout with SessionReply (the only bytes that
-ever reach stdout, with the SetupProgress messages before it while every port of the
-range is busy and it waits for one), listens for the session's streams and runs the
-session until it ends. EOF on stdin (the ssh channel closed) ends the session; so do
-SIGTERM, SIGHUP and SIGINT. In protocol version 1 the server is always the receiver and the listener.
+It reads SessionInit on stdin, replies on stdout with SessionReply (before it, while
+every port of the range is busy and it waits for one, SetupProgress messages: §2.11),
+runs the session SessionInit asks for (serving.py: receiver or sender, listener or
+connector) until it ends, and then, when asked, writes a SessionReport: those are the
+only bytes that ever reach stdout. EOF on stdin (the ssh channel closed) ends the
+session; so do SIGTERM, SIGHUP and SIGINT.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..engine import faults
-from ..engine.sink import FileStore
 from ..errors import (
-    EXIT_OK,
-    EXIT_PARTIAL,
     ConnectionFailure,
     EscpError,
     ProtocolError,
@@ -40,18 +40,21 @@ from ..protocol.bootstrap import (
     encode_reply,
     parse_header,
 )
-from ..protocol.handshake import StreamSecrets
+from ..protocol.report import encode_report
+from ..protocol.roles import DataRole, Link
 from ..protocol.wire import BOOT_HEADER, BOOT_SESSION_INIT, STAGE_PORT_WAIT
 from ..sysconf import load_host_config
+from ..target import expand_home
 from ..trace import NULL_TRACER, Tracer
 from .control import SessionControl, wait_readable
-from .receive import ROLE, ReceiveSession
-from .streams import StreamListener, bind_listener, port_span
+from .serving import ServedSession
+from .streams import bind_listener, port_span
 
 log = logging.getLogger("escp.server")
 
 BOOT_DEADLINE = 60.0  # seconds for the SessionInit header, and again for its body
 EXIT_LINGER = 10.0  # after the session: how long to wait for the initiator to close the channel
+REPORT_STALL = 30.0  # the report: how long the initiator may leave our stdout full
 STDIN_CHUNK = 4096
 
 
@@ -81,7 +84,7 @@ def choose_bind_address(init: SessionInit) -> str:
 
 
 class PortWait:
-    """While every port of the range is busy (§2.8): tell the initiator (SetupProgress,
+    """While every port of the range is busy (§2.11): tell the initiator (SetupProgress,
     when it reads them: at once, then every PROGRESS_EVERY_S) and log it; between tries,
     watch stdin, whose EOF means the initiator gave up."""
 
@@ -112,15 +115,15 @@ class PortWait:
 
     @staticmethod
     def gone() -> ConnectionFailure:
-        return ConnectionFailure(f"ssh channel closed ({ROLE.peer.value} went away) while waiting for a free port")
+        return ConnectionFailure("ssh channel closed (initiator went away) while waiting for a free port")
 
 
-def install_signal_handlers(ctl: SessionControl) -> None:
+def install_signal_handlers(ctl: SessionControl, role: DataRole) -> None:
     """SIGTERM, SIGHUP and SIGINT end the session like a fatal error: temp files are removed
     and the listener closed before exit (the abort runs in a thread, not in the handler)."""
 
     def handler(signum: int, _frame: object) -> None:
-        err = ConnectionFailure(f"{ROLE.value} terminated by signal {signal.Signals(signum).name}")
+        err = ConnectionFailure(f"{role.value} terminated by signal {signal.Signals(signum).name}")
         threading.Thread(target=ctl.abort, args=(err,), daemon=True).start()
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
@@ -136,8 +139,29 @@ def watch_stdin(ctl: SessionControl) -> None:
             chunk = b""
         if not chunk:
             if not ctl.done.is_set():
-                ctl.abort(ConnectionFailure(f"ssh channel closed ({ROLE.peer.value} went away)"))
+                ctl.abort(ConnectionFailure("ssh channel closed (initiator went away)"))
             return
+
+
+def write_all(fd: int, data: bytes, stall: float) -> bool:
+    """Write data to a pipe, giving up when the reader takes none of it for `stall` seconds."""
+    view = memoryview(data)
+    p = select.poll()
+    p.register(fd, select.POLLOUT)
+    os.set_blocking(fd, False)
+    try:
+        while view:
+            if not p.poll(int(stall * 1000)):
+                return False
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
+    except OSError:
+        return False
+    finally:
+        os.set_blocking(fd, True)
+    return True
 
 
 def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
@@ -171,56 +195,62 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     try:
         host = load_host_config()
     except UsageError as exc:
-        reply(SessionReply("", 0, error=f"{ROLE.value} host configuration: {exc.message}", error_cause="usage"))
+        reply(SessionReply("", 0, error=f"{init.server_role.value} host configuration: {exc.message}",
+                           error_cause="usage"))
         return exc.exit_code
-    log.debug("session %016x: %s", init.session_id, host.describe())
+    log.debug("session %016x: %s as %s, %s", init.session_id, host.describe(), init.server_role.value,
+              init.server_link.value)
     if init.session_flags.trace and tracer is NULL_TRACER:
-        tracer = _recording_tracer()
+        tracer = _recording_tracer(init.server_role)
     # the initiator's wish, clamped (SessionInit.receiver_idle_timeout); our own --timeout,
     # when given, caps it: a peer can shorten the deadline, never lift it
     idle = init.receiver_idle_timeout if idle_cap is None else min(init.receiver_idle_timeout, idle_cap)
     listener = None
     try:
-        store = FileStore.for_session(init)
-        address = choose_bind_address(init)
-        wait = PortWait(init, address, init.port_wait(idle), send)
-        listener = bind_listener(address, init.port_start, init.port_range, wait.limit, wait.on_wait, wait.pause)
-        addr, port = listener.getsockname()[:2]
-        reply(SessionReply(addr, port, dest_is_dir=bool(store.plan and store.plan.dest_is_dir),
-                           server_time_ns=time.monotonic_ns(), idle_timeout_ms=int(idle * 1000)))
+        # scp's remote path rules: `~` and `~user` are expanded here, by the side that owns the path
+        init = replace(init, dest_path=expand_home(init.dest_path))
+        served = ServedSession(init, idle, tracer, host.cpus)
+        address, port = "", 0
+        if init.server_link is Link.LISTENER:
+            address = choose_bind_address(init)
+            wait = PortWait(init, address, init.port_wait(idle), send)
+            listener = bind_listener(address, init.port_start, init.port_range, wait.limit, wait.on_wait, wait.pause)
+            address, port = listener.getsockname()[:2]
+        reply(served.reply(address, port))
     except EscpError as exc:
         try:
             reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
         except OSError:
-            log.warning("%s (the %s is gone: no reply)", exc.one_line(), ROLE.peer.value)
+            log.warning("%s (the initiator is gone: no reply)", exc.one_line())
         if listener is not None:
             listener.close()
         return exc.exit_code
-    session = ReceiveSession(init, store, idle, tracer, host.cpus)
-    ctl = session.ctl
-    ctl.add_socket(listener)
-    ctl.guard(StreamListener(listener, StreamSecrets.of(init), ROLE, session).run, "rx-accept")
-    session.start()
-    threading.Thread(target=watch_stdin, args=(ctl,), name="rx-stdin", daemon=True).start()
-    install_signal_handlers(ctl)
+    ctl = served.ctl
+    served.run_streams(listener)
+    threading.Thread(target=watch_stdin, args=(ctl,), name="stdin", daemon=True).start()
+    install_signal_handlers(ctl, init.server_role)
     ctl.wait()
-    listener.close()
-    session.cleanup()
-    if ctl.error is not None and not ctl.done.is_set():
-        print(ctl.error.one_line(), file=sys.stderr)
-        return ctl.error.exit_code
+    if listener is not None:
+        listener.close()
+    code, report = served.finish()
+    if report.error:
+        print(report.error, file=sys.stderr)
+    if init.report and not write_all(out_fd, encode_report(report), REPORT_STALL):
+        log.warning("the initiator did not take the session report")
+    if report.error:
+        return code
     # wait (bounded) for the initiator to close the ssh channel so it reads SESSION_DONE first
     deadline = time.monotonic() + EXIT_LINGER
     while time.monotonic() < deadline:
         if wait_readable(0, 0.2) and not os.read(0, STDIN_CHUNK):
             break
-    return EXIT_OK if session.core.files_failed == 0 else EXIT_PARTIAL
+    return code
 
 
-def _recording_tracer() -> Tracer:
+def _recording_tracer(role: DataRole) -> Tracer:
     try:
         from ..trace.recorder import RecordingTracer
 
-        return RecordingTracer(ROLE.value)
+        return RecordingTracer(role.value)
     except Exception:  # noqa: BLE001 - tracing is optional and never breaks a transfer
         return NULL_TRACER

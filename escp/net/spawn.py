@@ -1,6 +1,7 @@
 """Starting the server: over ssh (`ssh ... host escp --server`) or as a local
-subprocess (`--local`), then the initiator's side of the bootstrap exchange over its
-stdin/stdout (the server is the receiver in protocol version 1, hence the messages).
+subprocess (`--local`), then the initiator's side of the bootstrap over its stdin/stdout:
+SessionInit out, SessionReply in, and, when asked, the SessionReport at the end
+(messages name the server by the data role its SessionInit gave it).
 
 The remote command line is fixed (`<escp program> --server`, each word shell-quoted);
 paths and the key travel in the SessionInit on stdin, never on a command line, so
@@ -10,6 +11,7 @@ before ssh runs (CVE-2017-1000117 class).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -21,7 +23,15 @@ from collections import deque
 from collections.abc import Callable
 
 from ..config import SshOptions
-from ..errors import ConnectionFailure, EscpError, ProtocolError, TimeoutError_, UsageError, escape_name
+from ..errors import (
+    AuthError,
+    ConnectionFailure,
+    EscpError,
+    ProtocolError,
+    TimeoutError_,
+    UsageError,
+    escape_name,
+)
 from ..protocol.bootstrap import (
     PROGRESS_EVERY_S,
     SessionInit,
@@ -30,13 +40,28 @@ from ..protocol.bootstrap import (
     decode_progress,
     decode_reply,
     encode_init,
+    parse_header,
     read_header,
 )
-from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY, BOOT_SETUP_PROGRESS
+from ..protocol.report import SessionReport, decode_report
+from ..protocol.roles import DataRole, Link
+from ..protocol.wire import (
+    BOOT_HEADER,
+    BOOT_MAGIC,
+    BOOT_SESSION_REPLY,
+    BOOT_SESSION_REPORT,
+    BOOT_SETUP_PROGRESS,
+)
 from .control import wait_readable
+
+log = logging.getLogger("escp")
 
 TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of a server that does not exit
 _ERROR_LINE = re.compile(r"^escp: (\w[\w/]*) error: (.*)$")
+# what ssh says when it reached the server but could not log in, or refused the server's identity
+_AUTH_FAILURE = re.compile(r"Permission denied|Too many authentication failures|Authentication failed|"
+                           r"Host key verification failed|No more authentication methods|"
+                           r"REMOTE HOST IDENTIFICATION HAS CHANGED")
 _USER_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._@-]*$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
 
@@ -83,11 +108,13 @@ class ServerProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.argv = argv
+        log.debug("starting the server: %s", shlex.join(argv))  # no secret: the key goes on stdin
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, env=env, close_fds=True)
         except OSError as exc:
             raise ConnectionFailure(f"cannot start {argv[0]}: {exc.strerror}") from None
+        self.role = DataRole.RECEIVER  # the server's data role, from the SessionInit sent to it
         self.stderr_tail: deque[str] = deque(maxlen=20)
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_thread.start()
@@ -95,7 +122,7 @@ class ServerProcess:
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")[:500]
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")[:500]  # ssh ends some lines in CR LF
             self.stderr_tail.append(line)
 
     def remote_errors(self) -> str:
@@ -105,12 +132,13 @@ class ServerProcess:
     def exchange(self, init: SessionInit, timeout: float,
                  on_progress: Callable[[SetupProgress], None] = lambda progress: None) -> SessionReply:
         """Send SessionInit, read SessionReply within `timeout`; clear errors for every way
-        this fails. A server that waits (for a free port, §2.8) says so with SetupProgress
+        this fails. A server that waits (for a free port, §2.11) says so with SetupProgress
         messages (only if init asks for them), each passed to on_progress: every one proves
         it lives and moves the deadline to PROGRESS_EVERY_S + timeout after it, but never
         beyond the longest wait the server may take (init.receiver_idle_timeout) + timeout
         after the first."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.role = init.server_role
         try:
             self.proc.stdin.write(encode_init(init))
             self.proc.stdin.flush()
@@ -139,24 +167,40 @@ class ServerProcess:
             deadline = max(deadline, min(now + PROGRESS_EVERY_S + timeout, bound))
             on_progress(waiting)
         reply = decode_reply(body)
+        who = self.role.value
         if reply.version != init.version:
-            raise ProtocolError(f"receiver speaks protocol version {reply.version}, this is {init.version}")
+            raise ProtocolError(f"{who} speaks protocol version {reply.version}, this is {init.version}")
         if reply.error:
             cls = UsageError if reply.error_cause == "usage" else ConnectionFailure
             text = reply.error.removeprefix("escp: ")
             if cls is UsageError:
                 text = text.removeprefix("usage error: ")  # printed once, by our own one_line()
-            raise cls(f"receiver: {text}")
-        if not 1 <= reply.port <= 65535 or not reply.address:
-            raise ProtocolError("receiver replied without a usable address and port")
+            raise cls(f"{who}: {text}")
+        if init.server_link is Link.LISTENER and (not 1 <= reply.port <= 65535 or not reply.address):
+            raise ProtocolError(f"{who} replied without a usable address and port")
         return reply
+
+    def read_report(self, stall: float) -> SessionReport | None:
+        """The server's SessionReport (when SessionInit asked for one); None when the server
+        ends without one or sends none for `stall` seconds. Its errors are protocol errors."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        try:
+            header = self._read(fd, BOOT_HEADER.size, time.monotonic() + stall, first=False)
+            length = parse_header(header, BOOT_SESSION_REPORT)
+            body = bytearray()
+            while len(body) < length:  # the deadline moves with every chunk: a large trace may take a while
+                body += self._read(fd, min(length - len(body), 1 << 20), time.monotonic() + stall, first=False)
+        except (ConnectionFailure, TimeoutError_):
+            return None
+        return decode_report(bytes(body))
 
     def _read(self, fd: int, n: int, deadline: float, first: bool) -> bytes:
         buf = bytearray()
         while len(buf) < n:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError_("the receiver did not answer the session set-up in time")
+                raise TimeoutError_(f"the {self.role.value} did not answer the session set-up in time")
             if not wait_readable(fd, min(left, 0.5)):
                 continue
             chunk = os.read(fd, n - len(buf))
@@ -183,12 +227,13 @@ class ServerProcess:
         if code == 127 or "not found" in errs:
             return ConnectionFailure(f"remote escp not found (use -D/--escp to give its path): {errs}")
         if code == 255:
-            return ConnectionFailure(f"ssh failed: {errs or 'exit status 255'}")
-        return ConnectionFailure(f"receiver exited (status {code}) before the session started: {errs}")
+            cls = AuthError if _AUTH_FAILURE.search(errs) else ConnectionFailure
+            return cls(f"ssh failed: {errs or 'exit status 255'}")
+        return ConnectionFailure(f"{self.role.value} exited (status {code}) before the session started: {errs}")
 
     def explain(self, exc: EscpError, wait: float = 2.0) -> EscpError:
-        """A set-up failure on our side is often the echo of a receiver that failed first
-        (it closed its listener): prefer the receiver's own error line when it has one."""
+        """A set-up failure on our side is often the echo of a server that failed first
+        (it closed its listener): prefer the server's own error line when it has one."""
         try:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -197,7 +242,7 @@ class ServerProcess:
         for line in reversed(self.stderr_tail):
             m = _ERROR_LINE.match(line)
             if m:
-                err = EscpError(f"receiver: {m.group(2)}")
+                err = EscpError(f"{self.role.value}: {m.group(2)}")
                 err.cause = m.group(1)
                 err.exit_code = exc.exit_code
                 return err
@@ -211,7 +256,7 @@ class ServerProcess:
             pass
 
     def finish(self, timeout: float) -> int | None:
-        """Close our side and wait for the child; when it outlives timeout, SIGTERM it (the
+        """Close our side and wait for the child; when it outlives timeout, SIGTERM it (a
         receiver then cleans up its temp files), and SIGKILL it TERM_GRACE later."""
         self.close_stdin()
         for step in (self.proc.terminate, self.proc.kill):

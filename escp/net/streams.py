@@ -170,7 +170,7 @@ def bind_listener(address: str, port_start: int, port_range: int, wait: float = 
     """Listen on the first free port of the range (§2.7). While every port is in use by
     someone else, try again (backoff doubling from PORT_RETRY_FIRST to PORT_RETRY_MAX, each
     pause drawn from its upper half: jitter, so that waiting sessions do not retry in step)
-    for up to `wait` seconds (§2.8); `on_wait(seconds waited)` runs before each pause and
+    for up to `wait` seconds (§2.11); `on_wait(seconds waited)` runs before each pause and
     `pause` sleeps (it may raise to give up early). ConnectionFailure when no port came."""
     start = time.monotonic()
     backoff = PORT_RETRY_FIRST

@@ -1,28 +1,34 @@
 """Session set-up messages carried over the ssh pipe (pure codecs and validation).
 
 Framing on the pipe: BOOT_HEADER (magic "ESCP", version, type, reserved, body length)
-then a FlatBuffer body: SessionInit from the initiator, SessionReply from the server and,
-before it, SetupProgress messages while the server waits (for a free port: §2.8), only
-when the initiator said it reads them.
-The session key travels only here (ssh-encrypted stdin), never in argv or environment.
+then a FlatBuffer body: SessionInit from the initiator, SessionReply from the server
+(before it, SetupProgress messages while the server waits for a free port, §2.11, only
+when the initiator said it reads them; when asked, a SessionReport at the end:
+report.py). SessionInit says which data role and link role the server takes (version
+1's only pairing, a receiving listener, is the default), and what a sending server
+sends. The session key travels only here (ssh-encrypted stdin), never in argv or
+environment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import flatbuffers
 
 from ..errors import ProtocolError
 from .fb import escp_generated as fb
 from .flags import SessionFlags
-from .messages import fb_bytes, fb_root
+from .messages import fb_bytes, fb_root, fb_table_vector
+from .roles import DataRole, Link
 from .wire import (
     BOOT_HEADER,
     BOOT_MAGIC,
     BOOT_MAX_BODY,
     BOOT_SESSION_INIT,
     BOOT_SESSION_REPLY,
+    BOOT_SESSION_REPORT,
     BOOT_SETUP_PROGRESS,
     DEFAULT_REKEY_BYTES,
     FLAG_KNOWN,
@@ -33,6 +39,7 @@ from .wire import (
     PROTOCOL_VERSION,
     SETUP_PROGRESS,
     STAGE_PORT_WAIT,
+    TRACE_TOTAL_MAX,
 )
 
 MIN_IDLE_TIMEOUT = 5.0
@@ -42,8 +49,16 @@ SETUP_MIN_S = 10.0  # the initiator's shortest wait for the SessionReply, whatev
 # max(--timeout, SETUP_MIN_S)): a waiting server answers it SETUP_REPLY_MARGIN before that
 OLD_SETUP_MAX_S = 30.0
 SETUP_REPLY_MARGIN = 3.0
-# a waiting server sends SetupProgress at least this often (§2.8): the initiator's proof it lives
+# a waiting server sends SetupProgress at least this often (§2.11): the initiator's proof it lives
 PROGRESS_EVERY_S = 5.0
+
+
+REPORT_MAX_BODY = TRACE_TOTAL_MAX + BOOT_MAX_BODY  # a SessionReport carries the server's trace
+MAX_RATE_LIMIT = 1 << 40  # bytes/s per stream: far above any link, below any overflow
+
+# the wire codes of the server's roles (SessionInit.server_role / server_link)
+ROLE_CODES = {DataRole.RECEIVER: 0, DataRole.SENDER: 1}
+LINK_CODES = {Link.LISTENER: 0, Link.CONNECTOR: 1}
 
 
 def setup_timeout(idle_timeout: float) -> float:
@@ -52,6 +67,14 @@ def setup_timeout(idle_timeout: float) -> float:
     not hung, on a node that starts many sessions at once (each interpreter's imports cost
     CPU time: 64 at once on 2 busy cores took over 30 s)."""
     return max(idle_timeout, SETUP_MIN_S)
+
+
+@dataclass(frozen=True, slots=True)
+class ListItem:
+    """A --filelist item a sending server sends: its own path, and the name it lands under."""
+
+    src: bytes
+    dst: bytes
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,15 @@ class SessionInit:
     log_path: str = ""
     client_time_ns: int = 0
     idle_timeout_ms: int = 60_000
+    server_role: DataRole = DataRole.RECEIVER  # what the server does with the data
+    server_link: Link = Link.LISTENER  # whether the server listens or connects
+    peer_address: str = ""  # a connecting server's peer (the listener it connects to)
+    peer_port: int = 0
+    sources: tuple[bytes, ...] = ()  # a sending server's sources (patterns it expands)
+    filelist: tuple[ListItem, ...] = ()  # a sending server's --filelist items
+    report: bool = False  # the server writes a SessionReport when the session ends
+    tx_engine: str = ""  # a sending server's I/O engine ("" = posix)
+    rate_limit: int = 0  # a sending server's pacing per stream, bytes/s (0 = none)
     setup_features: int = 0  # SETUP_* bits (an initiator sets SETUP_PROGRESS)
     version: int = PROTOCOL_VERSION
 
@@ -95,7 +127,7 @@ class SessionInit:
         return bool(self.setup_features & SETUP_PROGRESS)
 
     def port_wait(self, idle: float) -> float:
-        """How long a server whose idle deadline is `idle` may wait for a free port (§2.8):
+        """How long a server whose idle deadline is `idle` may wait for a free port (§2.11):
         that deadline, and for an initiator that does not read SetupProgress (one that
         predates it) short enough that the error reply beats the initiator's own set-up
         deadline, as far as its defaults let the server know it."""
@@ -126,6 +158,12 @@ class SessionInit:
             raise ProtocolError("compression level out of bounds")
         if self.top_level_count < 0:
             raise ProtocolError("bad top-level count")
+        if self.server_link is Link.CONNECTOR and (not self.peer_address or not 1 <= self.peer_port <= 65535):
+            raise ProtocolError("a connecting server needs the peer's address and port")
+        if self.tx_engine not in ("", "posix", "dummy"):
+            raise ProtocolError(f"unknown sender engine {self.tx_engine!r}")
+        if not 0 <= self.rate_limit <= MAX_RATE_LIMIT:
+            raise ProtocolError("rate limit out of bounds")
 
 
 @dataclass(frozen=True)
@@ -136,13 +174,15 @@ class SessionReply:
     error_cause: str = ""
     dest_is_dir: bool = False
     server_time_ns: int = 0
-    idle_timeout_ms: int = 0  # the receiver's effective idle timeout; 0: not reported (older receiver)
+    idle_timeout_ms: int = 0  # the server's effective idle timeout; 0: not reported (older server)
+    top_level_count: int = 0  # a sending server: top-level sources that exist after expansion
+    top_dir: bool = False  # a sending server: exactly one, and it is a directory
     version: int = PROTOCOL_VERSION
 
 
 @dataclass(frozen=True)
 class SetupProgress:
-    """The server's set-up is waiting, not hung (§2.8): for what, how long so far, how long at most."""
+    """The server's set-up is waiting, not hung (§2.11): for what, how long so far, how long at most."""
 
     stage: int
     waited_ms: int
@@ -171,7 +211,7 @@ def read_header(header: bytes, *expect: int) -> tuple[int, int]:
         raise ProtocolError(f"peer speaks protocol version {version}, this is {PROTOCOL_VERSION}")
     if kind not in expect:
         raise ProtocolError(f"unexpected bootstrap message type {kind}")
-    if length > BOOT_MAX_BODY:
+    if length > (REPORT_MAX_BODY if kind == BOOT_SESSION_REPORT else BOOT_MAX_BODY):
         raise ProtocolError(f"bootstrap body of {length} bytes is too large")
     return int(kind), int(length)
 
@@ -181,13 +221,39 @@ def parse_header(header: bytes, expect: int) -> int:
     return read_header(header, expect)[1]
 
 
+def _sources(b: flatbuffers.Builder, paths: tuple[bytes, ...]) -> int:
+    tables = []
+    for path in paths:
+        vec = b.CreateByteVector(path)
+        fb.SourceStart(b)
+        fb.SourceAddPath(b, vec)
+        tables.append(fb.SourceEnd(b))
+    return fb_table_vector(b, fb.SessionInitStartSourcesVector, tables)
+
+
+def _filelist(b: flatbuffers.Builder, items: tuple[ListItem, ...]) -> int:
+    tables = []
+    for item in items:
+        src, dst = b.CreateByteVector(item.src), b.CreateByteVector(item.dst)
+        fb.ListItemStart(b)
+        fb.ListItemAddSrc(b, src)
+        fb.ListItemAddDst(b, dst)
+        tables.append(fb.ListItemEnd(b))
+    return fb_table_vector(b, fb.SessionInitStartFilelistVector, tables)
+
+
 def encode_init(s: SessionInit) -> bytes:
-    b = flatbuffers.Builder(256 + len(s.dest_path))
+    size = len(s.dest_path) + sum(len(p) + 16 for p in s.sources) + sum(len(i.src) + len(i.dst) + 24 for i in s.filelist)
+    b = flatbuffers.Builder(256 + size)
     key = b.CreateByteVector(s.key)
     dest = b.CreateByteVector(s.dest_path)
     bind = b.CreateString(s.bind_address)
     eng = b.CreateString(s.rx_engine)
     log = b.CreateString(s.log_path)
+    peer = b.CreateString(s.peer_address)
+    tx_eng = b.CreateString(s.tx_engine)
+    sources = _sources(b, s.sources)
+    filelist = _filelist(b, s.filelist)
     fb.SessionInitStart(b)
     fb.SessionInitAddVersion(b, s.version)
     fb.SessionInitAddSessionId(b, s.session_id)
@@ -206,13 +272,39 @@ def encode_init(s: SessionInit) -> bytes:
     fb.SessionInitAddLogPath(b, log)
     fb.SessionInitAddClientTimeNs(b, s.client_time_ns)
     fb.SessionInitAddIdleTimeoutMs(b, s.idle_timeout_ms)
+    fb.SessionInitAddServerRole(b, ROLE_CODES[s.server_role])
+    fb.SessionInitAddServerLink(b, LINK_CODES[s.server_link])
+    fb.SessionInitAddPeerAddress(b, peer)
+    fb.SessionInitAddPeerPort(b, s.peer_port)
+    fb.SessionInitAddSources(b, sources)
+    fb.SessionInitAddFilelist(b, filelist)
+    fb.SessionInitAddReport(b, s.report)
+    fb.SessionInitAddTxEngine(b, tx_eng)
+    fb.SessionInitAddRateLimit(b, s.rate_limit)
     fb.SessionInitAddSetupFeatures(b, s.setup_features)
     b.Finish(fb.SessionInitEnd(b))
     return frame(BOOT_SESSION_INIT, bytes(b.Output()))
 
 
-def _str(v: bytes | None) -> str:
+def fb_text(v: bytes | None) -> str:
     return (v or b"").decode("utf-8", "replace")[:1024]
+
+
+def _code(table: dict[Any, int], code: int, what: str) -> Any:
+    for value, c in table.items():
+        if c == code:
+            return value
+    raise ProtocolError(f"unknown {what} {code}")
+
+
+def fb_tables(root: object, name: str, body: bytes) -> list[Any]:
+    """The tables of the vector field `name` (a FlatBuffers accessor pair `name` and
+    `nameLength`), its length bounded by the body before any is read."""
+    n = getattr(root, f"{name}Length")()
+    if n < 0 or n * 4 > len(body):
+        raise ProtocolError(f"{name} vector claims {n} entries")
+    get = getattr(root, name)
+    return [get(i) for i in range(n)]
 
 
 def decode_init(body: bytes) -> SessionInit:
@@ -227,15 +319,24 @@ def decode_init(body: bytes) -> SessionInit:
             streams=r.Streams(),  # type: ignore[attr-defined]
             port_start=r.PortStart(),  # type: ignore[attr-defined]
             port_range=r.PortRange(),  # type: ignore[attr-defined]
-            bind_address=_str(r.BindAddress()),  # type: ignore[attr-defined]
+            bind_address=fb_text(r.BindAddress()),  # type: ignore[attr-defined]
             dest_path=fb_bytes(r, 22, body),
             top_level_count=r.TopLevelCount(),  # type: ignore[attr-defined]
-            rx_engine=_str(r.RxEngine()),  # type: ignore[attr-defined]
+            rx_engine=fb_text(r.RxEngine()),  # type: ignore[attr-defined]
             rekey_bytes=r.RekeyBytes(),  # type: ignore[attr-defined]
             compress_level=r.CompressLevel(),  # type: ignore[attr-defined]
-            log_path=_str(r.LogPath()),  # type: ignore[attr-defined]
+            log_path=fb_text(r.LogPath()),  # type: ignore[attr-defined]
             client_time_ns=r.ClientTimeNs(),  # type: ignore[attr-defined]
             idle_timeout_ms=r.IdleTimeoutMs(),  # type: ignore[attr-defined]
+            server_role=_code(ROLE_CODES, r.ServerRole(), "server data role"),  # type: ignore[attr-defined]
+            server_link=_code(LINK_CODES, r.ServerLink(), "server link role"),  # type: ignore[attr-defined]
+            peer_address=fb_text(r.PeerAddress()),  # type: ignore[attr-defined]
+            peer_port=r.PeerPort(),  # type: ignore[attr-defined]
+            sources=tuple(fb_bytes(t, 4, body) for t in fb_tables(r, "Sources", body)),
+            filelist=tuple(ListItem(fb_bytes(t, 4, body), fb_bytes(t, 6, body)) for t in fb_tables(r, "Filelist", body)),
+            report=bool(r.Report()),  # type: ignore[attr-defined]
+            tx_engine=fb_text(r.TxEngine()),  # type: ignore[attr-defined]
+            rate_limit=r.RateLimit(),  # type: ignore[attr-defined]
             setup_features=r.SetupFeatures(),  # type: ignore[attr-defined]
         )
     except ProtocolError:
@@ -260,6 +361,8 @@ def encode_reply(s: SessionReply) -> bytes:
     fb.SessionReplyAddDestIsDir(b, s.dest_is_dir)
     fb.SessionReplyAddServerTimeNs(b, s.server_time_ns)
     fb.SessionReplyAddIdleTimeoutMs(b, s.idle_timeout_ms)
+    fb.SessionReplyAddTopLevelCount(b, s.top_level_count)
+    fb.SessionReplyAddTopDir(b, s.top_dir)
     b.Finish(fb.SessionReplyEnd(b))
     return frame(BOOT_SESSION_REPLY, bytes(b.Output()))
 
@@ -269,13 +372,15 @@ def decode_reply(body: bytes) -> SessionReply:
         r = fb_root(fb.SessionReply, body)
         return SessionReply(
             version=r.Version(),  # type: ignore[attr-defined]
-            address=_str(r.Address()),  # type: ignore[attr-defined]
+            address=fb_text(r.Address()),  # type: ignore[attr-defined]
             port=r.Port(),  # type: ignore[attr-defined]
-            error=_str(r.Error()),  # type: ignore[attr-defined]
-            error_cause=_str(r.ErrorCause()),  # type: ignore[attr-defined]
+            error=fb_text(r.Error()),  # type: ignore[attr-defined]
+            error_cause=fb_text(r.ErrorCause()),  # type: ignore[attr-defined]
             dest_is_dir=bool(r.DestIsDir()),  # type: ignore[attr-defined]
             server_time_ns=r.ServerTimeNs(),  # type: ignore[attr-defined]
             idle_timeout_ms=r.IdleTimeoutMs(),  # type: ignore[attr-defined]
+            top_level_count=r.TopLevelCount(),  # type: ignore[attr-defined]
+            top_dir=bool(r.TopDir()),  # type: ignore[attr-defined]
         )
     except Exception as exc:
         raise ProtocolError(f"malformed SessionReply ({type(exc).__name__})") from None
@@ -300,7 +405,7 @@ def decode_progress(body: bytes) -> SetupProgress:
             stage=r.Stage(),  # type: ignore[attr-defined]
             waited_ms=r.WaitedMs(),  # type: ignore[attr-defined]
             limit_ms=r.LimitMs(),  # type: ignore[attr-defined]
-            detail=_str(r.Detail()),  # type: ignore[attr-defined]
+            detail=fb_text(r.Detail()),  # type: ignore[attr-defined]
         )
     except Exception as exc:
         raise ProtocolError(f"malformed SetupProgress ({type(exc).__name__})") from None

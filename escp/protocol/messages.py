@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import flatbuffers
 
@@ -148,10 +150,7 @@ def encode_file_list(entries: list[FileEntry]) -> bytes:
         fb.FileAddAtimeNs(b, e.atime_ns)
         fb.FileAddMtimeNs(b, e.mtime_ns)
         offsets.append(fb.FileEnd(b))
-    fb.FileListStartFilesVector(b, len(offsets))
-    for off in reversed(offsets):
-        b.PrependUOffsetTRelative(off)
-    vec = b.EndVector()
+    vec = fb_table_vector(b, fb.FileListStartFilesVector, offsets)
     fb.FileListStart(b)
     fb.FileListAddFiles(b, vec)
     b.Finish(fb.FileListEnd(b))
@@ -209,7 +208,17 @@ def encode_session_done(m: SessionDone) -> bytes:
     return bytes([T_SESSION_DONE]) + bytes(b.Output())
 
 
-# --- FlatBuffers reading helpers --------------------------------------------------
+# --- FlatBuffers helpers ------------------------------------------------------------
+
+
+def fb_table_vector(b: flatbuffers.Builder, start: Callable[[flatbuffers.Builder, int], Any],
+                    tables: list[int]) -> int:
+    """A vector of tables already built (`start` is the schema's StartXVector)."""
+    start(b, len(tables))
+    for off in reversed(tables):
+        b.PrependUOffsetTRelative(off)
+    return int(b.EndVector())
+
 
 
 def fb_bytes(tab: object, slot: int, buf: bytes) -> bytes:

@@ -21,6 +21,7 @@ from ..errors import ConnectionFailure, EscpError, IntegrityError, ProtocolError
 from .bootstrap import SessionInit
 from .data import DataHeader
 from .messages import Abort, FileEnd, FileEntry, FileResult, Message, SessionDone, SessionEnd
+from .request import RequestRule
 from .roles import DataRole
 from .states import (
     EVENT_OF,
@@ -118,8 +119,9 @@ _RECEIVED = SENDS[DataRole.SENDER] - {Event.FILE_LIST, Event.DATA, Event.EOS}
 class ReceiverCore:
     """Validates everything the sender says about files, blocks and streams."""
 
-    def __init__(self, init: SessionInit) -> None:
+    def __init__(self, init: SessionInit, request: RequestRule | None = None) -> None:
         flags = init.session_flags
+        self.request = request  # a pulling receiver: what it asked for (request.py)
         self.block_size = init.block_size
         self.sparse = flags.sparse
         self.checksums = flags.checksum
@@ -135,6 +137,8 @@ class ReceiverCore:
         self.files_ok = 0
         self.files_failed = 0
         self.bytes_written = 0
+        self.files_announced = 0  # regular files, and their bytes, for a progress display
+        self.bytes_announced = 0
 
     def _pass(self, event: Event) -> None:
         self.state = transition(SESSION_TRANSITIONS, self.state, event)
@@ -180,6 +184,8 @@ class ReceiverCore:
         for i, (entry, parts) in enumerate(items):
             self._check_entry(entry, parts, self.next_fino + i, batch)
             batch.add(parts)
+            if self.request is not None:
+                self.request.check(entry)
         if not self.check_top_level:
             return
         for entry, parts in items:  # unrequested top-level names: CVE-2019-6111 class
@@ -198,20 +204,25 @@ class ReceiverCore:
         f = RxFile(entry, parts, nblocks)
         if entry.kind != KIND_DIR:
             self.files[entry.fino] = f
+            self.files_announced += 1
+            self.bytes_announced += entry.size
         return f
 
     def add_file_list(self, items: list[tuple[FileEntry, Parts]],
                       dir_errors: list[EscpError | None]) -> list[RxAction]:
         """Register a checked FILE_LIST; a directory's one result goes out at once (made, or
-        `dir_errors[i]` says why not)."""
+        `dir_errors[i]` says why not); a file that comes with an error (its directory could
+        not be made) fails at once."""
         out: list[RxAction] = []
         for (entry, parts), error in zip(items, dir_errors, strict=True):
             f = self.add_entry(entry, parts)
             if entry.kind == KIND_DIR:
                 r = self._result(f, STATUS_OK, "", NO_DIGEST, "") if error is None else \
                     self._result(f, STATUS_FAILED, error.cause, NO_DIGEST, error.message)
-                if r is not None:
-                    out.append(r)
+            else:
+                r = self.fail(f, error) if error is not None else None
+            if r is not None:
+                out.append(r)
         return out
 
     # --- DATA --------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ class FileVerdict:
     ok: bool
     cause: str = ""  # "" when ok
     message: str = ""
+    at_source: bool = False  # it failed at the source (the sender's file), else at the destination
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +204,11 @@ class SenderCore:
             if self.checksums and f.entry.kind != KIND_DIR and r.digest != f.digest:
                 return FileVerdict(f, False, "integrity", "receiver's digest differs from the sender's")
             if f.local_error is not None:
-                return FileVerdict(f, False, "I/O", f.local_error)
+                return FileVerdict(f, False, "I/O", f.local_error, at_source=True)
             return FileVerdict(f, True)
-        return FileVerdict(f, False, cause_name(r.cause), f.local_error if f.local_error is not None else r.message)
+        if f.local_error is not None:
+            return FileVerdict(f, False, cause_name(r.cause), f.local_error, at_source=True)
+        return FileVerdict(f, False, cause_name(r.cause), r.message)
 
     def stream_closed(self) -> None:
         """TCP EOF on the metadata stream (while the session was not aborted)."""

@@ -15,11 +15,12 @@ BOOT_MAGIC = b"ESCP"
 BOOT_HEADER = struct.Struct("<4sBBHI")  # magic, version, type, reserved, body length
 BOOT_SESSION_INIT = 1
 BOOT_SESSION_REPLY = 2
-BOOT_SETUP_PROGRESS = 3  # server -> initiator before the reply, only when the initiator reads it
+BOOT_SESSION_REPORT = 3  # server -> initiator at the session's end, when SessionInit.report asked
+BOOT_SETUP_PROGRESS = 4  # server -> initiator before the reply, only when the initiator reads it
 BOOT_MAX_BODY = 1 << 20
 
 # SessionInit.setup_features: what the initiator reads before the SessionReply (offers, not demands)
-SETUP_PROGRESS = 1 << 0  # SetupProgress messages (docs/protocol.md §2.8)
+SETUP_PROGRESS = 1 << 0  # SetupProgress messages (docs/protocol.md §2.11)
 # SetupProgress.stage
 STAGE_PORT_WAIT = 1  # every port of the range is busy: waiting for one
 

@@ -28,6 +28,8 @@ such as "tx-0" or "rx-3"; the tracer adds the role (sender/receiver).
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any, Literal, Protocol
 
 WaitKind = Literal["starved", "blocked"]
@@ -74,4 +76,25 @@ class NullTracer:
 
 NULL_TRACER = NullTracer()
 
-__all__ = ["Tracer", "NullTracer", "NULL_TRACER", "WaitKind", "COUNTER_EVERY"]
+
+def export_json(tracer: Tracer, include_events: bool, limit: int) -> bytes:
+    """A recording tracer's side as JSON for the peer or the initiator: with the span log
+    when asked and it fits in `limit` bytes, else the totals only, else nothing (b"", also
+    for a tracer that records nothing). Never fails the transfer."""
+    export = getattr(tracer, "export", None)
+    if not callable(export):
+        return b""
+    try:
+        blob = json.dumps(export(include_events=include_events)).encode()
+        if len(blob) > limit:
+            blob = json.dumps(export(include_events=False)).encode()
+        if len(blob) > limit:
+            logging.getLogger("escp").warning("trace too large to send; omitted")
+            return b""
+    except Exception:  # noqa: BLE001 - a broken trace must not break the transfer
+        logging.getLogger("escp").warning("could not export the trace", exc_info=True)
+        return b""
+    return blob
+
+
+__all__ = ["Tracer", "NullTracer", "NULL_TRACER", "WaitKind", "COUNTER_EVERY", "export_json"]

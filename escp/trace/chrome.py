@@ -99,7 +99,7 @@ def _meta(name: str, pid: int, tid: int, args: dict[str, Any]) -> str:
 
 def _render_side(data: TraceData, off: int, base: int, separate_wait_tracks: bool, out: list[str]) -> None:
     pid = PIDS[data.role]
-    out.append(_meta("process_name", pid, 0, {"name": data.role}))
+    out.append(_meta("process_name", pid, 0, {"name": f"{data.role} on {data.host}" if data.host else data.role}))
     out.append(_meta("process_sort_index", pid, 0, {"sort_index": pid}))
     if data.dropped:
         out.append(_meta("process_labels", pid, 0,

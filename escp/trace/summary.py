@@ -87,6 +87,7 @@ class TraceSummary:
     net: NetInputs = field(default_factory=NetInputs)  # what the network verdict reads
     verdict: Verdict | None = None
     tcp: list[TcpStreamRow] = field(default_factory=list)  # the sender's TCP_INFO samples per stream
+    hosts: dict[str, str] = field(default_factory=dict)  # side -> the host it ran on (when known)
 
     def render_text(self) -> str:
         return render_text(self)
@@ -101,7 +102,7 @@ class TraceSummary:
         return cls([StageSummary(**{k: v for k, v in row.items() if k in _STAGE_FIELDS}) for row in d["stages"]],
                    dict(d["wall_s"]), dict(d["workers"]), {k: dict(v) for k, v in d["shares"].items()}, d["bytes"],
                    {side: SideCpu.from_dict(c) for side, c in d.get("cpu", {}).items()},
-                   NetInputs.from_dict(d.get("net", {})))
+                   NetInputs.from_dict(d.get("net", {})), hosts=dict(d.get("hosts", {})))
 
 
 
@@ -189,6 +190,7 @@ def summarize(sender: TraceData | None, receiver: TraceData | None) -> TraceSumm
     summary = TraceSummary(stages, wall, workers, shares, nbytes, cpu, net_inputs(sender, receiver))
     summary.verdict = compute_verdict(summary)
     summary.tcp = stream_rows(sender.counter_totals) if sender is not None else []
+    summary.hosts = {data.role: data.host for data in (sender, receiver) if data is not None and data.host}
     return summary
 
 
@@ -211,10 +213,13 @@ def render_text(summary: TraceSummary) -> str:
         )
     walls = ", ".join(f"{side} {w:.3f} s x {summary.workers.get(side, 0)} workers" for side, w in summary.wall_s.items())
     lines.append(f"wall: {walls or '-'}; data {format_bytes(summary.nbytes)}")
+    if summary.hosts:
+        lines.append("sides: " + ", ".join(f"{side} on {host}" for side, host in summary.hosts.items()))
     lines += [f"cpu: {describe_cpu(c)}" for c in summary.cpu.values()]
     v = summary.verdict
     if v is not None:
-        lines.append(f"verdict: {v.title()}: {v.evidence}")
+        on = f" on {summary.hosts[v.side]}" if v.side in summary.hosts else ""
+        lines.append(f"verdict: {v.title()}{on}: {v.evidence}")
         if v.unseen:
             lines.append(f"not seen: {'; '.join(v.unseen)}")
         lines.append(f"hint: {v.hint}")
@@ -234,6 +239,7 @@ def summary_to_dict(summary: TraceSummary) -> dict[str, Any]:
         "cpu": {side: c.to_dict() for side, c in summary.cpu.items()},
         "net": summary.net.to_dict(),
         "verdict": summary.verdict.to_dict() if summary.verdict is not None else None,
+        "hosts": dict(summary.hosts),
         "tcp": [row.to_dict() for row in summary.tcp],
     }
 

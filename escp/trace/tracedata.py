@@ -156,6 +156,7 @@ class TraceData:
     sched: dict[tuple[str, str], SchedTotals] = field(default_factory=dict)  # empty: no schedstat
     cpu: dict[str, Any] | None = None  # sched.cpu_context() plus "schedstat" (None, or why not)
     rates: RateBins | None = None
+    host: str = ""  # which host this side ran on, as the initiator names it (not exported: set on merge)
 
     @property
     def wall_ns(self) -> int:

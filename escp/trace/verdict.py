@@ -99,8 +99,8 @@ HINTS: dict[tuple[str, str], str] = {
     "link rate (-l) if there is loss, or move the transfer off the busy link",
     ("network-bound", "window-limited"): "each stream is limited by its window (window/RTT), not by the link: "
     "add streams (-t); raise the TCP buffer limits (net.core.rmem_max/wmem_max, tcp_rmem/tcp_wmem) on both hosts",
-    ("network-bound", "stream-limited"): "each stream is held to its rate by the sender's pacing (-l), and the "
-    "network had room: raise -l or add streams (-t)",
+    ("network-bound", "stream-limited"): "the sender's pacing (-l, one rate for the whole transfer) held it back, "
+    "and the network had room: raise -l",
     ("network-bound", "*"): "the network path limits: try more streams (-t 8) and see whether the total grows "
     "(window-limited) or stays flat (the link is full); check TCP buffer limits and MTU; --ioengine dummy "
     "isolates the network",

@@ -28,7 +28,7 @@ from tests.faults.util import Proc, fixed_port, private_loopback, process_gone, 
 from tests.helpers import assert_same_tree
 from tests.hostile.peer import HostileSender, entry, strangers
 
-WAITING = "is busy; waiting for one"  # the initiator's -v line for a SetupProgress (§2.8)
+WAITING = "is busy; waiting for one"  # the initiator's -v line for a SetupProgress (§2.11)
 SESSION_DEADLINE = 120.0  # generous: a busy 2-core CI machine starts 16 interpreters here
 
 
@@ -259,7 +259,7 @@ def test_a_waiting_receiver_whose_initiator_dies_exits(tmp_path: Path) -> None:
 def test_an_initiator_without_progress_gets_its_error_in_time(tmp_path: Path) -> None:
     """An initiator that does not read SetupProgress (one older than it) gets no such message:
     the first bytes are the SessionReply, an error after a wait short enough to beat that
-    initiator's own set-up deadline (protocol.md §2.8)."""
+    initiator's own set-up deadline (protocol.md §2.11)."""
     addr, port = private_loopback(), fixed_port()
     blockers = Blockers(addr, list(range(port, port + 10)))  # the hostile sender's range is 10 ports
     try:

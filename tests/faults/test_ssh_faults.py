@@ -102,7 +102,8 @@ def test_remote_escp_broken(fake_ssh: FakeSsh, remote_escp: Path, tmp_path: Path
     src, dest = one_file(tmp_path)
     env = fake_ssh.env(ESCP_FAKESSH_HANG_SECONDS="2", ESCP_FAKESSH_SEED="7")
     r = run_escp(*remote_args(free_port_base(), remote_escp), src, f"localhost:{dest}", env=env, timeout=DEADLINE)
-    check_error(r.code, r.stderr, [1], causes=["connection" if mode not in ("banner", "junk") else "protocol"])
+    cause = {"banner": "protocol", "junk": "protocol", "refuse": "auth"}.get(mode, "connection")
+    check_error(r.code, r.stderr, [1], causes=[cause])
     assert expect in r.stderr, r.stderr
     assert list(dest.iterdir()) == []
 

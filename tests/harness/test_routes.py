@@ -9,12 +9,13 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness import datasets, limit, peers, report, results, runner, sshd
-from harness.scenarios import EscpOptions, Scenario
+from harness.scenarios import PULL, EscpOptions, Scenario
 from harness.stats import spread_flag
 from tests.helpers import random_file
 
@@ -107,6 +108,23 @@ def test_escp_goes_over_ssh_like_its_peers(tmp_path: Path, big: datasets.Dataset
     text = report.render(run_dir).read_text()
     assert "escp ssh vs scp-gcm ssh" in text and "escp-local local vs cp local" in text
     assert "as % of the limit" in text
+
+
+def test_a_pull_scenario_fetches_with_every_tool(tmp_path: Path, big: datasets.Dataset,
+                                               private_sshd: sshd.PrivateSshd) -> None:
+    sc = replace(_sc(("scp-gcm", "rsync-ssh"), name="pull"), direction=PULL)
+    rec = runner.run_scenario(_ctx(tmp_path, private_sshd), sc, big)
+    tools = rec["tools"]
+    assert all(t["status"] == "ok" for t in tools.values()), {k: t.get("reason") for k, t in tools.items()}
+    assert all(r["verified"] for t in tools.values() for r in t["repeats"])
+    src = str(big.source())
+    for tool in ("escp", "scp-gcm", "rsync-ssh"):
+        argv = tools[tool]["repeats"][0]["argv"]
+        assert argv[-2].removesuffix("/") == f"{private_sshd.host}:{src}", argv  # the host's file, fetched here
+        assert not argv[-1].startswith(f"{private_sshd.host}:"), argv
+    assert rec["ratios"]["scp-gcm"]["route"] == "escp ssh vs scp-gcm ssh"
+    without = runner.run_scenario(_ctx(tmp_path / "no-sshd", None), replace(sc, name="pull2"), big)
+    assert all(t["status"] == "skipped" and "sshd" in t["reason"] for t in without["tools"].values())
 
 
 def test_without_sshd_only_local_peers(tmp_path: Path, big: datasets.Dataset) -> None:

@@ -7,7 +7,8 @@ magic, version or proof), and sealed frames with any content: FILE_LIST entries 
 any field values, DATA frames with any header fields, FILE_END, SESSION_END, EOS...
 
 RECEIVER role: tests/hostile/rx_peer.py is a program the real sender runs as its ssh
-(`-S`); it uses `accept_peer_stream` below and misbehaves as a scenario says.
+(`-S`); it uses `accept_peer_stream` below and misbehaves as a scenario says. A sending
+SERVER (pull): tests/hostile/tx_peer.py, the same way, for a pulling escp.
 
 Both roles use the product's key schedule and codecs only to produce *valid* bytes;
 every field can also be replaced by raw bytes.
@@ -177,8 +178,10 @@ def stream_keys(key: bytes, session_id: int, index: int, challenge: bytes, rekey
     return sealer, opener
 
 
-def accept_peer_stream(sock: socket.socket, init: SessionInit, timeout: float = 10.0) -> PeerStream | None:
-    """Receiver role: challenge, check HELLO, answer ACCEPT. None when the HELLO is bad."""
+def accept_peer_stream(sock: socket.socket, init: SessionInit, timeout: float = 10.0,
+                       role: str = "receiver") -> PeerStream | None:
+    """Listener side, in the data role `role`: challenge, check HELLO, answer ACCEPT. None
+    when the HELLO is bad."""
     challenge = os.urandom(W.CHALLENGE_LEN)
     sock.settimeout(timeout)
     sock.sendall(challenge)
@@ -190,7 +193,7 @@ def accept_peer_stream(sock: socket.socket, init: SessionInit, timeout: float = 
     if magic != W.HELLO_MAGIC or not hmac.compare_digest(proof, expected):
         return None
     sealer, opener = stream_keys(init.key, init.session_id, index, challenge, init.rekey_bytes,
-                                 init.block_size, "receiver")
+                                 init.block_size, role)
     ps = PeerStream(sock, index, sealer, opener)
     ps.send_plain(M.encode_accept(M.Accept(index)))
     return ps

@@ -53,14 +53,15 @@ def test_impossible_success_reports(hostile_rx, src: Path, scenario: str) -> Non
 def test_success_with_a_digest_that_differs(hostile_rx, src: Path) -> None:  # type: ignore[no-untyped-def]
     r, rec = hostile_rx(src, "bad_digest", "--blocksize", "256K")
     assert not rec.get("peer_errors"), rec["peer_errors"]
-    line = check_e(r.code, r.stderr, cause="integrity", codes=(1,), name="src.bin")
-    assert "digest" in line
+    # named where the bad copy is: the destination (DEST's name, as the receiver renamed src.bin)
+    line = check_e(r.code, r.stderr, cause="integrity", codes=(1,), name="hostile.invalid:")
+    assert "digest" in line and line.split(": ")[2].endswith("/ignored"), line
 
 
 @case("HP-17", "HP-14")
 def test_huge_error_with_control_characters(hostile_rx, src: Path) -> None:  # type: ignore[no-untyped-def]
     r, rec = hostile_rx(src, "huge_error", "--blocksize", "256K")
-    check_e(r.code, r.stderr, cause="I/O", codes=(1,), name="src.bin")
+    check_e(r.code, r.stderr, cause="I/O", codes=(1,), name="hostile.invalid:")  # the receiver's failure
     assert len(r.stderr) < 20_000, "a peer's error message must be cut"
     assert not any(c in r.stderr for c in CTRL_RAW)
     assert "\\x1b" in r.stderr
@@ -113,7 +114,7 @@ def test_junk_instead_of_the_greeting(hostile_rx, src: Path, scenario: str) -> N
 
 @case("HP-18", "HP-19")
 def test_a_server_waiting_forever_for_a_port_is_not_waited_for_forever(hostile_rx, src: Path) -> None:  # type: ignore[no-untyped-def]
-    """A waiting server proves it lives with SetupProgress (protocol.md §2.8), but each one
+    """A waiting server proves it lives with SetupProgress (protocol.md §2.11), but each one
     only extends the set-up deadline up to the longest wait the initiator allowed: a server
     that claims an endless wait still ends in a timeout, named as a wait. Its words reach the
     user's terminal (-v, the error) escaped."""
@@ -129,7 +130,7 @@ def test_a_server_waiting_forever_for_a_port_is_not_waited_for_forever(hostile_r
 @case("HP-19")
 @pytest.mark.parametrize("mode,cause,text", [
     ("missing", "connection", "not found"),
-    ("refuse", "connection", "Permission denied"),
+    ("refuse", "auth", "Permission denied"),  # ssh reached the host but could not log in
     ("junk", "protocol", "unexpected output"),
     ("banner", "protocol", "unexpected output"),
     ("exit0", "connection", "exited"),

@@ -62,10 +62,10 @@ def expect(verdict: dict[str, Any], kind: str, stage: str, side: str) -> None:
 
 @pytest.mark.slow
 def test_paced_streams_are_network_bound(tmp_path: Path) -> None:
-    # 2 streams paced at 4 MB/s each: 16 MiB take about 2 s, all of it in send (pacing
-    # sleeps are send time) on the sender and in recv on the receiver
+    # 2 streams sharing 8 MB/s: 16 MiB take about 2 s, all of it in send (pacing sleeps
+    # are send time) on the sender and in recv on the receiver
     src = random_file(tmp_path / "random.bin", 16 * MiB)
-    v = transfer(tmp_path, src, "-t", "2", "-l", "4M")
+    v = transfer(tmp_path, src, "-t", "2", "-l", "8M")
     expect(v, "network-bound", "send", "sender")
 
 

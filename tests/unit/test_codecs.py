@@ -10,8 +10,12 @@ from hypothesis import strategies as st
 
 from escp.errors import ProtocolError
 from escp.protocol import wire as W
+from escp.protocol.bootstrap import ListItem, SessionInit, decode_init, encode_init
 from escp.protocol.data import DATA_HEADER_LEN, decode_data_header, encode_data, pack_data_header
 from escp.protocol.flags import BITS, SessionFlags
+from escp.protocol.report import Problem, SessionReport, decode_report, encode_report
+from escp.protocol.roles import DataRole, Link
+from escp.protocol.wire import BOOT_HEADER, MIN_BLOCK
 
 
 def test_flag_fields_follow_the_bits_in_order() -> None:
@@ -55,3 +59,23 @@ def test_short_data_frame_is_a_protocol_error() -> None:
     plain = encode_data(0, 0, 1, b"x", False)
     with pytest.raises(ProtocolError, match="shorter than its header"):
         decode_data_header(plain, DATA_HEADER_LEN - 1)
+
+
+def test_session_init_roles_sources_and_report_round_trip() -> None:
+    init = SessionInit(9, bytes(16), 0, MIN_BLOCK, 3, 1232, 10, b"", 0, server_role=DataRole.SENDER,
+                       server_link=Link.CONNECTOR, peer_address="10.0.0.2", peer_port=1233,
+                       sources=(b"/data/*.h5", b"\xff raw"), filelist=(ListItem(b"/a", b"b/a"),), report=True,
+                       tx_engine="dummy", rate_limit=1 << 20)
+    assert decode_init(encode_init(init)[BOOT_HEADER.size:]) == init
+    plain = SessionInit(9, bytes(16), 0, MIN_BLOCK, 3, 1232, 10, b"/d", 1)  # version 1's push: the defaults
+    back = decode_init(encode_init(plain)[BOOT_HEADER.size:])
+    assert back.server_role is DataRole.RECEIVER and back.server_link is Link.LISTENER and not back.report
+    report = SessionReport(2, 1, 99, "escp: I/O error: x", "I/O", (Problem(b"/x", "I/O", "gone", sent=True),), 3,
+                           b'{"a": 1}')
+    assert decode_report(encode_report(report)[BOOT_HEADER.size:]) == report
+
+
+def test_connecting_server_needs_its_peer() -> None:
+    init = SessionInit(9, bytes(16), 0, MIN_BLOCK, 3, 1232, 10, b"", 0, server_link=Link.CONNECTOR)
+    with pytest.raises(ProtocolError, match="peer"):
+        decode_init(encode_init(init)[BOOT_HEADER.size:])

@@ -1,4 +1,4 @@
-"""Waiting for a free port (docs/protocol.md §2.7, §2.8): the SetupProgress message and the
+"""Waiting for a free port (docs/protocol.md §2.7, §2.11): the SetupProgress message and the
 SessionInit feature bit, the server's wait limit, and bind_listener's retries on real
 sockets of a private loopback address."""
 
@@ -28,7 +28,7 @@ def test_setup_progress_round_trip_and_header() -> None:
     assert bs.decode_progress(data[w.BOOT_HEADER.size :]) == p
     assert p.describe() == "every port in 1232-1241 on 127.0.0.1 is busy; waiting for one (2 s so far, at most 60 s)"
     # an initiator that reads only the reply refuses it as a protocol error, never misreads it
-    with pytest.raises(ProtocolError, match="unexpected bootstrap message type 3"):
+    with pytest.raises(ProtocolError, match=f"unexpected bootstrap message type {w.BOOT_SETUP_PROGRESS}"):
         bs.parse_header(data[: w.BOOT_HEADER.size], w.BOOT_SESSION_REPLY)
 
 

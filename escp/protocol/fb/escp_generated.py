@@ -6,6 +6,157 @@ import flatbuffers
 from flatbuffers.compat import import_numpy
 np = import_numpy()
 
+class Source(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = Source()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsSource(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    # Source
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # Source
+    def Path(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Source
+    def PathAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # Source
+    def PathLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Source
+    def PathIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+def SourceStart(builder):
+    builder.StartObject(1)
+
+def SourceAddPath(builder, path):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(path), 0)
+
+def SourceStartPathVector(builder, numElems):
+    return builder.StartVector(1, numElems, 1)
+
+def SourceEnd(builder):
+    return builder.EndObject()
+
+
+
+class ListItem(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = ListItem()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsListItem(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    # ListItem
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # ListItem
+    def Src(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # ListItem
+    def SrcAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # ListItem
+    def SrcLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # ListItem
+    def SrcIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+    # ListItem
+    def Dst(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # ListItem
+    def DstAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # ListItem
+    def DstLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # ListItem
+    def DstIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        return o == 0
+
+def ListItemStart(builder):
+    builder.StartObject(2)
+
+def ListItemAddSrc(builder, src):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(src), 0)
+
+def ListItemStartSrcVector(builder, numElems):
+    return builder.StartVector(1, numElems, 1)
+
+def ListItemAddDst(builder, dst):
+    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(dst), 0)
+
+def ListItemStartDstVector(builder, numElems):
+    return builder.StartVector(1, numElems, 1)
+
+def ListItemEnd(builder):
+    return builder.EndObject()
+
+
+
 class SessionInit(object):
     __slots__ = ['_tab']
 
@@ -184,14 +335,111 @@ class SessionInit(object):
         return 0
 
     # SessionInit
-    def SetupFeatures(self):
+    def ServerRole(self):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(38))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionInit
+    def ServerLink(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(40))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionInit
+    def PeerAddress(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(42))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # SessionInit
+    def PeerPort(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(44))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint16Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionInit
+    def Sources(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(46))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = Source()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # SessionInit
+    def SourcesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(46))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # SessionInit
+    def SourcesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(46))
+        return o == 0
+
+    # SessionInit
+    def Filelist(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(48))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = ListItem()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # SessionInit
+    def FilelistLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(48))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # SessionInit
+    def FilelistIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(48))
+        return o == 0
+
+    # SessionInit
+    def Report(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(50))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # SessionInit
+    def TxEngine(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(52))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # SessionInit
+    def RateLimit(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(54))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionInit
+    def SetupFeatures(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(56))
         if o != 0:
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
 def SessionInitStart(builder):
-    builder.StartObject(18)
+    builder.StartObject(27)
 
 def SessionInitAddVersion(builder, version):
     builder.PrependUint16Slot(0, version, 0)
@@ -250,8 +498,41 @@ def SessionInitAddClientTimeNs(builder, clientTimeNs):
 def SessionInitAddIdleTimeoutMs(builder, idleTimeoutMs):
     builder.PrependUint32Slot(16, idleTimeoutMs, 0)
 
+def SessionInitAddServerRole(builder, serverRole):
+    builder.PrependUint8Slot(17, serverRole, 0)
+
+def SessionInitAddServerLink(builder, serverLink):
+    builder.PrependUint8Slot(18, serverLink, 0)
+
+def SessionInitAddPeerAddress(builder, peerAddress):
+    builder.PrependUOffsetTRelativeSlot(19, flatbuffers.number_types.UOffsetTFlags.py_type(peerAddress), 0)
+
+def SessionInitAddPeerPort(builder, peerPort):
+    builder.PrependUint16Slot(20, peerPort, 0)
+
+def SessionInitAddSources(builder, sources):
+    builder.PrependUOffsetTRelativeSlot(21, flatbuffers.number_types.UOffsetTFlags.py_type(sources), 0)
+
+def SessionInitStartSourcesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def SessionInitAddFilelist(builder, filelist):
+    builder.PrependUOffsetTRelativeSlot(22, flatbuffers.number_types.UOffsetTFlags.py_type(filelist), 0)
+
+def SessionInitStartFilelistVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def SessionInitAddReport(builder, report):
+    builder.PrependBoolSlot(23, report, 0)
+
+def SessionInitAddTxEngine(builder, txEngine):
+    builder.PrependUOffsetTRelativeSlot(24, flatbuffers.number_types.UOffsetTFlags.py_type(txEngine), 0)
+
+def SessionInitAddRateLimit(builder, rateLimit):
+    builder.PrependUint64Slot(25, rateLimit, 0)
+
 def SessionInitAddSetupFeatures(builder, setupFeatures):
-    builder.PrependUint32Slot(17, setupFeatures, 0)
+    builder.PrependUint32Slot(26, setupFeatures, 0)
 
 def SessionInitEnd(builder):
     return builder.EndObject()
@@ -332,8 +613,22 @@ class SessionReply(object):
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
+    # SessionReply
+    def TopLevelCount(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionReply
+    def TopDir(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
 def SessionReplyStart(builder):
-    builder.StartObject(8)
+    builder.StartObject(10)
 
 def SessionReplyAddVersion(builder, version):
     builder.PrependUint16Slot(0, version, 0)
@@ -359,7 +654,261 @@ def SessionReplyAddServerTimeNs(builder, serverTimeNs):
 def SessionReplyAddIdleTimeoutMs(builder, idleTimeoutMs):
     builder.PrependUint32Slot(7, idleTimeoutMs, 0)
 
+def SessionReplyAddTopLevelCount(builder, topLevelCount):
+    builder.PrependUint32Slot(8, topLevelCount, 0)
+
+def SessionReplyAddTopDir(builder, topDir):
+    builder.PrependBoolSlot(9, topDir, 0)
+
 def SessionReplyEnd(builder):
+    return builder.EndObject()
+
+
+
+class Problem(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = Problem()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsProblem(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    # Problem
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # Problem
+    def Path(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Problem
+    def PathAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # Problem
+    def PathLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Problem
+    def PathIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        return o == 0
+
+    # Problem
+    def Cause(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # Problem
+    def Message(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # Problem
+    def Warning(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Problem
+    def Sent(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def ProblemStart(builder):
+    builder.StartObject(5)
+
+def ProblemAddPath(builder, path):
+    builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(path), 0)
+
+def ProblemStartPathVector(builder, numElems):
+    return builder.StartVector(1, numElems, 1)
+
+def ProblemAddCause(builder, cause):
+    builder.PrependUOffsetTRelativeSlot(1, flatbuffers.number_types.UOffsetTFlags.py_type(cause), 0)
+
+def ProblemAddMessage(builder, message):
+    builder.PrependUOffsetTRelativeSlot(2, flatbuffers.number_types.UOffsetTFlags.py_type(message), 0)
+
+def ProblemAddWarning(builder, warning):
+    builder.PrependBoolSlot(3, warning, 0)
+
+def ProblemAddSent(builder, sent):
+    builder.PrependBoolSlot(4, sent, 0)
+
+def ProblemEnd(builder):
+    return builder.EndObject()
+
+
+
+class SessionReport(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = SessionReport()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsSessionReport(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    # SessionReport
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # SessionReport
+    def FilesOk(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionReport
+    def FilesFailed(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionReport
+    def Bytes(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionReport
+    def Error(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # SessionReport
+    def ErrorCause(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # SessionReport
+    def Problems(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            obj = Problem()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # SessionReport
+    def ProblemsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # SessionReport
+    def ProblemsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
+    # SessionReport
+    def ProblemsDropped(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionReport
+    def TraceJson(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # SessionReport
+    def TraceJsonAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # SessionReport
+    def TraceJsonLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # SessionReport
+    def TraceJsonIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        return o == 0
+
+def SessionReportStart(builder):
+    builder.StartObject(8)
+
+def SessionReportAddFilesOk(builder, filesOk):
+    builder.PrependUint32Slot(0, filesOk, 0)
+
+def SessionReportAddFilesFailed(builder, filesFailed):
+    builder.PrependUint32Slot(1, filesFailed, 0)
+
+def SessionReportAddBytes(builder, bytes):
+    builder.PrependUint64Slot(2, bytes, 0)
+
+def SessionReportAddError(builder, error):
+    builder.PrependUOffsetTRelativeSlot(3, flatbuffers.number_types.UOffsetTFlags.py_type(error), 0)
+
+def SessionReportAddErrorCause(builder, errorCause):
+    builder.PrependUOffsetTRelativeSlot(4, flatbuffers.number_types.UOffsetTFlags.py_type(errorCause), 0)
+
+def SessionReportAddProblems(builder, problems):
+    builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(problems), 0)
+
+def SessionReportStartProblemsVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def SessionReportAddProblemsDropped(builder, problemsDropped):
+    builder.PrependUint32Slot(6, problemsDropped, 0)
+
+def SessionReportAddTraceJson(builder, traceJson):
+    builder.PrependUOffsetTRelativeSlot(7, flatbuffers.number_types.UOffsetTFlags.py_type(traceJson), 0)
+
+def SessionReportStartTraceJsonVector(builder, numElems):
+    return builder.StartVector(1, numElems, 1)
+
+def SessionReportEnd(builder):
     return builder.EndObject()
 
 
