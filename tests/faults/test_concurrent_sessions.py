@@ -1,8 +1,9 @@
 """LD-5 at scale (issue 16): many sessions to one host queue for its ports, never fail
-because others run, and none can slow or break another.
+because others run, and none can slow or break another, whichever server listens (the
+receiver of a push, the sender of a pull or of a remote-to-remote copy, both with -3).
 
-Each test pins its receivers to a loopback address of its own (`--bind`), so parallel
-tests never meet on a port. Sessions are made to overlap by the fault hook, never by
+Each test pins its listening servers to a loopback address of its own (`--bind`), so
+parallel tests never meet on a port. Sessions are made to overlap by the fault hook, never by
 timing: `read:hold:times=inf:file=GATE` holds each sender at its reads, i.e. after its streams
 are in and before any data flows, until the test opens the gate (`times=inf`: every
 read waits for it, not only the first); blockers (listening
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from escp.protocol import messages as M
 from escp.protocol.wire import SETUP_PROGRESS
+from tests.conftest import FakeSsh
 from tests.faults.cases import case
 from tests.faults.test_load import B, tree
 from tests.faults.util import Proc, fixed_port, private_loopback, process_gone, temp_files
@@ -29,6 +31,7 @@ from tests.helpers import assert_same_tree
 from tests.hostile.peer import HostileSender, entry, strangers
 
 WAITING = "is busy; waiting for one"  # the initiator's -v line for a SetupProgress (§2.11)
+R2R_MODES = {"direct": [], "relay": ["-3"]}  # remote to remote: straight from A to B, or through here
 SESSION_DEADLINE = 120.0  # generous: a busy 2-core CI machine starts 16 interpreters here
 
 
@@ -84,8 +87,9 @@ class Session(Proc):
         self.stderr = "\n".join(self.lines)
         return code
 
-    def waiting(self) -> bool:
-        return any(WAITING in ln for ln in self.lines)
+    def waiting(self, server: str = "") -> bool:
+        """The initiator said (-v) that a server waits for a port (`server`: its data role)."""
+        return any(WAITING in ln and ln.startswith(f"escp: {server}") for ln in self.lines)
 
 
 class Blockers:
@@ -109,15 +113,19 @@ def sessions_env(gate: Path) -> dict[str, str]:
 
 
 def start_session(base: Path, name: str, addr: str, port: int, port_range: int, env: dict[str, str],
-                  files: int = 6) -> tuple[Session, Path, Path]:
+                  files: int = 6, pull_with: Path | None = None) -> tuple[Session, Path, Path]:
+    """A push with --local, or with `pull_with` (the remote escp, over the fake ssh) a pull
+    from localhost: its sending server listens."""
     src = base / name / "src"
     dest = base / name / "dest"
     src.mkdir(parents=True)
     dest.mkdir()
     tree(src, files)  # small files: they travel on the metadata stream
     (src / "big.bin").write_bytes(os.urandom(3 * B + 17))  # blocks for both data streams
-    s = Session("--local", "-v", "--bind", addr, "--escp_port", str(port), "--escp_portrange", str(port_range),
-                "-t", "2", "--blocksize", "256K", "--timeout", "60", "-r", src, dest, env=env)
+    server: tuple[str | Path, ...] = ("--local",) if pull_with is None else ("-D", pull_with)
+    source = src if pull_with is None else f"localhost:{src}"
+    s = Session(*server, "-v", "--bind", addr, "--escp_port", str(port), "--escp_portrange", str(port_range),
+                "-t", "2", "--blocksize", "256K", "--timeout", "60", "-r", source, dest, env=env)
     return s, src, dest
 
 
@@ -144,14 +152,30 @@ def test_eight_sessions_queue_for_two_ports(tmp_path: Path) -> None:
     waits for one and says so (-v); freed, they all get in, and each releases its port as
     soon as its streams are in: all 8 are connected at the same time on 2 ports, none
     listening; then all complete, exact."""
+    eight_on_two_ports(tmp_path, sessions_env(tmp_path / "GATE"), "receiver")
+
+
+@case("LD-5")
+def test_eight_pulls_queue_for_two_ports(tmp_path: Path, fake_ssh: FakeSsh, remote_escp: Path) -> None:
+    """The same with 8 pulls: each sending server listens, waits for a port and says so
+    (the initiator's -v names the sender), releases its port once its streams are in; all
+    complete, exact."""
+    eight_on_two_ports(tmp_path, fake_ssh.env(**sessions_env(tmp_path / "GATE")), "sender", remote_escp)
+
+
+def eight_on_two_ports(tmp_path: Path, env: dict[str, str], listening: str, pull_with: Path | None = None) -> None:
+    """8 sessions (pushes, or pulls with `pull_with`) on 2 ports held busy until each
+    initiator says its `listening` server waits; then all 8 in at once, none listening
+    (the gate holds their data), then all complete, exact."""
     addr, port = private_loopback(), fixed_port()
     ports = {port, port + 1}
     gate = tmp_path / "GATE"
     blockers = Blockers(addr, sorted(ports))
     runs = []
     try:
-        runs = [start_session(tmp_path, f"s{i}", addr, port, 2, sessions_env(gate)) for i in range(8)]
-        wait_until("every session says it waits for a port", lambda: all(s.waiting() for s, _, _ in runs))
+        runs = [start_session(tmp_path, f"s{i}", addr, port, 2, env, pull_with=pull_with) for i in range(8)]
+        wait_until(f"every {listening} says it waits for a port",
+                   lambda: all(s.waiting(listening) for s, _, _ in runs))
         blockers.close()
         # 8 sessions x 3 streams in at once on 2 ports: each stopped listening once its streams were in
         wait_until("all 8 sessions connected at once",
@@ -165,6 +189,33 @@ def test_eight_sessions_queue_for_two_ports(tmp_path: Path) -> None:
         for s, _, _ in runs:
             s.kill_all()
     assert tcp_sockets(addr, ports) == {"listen": 0, "established": 0}
+
+
+@case("LD-5")
+def test_remote_to_remote_servers_wait_for_ports(tmp_path: Path, fake_ssh: FakeSsh, remote_escp: Path) -> None:
+    """Remote to remote, directly and with -3, on a range of 2 ports all held busy: A (the
+    sending server, which listens in both) waits and says so; freed, the copy completes,
+    exact, and no listener stays (with -3 B listened too: on the other port)."""
+    addr, base = private_loopback(), fixed_port()
+    for n, (mode, flags) in enumerate(R2R_MODES.items()):
+        port = base + 2 * n  # the first copy's streams linger in TIME_WAIT on its ports
+        ports = {port, port + 1}
+        src = tmp_path / mode / "src"
+        dest = tmp_path / mode / "dest"
+        src.mkdir(parents=True)
+        dest.mkdir()
+        tree(src, 4)
+        (src / "big.bin").write_bytes(os.urandom(2 * B + 5))
+        blockers = Blockers(addr, sorted(ports))
+        s = Session("-D", remote_escp, *flags, "-v", "--bind", addr, "--escp_port", str(port), "--escp_portrange", "2",
+                    "-t", "2", "--blocksize", "256K", "-r", f"localhost:{src}", f"localhost:{dest}",
+                    env=fake_ssh.env())
+        try:
+            wait_until(f"{mode}: A says it waits for a port", lambda s=s: s.waiting("sender"))  # type: ignore[misc]
+        finally:
+            blockers.close()
+        check_exact(s, src, dest)
+        assert tcp_sockets(addr, ports)["listen"] == 0, mode
 
 
 @case("LD-5", "HP-20")
@@ -202,8 +253,8 @@ def test_strangers_at_one_session_touch_no_other(tmp_path: Path) -> None:
         finally:
             gate.touch()
             stop.set()
-            for s in held:
-                s.close()
+            for sock in held:
+                sock.close()
     assert code == 0, err
     assert any(isinstance(m, M.SessionDone) for m in msgs)
     assert (crowded_dest / "f").read_bytes() == content
