@@ -49,20 +49,40 @@ def test_every_outside_injection_has_a_small_size() -> None:
     assert {inj.name for inj in OUTSIDE} == set(SIZES_MIB)
 
 
+ATTEMPTS = 3  # runs of one injection while other processes keep the host's CPUs busy
+
+
+def _host_contention(verdict: dict[str, object]) -> bool:
+    return verdict.get("kind") == "cpu-starved" and verdict.get("cause") == "contention"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("inj", OUTSIDE, ids=[inj.name for inj in OUTSIDE])
 def test_injected_bottleneck_names_class_and_side(inj: verdicts.Injection, tmp_path: Path, one_at_a_time: None) -> None:
+    """The injected bottleneck is named. On a host busy with other work (another xdist worker,
+    other jobs) the true bottleneck of a link or disk injection may be the host's CPUs instead:
+    the verdict says so ("cpu-starved, contention", evidence that escp's own threads did not
+    fill the CPUs), and the injection is tried again, a bounded number of times. When every
+    attempt met contention, the load average must show the busy host the verdict names."""
     _skip_unless(*inj.needs)
     src = random_file(tmp_path / "src.bin", SIZES_MIB[inj.name] * MiB)
-    res = verdicts.run_once(inj, src, tmp_path / "run", 0)
-    if res.unset:  # the facility is there but refuses this use (a kernel or cgroup set-up of its own)
-        pytest.skip(res.error or "injection not set up")
-    assert res.ok, res.error
-    assert res.verdict is not None and res.stats is not None
-    print(res.verdict)  # shown when the test fails
+    injects_contention = inj.expect.kind == "cpu-starved"
+    for attempt in range(ATTEMPTS):
+        res = verdicts.run_once(inj, src, tmp_path / f"run{attempt}", attempt)
+        if res.unset:  # the facility is there but refuses this use (a kernel or cgroup set-up of its own)
+            pytest.skip(res.error or "injection not set up")
+        assert res.ok, res.error
+        assert res.verdict is not None and res.stats is not None
+        print(res.verdict)  # shown when the test fails
+        assert not list(tmp_path.glob(f"run{attempt}/dst.escp-*"))  # no temp file left behind
+        if res.correct or injects_contention or not _host_contention(res.verdict):
+            break
+    if not res.correct and not injects_contention and _host_contention(res.verdict):
+        load = os.getloadavg()[0]
+        assert load > (os.cpu_count() or 1), f"contention named {ATTEMPTS} times on a host with load {load:.1f}"
+        return
     assert res.correct, f"expected {inj.expect.text()}, got {res.verdict['kind']} {res.verdict.get('cause')} " \
                         f"({res.verdict['stage']}, {res.verdict['side']}): {res.verdict['evidence']}"
-    assert not list(tmp_path.glob("run/dst.escp-*"))  # no temp file left behind
 
 
 # -- clean-up, even when the body fails ------------------------------------------------------
