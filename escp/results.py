@@ -41,7 +41,7 @@ class ProgressSnapshot:
     files_done: int  # regular files with an outcome (copied or failed)
     files_known: int  # regular files found so far (failed sources included)
     walk_done: bool  # every source was walked: the known figures are the totals
-    current: bytes  # the local path of the file being sent most recently (b"" before the first)
+    current: bytes  # the file being sent (its local path) or received (its destination name) most recently
 
 
 @dataclass
@@ -82,10 +82,11 @@ class TransferResult:
 class Report:
     """Fills a TransferResult as files end, and prints what the user must see."""
 
-    def __init__(self, quiet: bool, out: TextIO | None = None) -> None:
+    def __init__(self, quiet: bool, out: TextIO | None = None, silent: bool = False) -> None:
         self.result = TransferResult()
         self.quiet = quiet
         self.out = out
+        self.silent = silent  # print nothing: a server's problems travel in its SessionReport
         self.problems: list[Problem] = []  # failures and warnings by path, for a server's SessionReport
         self.problems_dropped = 0
         self._failed_dirs: set[bytes] = set()  # destination names of directories that failed
@@ -97,6 +98,8 @@ class Report:
             self.problems_dropped += 1
 
     def _print(self, line: str) -> None:
+        if self.silent:
+            return
         print(line, file=self.out if self.out is not None else sys.stderr)
 
     def source_problem(self, error: EscpError, warning: bool) -> None:

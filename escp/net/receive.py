@@ -60,11 +60,11 @@ def accept_data(core: ReceiverCore, announced: threading.Condition, ctl: Session
     return f
 
 
-def receiving_snapshot(core: ReceiverCore, bytes_done: int) -> ProgressSnapshot:
+def receiving_snapshot(core: ReceiverCore, bytes_done: int, current: bytes = b"") -> ProgressSnapshot:
     """Where a receiving side stands, as the files announced so far give it (read without the
     lock: a display may lag a little); the totals are known once SESSION_END has passed."""
     return ProgressSnapshot(bytes_done, max(core.bytes_announced, bytes_done), core.files_ok + core.files_failed,
-                            core.files_announced, core.state is not SessionState.OPEN, b"")
+                            core.files_announced, core.state is not SessionState.OPEN, current)
 
 
 class ReceiveSession:
@@ -96,7 +96,7 @@ class ReceiveSession:
         return self.core.bytes_written
 
     def snapshot(self) -> ProgressSnapshot:
-        return receiving_snapshot(self.core, self.core.bytes_written)
+        return receiving_snapshot(self.core, self.core.bytes_written, self.files.current)
 
     def start(self) -> None:
         self.ctl.guard(self.writer.run, "rx-meta-writer")

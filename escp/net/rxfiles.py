@@ -53,6 +53,7 @@ class ReceivedFiles:
         self.on_result = on_result  # the user's view of each result (a pulling initiator)
         self.sink_locks = [threading.Lock() for _ in range(SINK_LOCKS)]
         self.closing = False  # cleanup() ran: no more temp files
+        self.current = b""  # the destination name of the file opened most recently (progress)
 
     def open_sink(self, f: RxFile) -> Sink | None:
         """The file's temp file, created on first use (one creator per file)."""
@@ -64,6 +65,7 @@ class ReceivedFiles:
                 if f.sink is None and not self.closing:
                     try:
                         f.sink = self.store.open(f.parts, f.entry)
+                        self.current = b"/".join(f.parts)
                     except TransferIOError as exc:
                         self.fail_file(f, exc)
         return f.sink  # type: ignore[return-value]
@@ -91,8 +93,9 @@ class ReceivedFiles:
         if self.tracer.enabled:
             self.tracer.instant("meta", "file done" if r.status == STATUS_OK else "file failed",
                                 {"name": os.fsdecode(name), "cause": action.cause})
-        if r.status != STATUS_OK:
-            log.warning("%s error: %s: %s", action.cause, escape_name(name), escape_name(r.message))
+        if r.status != STATUS_OK:  # a server's log; where on_result reports it (a pull), -v's
+            log.log(logging.DEBUG if self.on_result is not None else logging.WARNING, "%s error: %s: %s",
+                    action.cause, escape_name(name), escape_name(r.message))
         if self.on_result is not None:
             self.on_result(f, r, action.cause)
         self.writer.queue(m.encode_file_result(r))

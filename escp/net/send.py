@@ -61,6 +61,7 @@ class SendOptions:
     checksum_file: str | None = None
     quiet: bool = False
     idle_timeout: float = 60.0
+    to_report_only: bool = False  # a server: its problems reach the user in its SessionReport, not on stderr
 
     @classmethod
     def of(cls, cfg: TransferConfig, sources: list[bytes]) -> SendOptions:
@@ -76,7 +77,7 @@ class SendSession:
         self.tracer = tracer
         self.ctl = SessionControl(opts.idle_timeout)
         self.core = SenderCore(init)
-        self.report = Report(opts.quiet)
+        self.report = Report(opts.quiet, silent=opts.to_report_only)
         self.result = self.report.result
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)  # the metadata sender's: something to send

@@ -55,7 +55,7 @@ class ServedSession:
                 self.shape = top_level_shape(sources)
             opts = SendOptions(tuple(sources), tuple(ListEntry(i.src, i.dst) for i in init.filelist),
                                flags.recursive, init.tx_engine or "posix", "never" if flags.no_direct else "auto",
-                               init.rate_limit, cpus, None, quiet=True, idle_timeout=idle)
+                               init.rate_limit, cpus, None, quiet=True, idle_timeout=idle, to_report_only=True)
             self.session = SendSession(init, opts, tracer)
         self.ctl = self.session.ctl
 

@@ -18,6 +18,7 @@ import termios
 import time
 from pathlib import Path
 
+from tests.conftest import FakeSsh
 from tests.helpers import REPO, free_port_base, random_file
 
 DEADLINE = 60.0  # seconds for each wait below; a held transfer never ends by itself before it
@@ -128,3 +129,37 @@ def test_no_progress_in_a_pipe_unless_asked(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stderr.decode().splitlines() == [ln for ln in r.stderr.decode().splitlines()
                                               if ln.startswith("Complete: ")]
+
+
+def test_plain_status_lines_of_a_pull(fake_ssh: FakeSsh, remote_escp: Path, tmp_path: Path) -> None:
+    """A pulling escp (the receiver) shows the same figures: what arrived of what the remote
+    announced, the file count, and the file being written."""
+    argv, env, gate, dest = held_transfer(tmp_path)
+    tree = argv[-2]
+    argv = [sys.executable, "-m", "escp", "-D", str(remote_escp), "--escp_port", str(free_port_base()), "-r",
+            "-t", "2", "--blocksize", "256K", "--progress-interval", "0.2", f"localhost:{tree}", str(dest)]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=fake_ssh.env(ESCP_FAULT=env["ESCP_FAULT"], PYTHONPATH=str(REPO)),
+                         start_new_session=True)
+    assert p.stderr is not None
+    err = bytearray()
+
+    def pulled_status(text: str) -> bool:  # the remote's walk is complete once both files are announced
+        return any("/3.15 MB" in ln and "files" in ln and "b.bin" in ln for ln in text.splitlines())
+
+    try:
+        read_until(p.stderr.fileno(), err, lambda b: pulled_status(b.decode()), "a plain status line of the pull")
+    finally:
+        gate.touch()
+        try:
+            read_until(p.stderr.fileno(), err, lambda b: False, "the end of stderr")
+            assert p.wait(timeout=DEADLINE) == 0, err
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    lines = err.decode().splitlines()
+    held = next(ln for ln in lines if pulled_status(ln))
+    assert held.startswith("progress ") and held.endswith("tree/b.bin"), held
+    assert lines[-1].startswith("Complete: 3.15 MB in 2 files at "), lines
+    assert (dest / "tree" / "b.bin").stat().st_size == 2 * MiB

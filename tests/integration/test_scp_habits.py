@@ -210,3 +210,61 @@ def test_scp_flags_scripts_pass_are_accepted(sshd: SshdServer, remote_escp: Path
     assert started and "-o BatchMode=yes" in started[0], r.stderr  # -B reached ssh
     for flag in ("-O", "-s", "-T", "-X"):  # no meaning for escp: -v says so
         assert f"escp: {flag} ignored: " in r.stderr, (flag, r.stderr)
+
+
+# --- items 1, 2 and 4 in the other directions: pull and remote to remote ---------------------
+@pytest.mark.parametrize("form", ["~/{name}", "~{user}/{name}", "{name}"])
+def test_pull_tilde_and_relative_sources_are_home_relative(sshd: SshdServer, remote_escp: Path, tmp_path: Path,
+                                                           home_item: Path, form: str) -> None:
+    home_item.write_bytes(b"from the remote home")
+    out = tmp_path / "out"
+    out.mkdir()
+    src = form.format(name=home_item.name, user=sshd.user)
+    r = run_escp(*ssh_args(sshd, remote_escp), f"{sshd.host}:{src}", out)
+    assert r.code == 0, r.stderr
+    assert (out / home_item.name).read_bytes() == b"from the remote home"
+    assert sorted(p.name for p in out.iterdir()) == [home_item.name]
+
+
+def test_pull_unknown_user_after_tilde_is_a_usage_error(sshd: SshdServer, remote_escp: Path, tmp_path: Path) -> None:
+    r = run_escp(*ssh_args(sshd, remote_escp), f"{sshd.host}:~no-such-user-escp/x", tmp_path)
+    assert r.code == 2, r.stderr
+    assert "no such user 'no-such-user-escp'" in r.stderr and len(error_lines(r.stderr)) == 1, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pull_trailing_slash_creates_the_local_directory(sshd: SshdServer, remote_escp: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "f.txt").write_bytes(b"pulled inside")
+    r = run_escp(*ssh_args(sshd, remote_escp), f"{sshd.host}:{remote}/f.txt", f"{tmp_path}/newdir/")
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "newdir").is_dir() and (tmp_path / "newdir" / "f.txt").read_bytes() == b"pulled inside"
+
+
+@pytest.mark.parametrize("mode", [[], ["-3"]], ids=["direct", "relay"])
+def test_remote_to_remote_tilde_and_trailing_slash(sshd: SshdServer, remote_escp: Path, tmp_path: Path,
+                                                   home_item: Path, mode: list[str]) -> None:
+    home_item.write_bytes(b"between two remote paths")
+    base = tmp_path / "dest"
+    base.mkdir()
+    r = run_escp(*ssh_args(sshd, remote_escp), *mode, f"{sshd.host}:~/{home_item.name}",
+                 f"{sshd.host}:{base}/newdir/")
+    assert r.code == 0, r.stderr
+    assert (base / "newdir" / home_item.name).read_bytes() == b"between two remote paths"
+
+
+def test_pull_into_an_unwritable_directory_names_the_local_path(sshd: SshdServer, remote_escp: Path,
+                                                                remote_escp_no_dac: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "f.txt").write_bytes(b"x")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    # the local, receiving escp bound by file modes: the same wrapper as the remote one's
+    p = subprocess.run([str(remote_escp_no_dac), *map(str, ssh_args(sshd, remote_escp, quiet=False)),
+                        f"{sshd.host}:{remote}/f.txt", f"{locked}/"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert error_lines(p.stderr) == [f"escp: I/O error: {locked}/f.txt: cannot create file: Permission denied"], \
+        p.stderr
+    assert list(locked.iterdir()) == []
