@@ -1,5 +1,5 @@
 """nox sessions for escp: tests, lint, typecheck, datasets, bench, profile, regress, plots, verdicts,
-flatc, build, flakes.
+concurrency, flatc, build, flakes.
 
 Sessions run in the CURRENT environment (no virtualenvs: default_venv_backend = "none"), which
 is meant to be ./dev's .venv (`./dev nox -s bench`: ./dev creates it and installs escp[dev]
@@ -77,6 +77,13 @@ def verdicts(session: nox.Session) -> None:
     """The verdict matrix (root): injected bottlenecks x 3 runs, each verdict checked (-- --example to
     refresh reports/example/verdicts.md)."""
     run_module(session, "harness", "verdicts")
+
+
+@nox.session
+def concurrency(session: nox.Session) -> None:
+    """N concurrent sessions to one host through the private sshd (8, 32, 64): completion times and
+    total throughput against one session moving the same bytes (-- --sessions 8,16 --size 5M)."""
+    run_module(session, "harness", "concurrency")
 
 
 @nox.session

@@ -1,4 +1,5 @@
-"""`python -m harness <command>`: datasets | bench | report | regress | profile | publish | verdicts."""
+"""`python -m harness <command>`: datasets | bench | report | regress | profile | publish | verdicts |
+concurrency."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ COMMANDS = {
     "profile": "harness.profile",
     "publish": "harness.publish",
     "verdicts": "harness.verdicts",
+    "concurrency": "harness.concurrency",
 }
 
 

@@ -8,6 +8,13 @@ Use as a context manager; `unavailable_reason()` says why ssh peers cannot run.
 For escp over ssh it also writes `remote_escp`, the program the remote side runs (`escp -D`):
 this checkout's `python -m escp` with this interpreter (an sshd session has a bare environment),
 and picks `escp_port`, the first of ESCP_PORTS free ports for escp's receiver.
+
+Concurrent logins: sshd's default `MaxStartups 10:30:100` drops 30 % of the new connections
+once 10 are unauthenticated at once, and all beyond 100; many sessions started together (the
+concurrency scenario: 64 at once) go past that, so this sshd allows MAX_STARTUPS (a real
+data-transfer node serving many sessions needs the same: docs/tuning.md). MaxSessions limits
+the sessions multiplexed over ONE connection; every escp or scp run opens its own, so the
+default (10) never applies here.
 """
 
 from __future__ import annotations
@@ -57,8 +64,10 @@ def _die_with_parent() -> None:
 
 class PrivateSshd:
     ESCP_PORTS = 10  # escp's receiver tries this many ports from escp_port on
+    MAX_STARTUPS = "256"  # unauthenticated connections at once (sshd's default: 10:30:100)
 
-    def __init__(self) -> None:
+    def __init__(self, max_startups: str = MAX_STARTUPS) -> None:
+        self.max_startups = max_startups
         self.dir = Path(tempfile.mkdtemp(prefix="escp-bench-sshd-"))
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -102,6 +111,7 @@ PubkeyAuthentication yes
 StrictModes no
 UsePAM no
 AllowUsers {user}
+MaxStartups {self.max_startups}
 Subsystem sftp internal-sftp
 LogLevel ERROR
 """

@@ -23,9 +23,16 @@ from typing import Any
 from ..config import TransferConfig
 from ..engine.sink import FileStore
 from ..engine.sources import top_level_shape
-from ..errors import ConnectionFailure, EscpError
+from ..errors import ConnectionFailure, EscpError, escape_name
 from ..logsetup import set_session
-from ..protocol.bootstrap import ListItem, SessionInit, SessionReply
+from ..protocol.bootstrap import (
+    SETUP_MIN_S,
+    ListItem,
+    SessionInit,
+    SessionReply,
+    SetupProgress,
+    setup_timeout,
+)
 from ..protocol.flags import SessionFlags
 from ..protocol.handshake import StreamSecrets
 from ..protocol.messages import FileResult
@@ -33,7 +40,7 @@ from ..protocol.receiver_core import RxFile
 from ..protocol.report import SessionReport
 from ..protocol.request import RequestRule
 from ..protocol.roles import DataRole
-from ..protocol.wire import KIND_DIR, STATUS_OK, STATUS_SKIPPED
+from ..protocol.wire import KIND_DIR, SETUP_PROGRESS, STATUS_OK, STATUS_SKIPPED
 from ..results import Report, TransferResult
 from ..trace import Tracer
 from .control import SessionControl
@@ -44,7 +51,6 @@ from .streams import connect_streams
 
 log = logging.getLogger("escp")
 
-SETUP_MIN_S = 10.0  # shortest wait for the server's SessionReply, whatever --timeout says
 EXIT_GRACE = 0.5  # the child exited: how long the session may still end normally
 CHILD_POLL = 0.2
 REPORT_FAILED_S = 2.0  # after a failed session: how long the server's report may take to come
@@ -67,7 +73,8 @@ def session_init(cfg: TransferConfig, traced: bool, top_level_count: int = 0, to
         port_range=cfg.port_range, dest_path=dest_path, top_level_count=top_level_count,
         bind_address=cfg.bind_address, rx_engine=cfg.rx_engine, rekey_bytes=cfg.rekey_bytes,
         compress_level=cfg.compress_level, log_path=cfg.log_path or "",
-        client_time_ns=time.monotonic_ns(), idle_timeout_ms=int(cfg.idle_timeout * 1000), **roles,
+        client_time_ns=time.monotonic_ns(), idle_timeout_ms=int(cfg.idle_timeout * 1000),
+        setup_features=SETUP_PROGRESS, **roles,
     )
 
 
@@ -95,19 +102,32 @@ def request_rule(cfg: TransferConfig, sources: list[bytes], reply: SessionReply)
     return RequestRule.for_sources(sources, cfg.recursive, single_top_file=single_file)
 
 
-def setup_timeout(cfg: TransferConfig) -> float:
-    # the set-up (ssh login, remote start) is bounded by --timeout too (never below
-    # SETUP_MIN_S, so a slow remote start is not a timeout): a hung ssh ends
-    return min(cfg.connect_timeout, max(cfg.idle_timeout, SETUP_MIN_S))
+class SetupWaits:
+    """A server's SetupProgress messages: each one is said (-v shows it: the server is
+    waiting for a free port, not hung) and counted."""
+
+    def __init__(self, server: DataRole) -> None:
+        self.server = server
+        self.count = 0
+
+    def __call__(self, progress: SetupProgress) -> None:
+        self.count += 1
+        log.info("%s: %s", self.server.value, escape_name(progress.describe()))  # its words: a peer's
 
 
 def exchange(proc: ServerProcess, init: SessionInit, cfg: TransferConfig) -> tuple[SessionReply, int]:
     """SessionInit out, SessionReply in; with our clock minus the server's, estimated over
-    the exchange (0: not reported), for merging the traces."""
+    the exchange (0: not reported), for merging the traces. The set-up (ssh login, remote
+    start) is bounded: a hung ssh ends; a server waiting for a free port says so, which
+    extends the deadline, boundedly (§2.11)."""
+    waits = SetupWaits(init.server_role)
     t0 = time.monotonic_ns()
-    reply = proc.exchange(init, setup_timeout(cfg))
+    reply = proc.exchange(init, setup_timeout(cfg.idle_timeout), waits)
     t1 = time.monotonic_ns()
-    return reply, (t0 + t1) // 2 - reply.server_time_ns if reply.server_time_ns else 0
+    if not reply.server_time_ns:
+        return reply, 0
+    # a server that waited for a port replied at the end of the exchange, not halfway
+    return reply, (t1 if waits.count else (t0 + t1) // 2) - reply.server_time_ns
 
 
 def watch_child(proc: ServerProcess, ctl: SessionControl) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from ..config import TransferConfig
 from ..errors import EXIT_USAGE, ConnectionFailure, EscpError
 from ..logsetup import set_session
-from ..protocol.bootstrap import SessionInit, SessionReply
+from ..protocol.bootstrap import SETUP_MIN_S, SessionInit, SessionReply, setup_timeout
 from ..protocol.handshake import StreamSecrets
 from ..protocol.report import SessionReport
 from ..protocol.roles import DataRole, Link
@@ -43,7 +43,6 @@ from ..results import Report, TransferResult
 from .control import KEEPALIVE_GRACE, wait_readable
 from .initiator import (
     REPORT_FAILED_S,
-    SETUP_MIN_S,
     add_report,
     exchange,
     receiver_view,
@@ -51,7 +50,6 @@ from .initiator import (
     request_rule,
     sending_server,
     session_init,
-    setup_timeout,
     watch_child,
 )
 from .relay import Relay
@@ -150,7 +148,7 @@ def remote_to_remote(cfg: TransferConfig, sources: list[bytes], dest_path: bytes
     except EscpError as exc:
         result.error = exc
         return result
-    grace = KEEPALIVE_GRACE * cfg.idle_timeout + setup_timeout(cfg)
+    grace = KEEPALIVE_GRACE * cfg.idle_timeout + setup_timeout(cfg.idle_timeout)
     (rep_a, rep_b), order = collect_reports([proc_a, proc_b], grace)
     for i in order:
         rep = (rep_a, rep_b)[i]

@@ -1,11 +1,12 @@
 """`escp --server`: the server side of the bootstrap, started by an initiator over ssh
 (or as a local child), whatever data role it then plays.
 
-It reads SessionInit on stdin, replies on stdout with SessionReply, runs the session
-SessionInit asks for (serving.py: receiver or sender, listener or connector) until it
-ends, and then, when asked, writes a SessionReport: those are the only bytes that ever
-reach stdout. EOF on stdin (the ssh channel closed) ends the session; so do SIGTERM,
-SIGHUP and SIGINT.
+It reads SessionInit on stdin, replies on stdout with SessionReply (before it, while
+every port of the range is busy and it waits for one, SetupProgress messages: §2.11),
+runs the session SessionInit asks for (serving.py: receiver or sender, listener or
+connector) until it ends, and then, when asked, writes a SessionReport: those are the
+only bytes that ever reach stdout. EOF on stdin (the ssh channel closed) ends the
+session; so do SIGTERM, SIGHUP and SIGINT.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from ..engine import faults
@@ -28,16 +30,25 @@ from ..errors import (
     UsageError,
 )
 from ..logsetup import set_session, setup_logging
-from ..protocol.bootstrap import SessionInit, SessionReply, decode_init, encode_reply, parse_header
+from ..protocol.bootstrap import (
+    PROGRESS_EVERY_S,
+    SessionInit,
+    SessionReply,
+    SetupProgress,
+    decode_init,
+    encode_progress,
+    encode_reply,
+    parse_header,
+)
 from ..protocol.report import encode_report
 from ..protocol.roles import DataRole, Link
-from ..protocol.wire import BOOT_HEADER, BOOT_SESSION_INIT
+from ..protocol.wire import BOOT_HEADER, BOOT_SESSION_INIT, STAGE_PORT_WAIT
 from ..sysconf import load_host_config
 from ..target import expand_home
 from ..trace import NULL_TRACER, Tracer
 from .control import SessionControl, wait_readable
 from .serving import ServedSession
-from .streams import bind_listener
+from .streams import bind_listener, port_span
 
 log = logging.getLogger("escp.server")
 
@@ -70,6 +81,41 @@ def choose_bind_address(init: SessionInit) -> str:
     if len(conn) == 4:
         return conn[2]
     return "127.0.0.1"
+
+
+class PortWait:
+    """While every port of the range is busy (§2.11): tell the initiator (SetupProgress,
+    when it reads them: at once, then every PROGRESS_EVERY_S) and log it; between tries,
+    watch stdin, whose EOF means the initiator gave up."""
+
+    def __init__(self, init: SessionInit, address: str, limit: float, send: Callable[[bytes], None]) -> None:
+        self.init = init
+        self.span = port_span(address, init.port_start, init.port_range)
+        self.limit = limit
+        self.send = send
+        self.next_report = 0.0  # monotonic time of the next SetupProgress
+
+    def on_wait(self, waited: float) -> None:
+        now = time.monotonic()
+        if now < self.next_report:
+            return
+        if not self.next_report:
+            log.info("every port in %s is busy: waiting up to %.0f s for one", self.span, self.limit)
+        self.next_report = now + PROGRESS_EVERY_S
+        if self.init.reads_progress:
+            try:
+                self.send(encode_progress(SetupProgress(STAGE_PORT_WAIT, int(waited * 1000), int(self.limit * 1000),
+                                                        self.span)))
+            except OSError:
+                raise self.gone() from None
+
+    def pause(self, seconds: float) -> None:
+        if wait_readable(0, seconds) and not os.read(0, STDIN_CHUNK):
+            raise self.gone()
+
+    @staticmethod
+    def gone() -> ConnectionFailure:
+        return ConnectionFailure("ssh channel closed (initiator went away) while waiting for a free port")
 
 
 def install_signal_handlers(ctl: SessionControl, role: DataRole) -> None:
@@ -124,10 +170,12 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
     os.dup2(2, 1)  # nothing but bootstrap replies may reach the ssh stdout
     sys.stdout = sys.stderr
 
-    def reply(r: SessionReply) -> None:
-        data = encode_reply(r)
+    def send(data: bytes) -> None:
         while data:
             data = data[os.write(out_fd, data):]
+
+    def reply(r: SessionReply) -> None:
+        send(encode_reply(r))
 
     try:
         faults.configure()
@@ -164,11 +212,16 @@ def serve(tracer: Tracer = NULL_TRACER, idle_cap: float | None = None) -> int:
         served = ServedSession(init, idle, tracer, host.cpus)
         address, port = "", 0
         if init.server_link is Link.LISTENER:
-            listener = bind_listener(choose_bind_address(init), init.port_start, init.port_range)
+            address = choose_bind_address(init)
+            wait = PortWait(init, address, init.port_wait(idle), send)
+            listener = bind_listener(address, init.port_start, init.port_range, wait.limit, wait.on_wait, wait.pause)
             address, port = listener.getsockname()[:2]
         reply(served.reply(address, port))
     except EscpError as exc:
-        reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
+        try:
+            reply(SessionReply("", 0, error=exc.one_line(), error_cause=exc.cause))
+        except OSError:
+            log.warning("%s (the initiator is gone: no reply)", exc.one_line())
         if listener is not None:
             listener.close()
         return exc.exit_code

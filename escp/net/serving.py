@@ -68,6 +68,9 @@ class ServedSession:
     def run_streams(self, listener: socket.socket | None) -> None:
         """Start the session and its streams: accepted on `listener`, or opened to the peer."""
         session, init = self.session, self.init
+        # the idle deadline counts from here: the set-up before it (a wait for a free port
+        # included, §2.11) had bounds of its own
+        self.ctl.progress()
         if isinstance(session, SendSession):
             session.start(None, self.idle)  # the peer's wish is ours (SessionInit.idle_timeout_ms)
         else:

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ..config import SshOptions
 from ..errors import (
@@ -31,10 +32,26 @@ from ..errors import (
     UsageError,
     escape_name,
 )
-from ..protocol.bootstrap import SessionInit, SessionReply, decode_reply, encode_init, parse_header
+from ..protocol.bootstrap import (
+    PROGRESS_EVERY_S,
+    SessionInit,
+    SessionReply,
+    SetupProgress,
+    decode_progress,
+    decode_reply,
+    encode_init,
+    parse_header,
+    read_header,
+)
 from ..protocol.report import SessionReport, decode_report
 from ..protocol.roles import DataRole, Link
-from ..protocol.wire import BOOT_HEADER, BOOT_MAGIC, BOOT_SESSION_REPLY, BOOT_SESSION_REPORT
+from ..protocol.wire import (
+    BOOT_HEADER,
+    BOOT_MAGIC,
+    BOOT_SESSION_REPLY,
+    BOOT_SESSION_REPORT,
+    BOOT_SETUP_PROGRESS,
+)
 from .control import wait_readable
 
 log = logging.getLogger("escp")
@@ -112,8 +129,14 @@ class ServerProcess:
         self._stderr_thread.join(timeout=1.0)
         return "; ".join(escape_name(line) for line in self.stderr_tail if line.strip())
 
-    def exchange(self, init: SessionInit, timeout: float) -> SessionReply:
-        """Send SessionInit, read SessionReply; clear errors for every way this fails."""
+    def exchange(self, init: SessionInit, timeout: float,
+                 on_progress: Callable[[SetupProgress], None] = lambda progress: None) -> SessionReply:
+        """Send SessionInit, read SessionReply within `timeout`; clear errors for every way
+        this fails. A server that waits (for a free port, §2.11) says so with SetupProgress
+        messages (only if init asks for them), each passed to on_progress: every one proves
+        it lives and moves the deadline to PROGRESS_EVERY_S + timeout after it, but never
+        beyond the longest wait the server may take (init.receiver_idle_timeout) + timeout
+        after the first."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.role = init.server_role
         try:
@@ -122,9 +145,27 @@ class ServerProcess:
         except OSError:
             pass  # the process died; reading the reply explains why
         fd = self.proc.stdout.fileno()
+        kinds = (BOOT_SESSION_REPLY, BOOT_SETUP_PROGRESS) if init.reads_progress else (BOOT_SESSION_REPLY,)
         deadline = time.monotonic() + timeout
-        header = self._read(fd, BOOT_HEADER.size, deadline, first=True)
-        body = self._read(fd, parse_header(header, BOOT_SESSION_REPLY), deadline, first=False)
+        bound: float | None = None  # the latest deadline a waiting server can earn
+        waiting: SetupProgress | None = None
+        while True:
+            try:
+                header = self._read(fd, BOOT_HEADER.size, deadline, first=waiting is None)
+                kind, length = read_header(header, *kinds)
+                body = self._read(fd, length, deadline, first=False)
+            except TimeoutError_ as exc:
+                if waiting is None:
+                    raise
+                raise TimeoutError_(f"{exc.message} (it was waiting: {waiting.describe()})") from None
+            if kind == BOOT_SESSION_REPLY:
+                break
+            waiting = decode_progress(body)
+            now = time.monotonic()
+            if bound is None:
+                bound = now + init.receiver_idle_timeout + timeout
+            deadline = max(deadline, min(now + PROGRESS_EVERY_S + timeout, bound))
+            on_progress(waiting)
         reply = decode_reply(body)
         who = self.role.value
         if reply.version != init.version:

@@ -1,12 +1,14 @@
 """A session's TCP streams: the listener/connector axis (docs/protocol.md §3).
 
 The CONNECTOR opens streams 0..T one after the other and hands them over only once
-each has passed its handshake. The LISTENER binds a port of the session's range and
-accepts: every connection gets a short-lived handshake thread (at most
-MAX_PENDING_HANDSHAKES at once, the oldest dropped first) and becomes a stream only
-after a valid HELLO claimed a free index; bad connections are logged and closed and the
-session goes on. Which way a stream's keys point is the local data role's business
-(protocol/handshake.py), not the link role's: either side may listen.
+each has passed its handshake. The LISTENER binds a port of the session's range (while
+every port is busy, it waits for one: backoff with jitter, bounded) and accepts: every
+connection gets a short-lived handshake thread (at most MAX_PENDING_HANDSHAKES at once,
+the oldest dropped first) and becomes a stream only after a valid HELLO claimed a free
+index; bad connections are logged and closed and the session goes on. Once every stream
+of the session is in, it stops listening: the port is free for the next session. Which
+way a stream's keys point is the local data role's business (protocol/handshake.py), not
+the link role's: either side may listen.
 
 The session a listener serves is a StreamUser: it claims indexes, says each stream's
 socket timeout, takes a stream before its ACCEPT goes out (so that an abort can reach the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -40,6 +43,8 @@ MAX_PENDING_HANDSHAKES = 64
 LISTEN_BACKLOG = 64
 ACCEPT_POLL = 0.5  # seconds between looks at the session's end while no connection comes
 ACCEPT_ROOM = 256  # the connector's buffer for the listener's first frame (ACCEPT: 3 bytes)
+PORT_RETRY_FIRST = 0.05  # seconds before the first new try when every port of the range is busy
+PORT_RETRY_MAX = 1.0  # the backoff between tries doubles up to this (sessions hold a port briefly)
 
 
 class StreamUser(Protocol):
@@ -132,25 +137,56 @@ def connect_streams(address: str, port: int, secrets: StreamSecrets, role: DataR
 
 
 # --- listener -----------------------------------------------------------------------------------
-def bind_listener(address: str, port_start: int, port_range: int) -> socket.socket:
-    """Listen on the first free port of the range (§2.7)."""
+def port_span(address: str, port_start: int, port_range: int) -> str:
+    """The range as messages name it: "1232-1241 on 127.0.0.1"."""
+    return f"{port_start}-{port_start + port_range - 1} on {address}"
+
+
+def _bind_first(address: str, port_start: int, port_range: int) -> tuple[socket.socket | None, OSError | None, bool]:
+    """One pass over the range (§2.7): (listening socket, None, _) on the first free port,
+    else (None, the last error, whether some port was merely in use)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     last: OSError | None = None
+    in_use = False
     for port in range(port_start, port_start + port_range):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
             sock.listen(LISTEN_BACKLOG)
-            return sock
+            return sock, None, False
         except OSError as exc:
             sock.close()
             last = exc
+            in_use = in_use or exc.errno == errno.EADDRINUSE
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-                break
-    raise ConnectionFailure(
-        f"no free port in {port_start}-{port_start + port_range - 1} on {address} ({last.strerror if last else ''})"
-    )
+                return None, exc, False
+    return None, last, in_use
+
+
+def bind_listener(address: str, port_start: int, port_range: int, wait: float = 0.0,
+                  on_wait: Callable[[float], None] = lambda waited: None,
+                  pause: Callable[[float], None] = time.sleep) -> socket.socket:
+    """Listen on the first free port of the range (§2.7). While every port is in use by
+    someone else, try again (backoff doubling from PORT_RETRY_FIRST to PORT_RETRY_MAX, each
+    pause drawn from its upper half: jitter, so that waiting sessions do not retry in step)
+    for up to `wait` seconds (§2.11); `on_wait(seconds waited)` runs before each pause and
+    `pause` sleeps (it may raise to give up early). ConnectionFailure when no port came."""
+    start = time.monotonic()
+    backoff = PORT_RETRY_FIRST
+    paused = False
+    while True:
+        sock, err, in_use = _bind_first(address, port_start, port_range)
+        if sock is not None:
+            return sock
+        waited = time.monotonic() - start
+        if not in_use or waited >= wait:
+            why = f"no free port in {port_span(address, port_start, port_range)} ({err.strerror if err else ''})"
+            raise ConnectionFailure(f"{why} after waiting {waited:.1f} s for one" if paused else why)
+        on_wait(waited)
+        pause(min(backoff * random.uniform(0.5, 1.0), wait - waited))
+        paused = True
+        backoff = min(2 * backoff, PORT_RETRY_MAX)
 
 
 def accept_stream(sock: socket.socket, secrets: StreamSecrets, role: DataRole, deadline_s: float,
@@ -173,7 +209,12 @@ def accept_stream(sock: socket.socket, secrets: StreamSecrets, role: DataRole, d
 
 
 class StreamListener:
-    """Accepts the streams of one session on a bound socket (run() is a session thread)."""
+    """Accepts the streams of one session on a bound socket (run() is a session thread).
+
+    It listens only until every stream of the session is in (§3.2): the last ACCEPT
+    shuts the listening socket down (new connections are refused at once, the port can be
+    bound again), drops the handshakes still pending (strangers: no index is left) and
+    run() closes the socket. The established streams are separate sockets: untouched."""
 
     def __init__(self, sock: socket.socket, secrets: StreamSecrets, role: DataRole, session: StreamUser) -> None:
         self.sock = sock
@@ -183,16 +224,25 @@ class StreamListener:
         self.ctl = session.ctl
         self._lock = threading.Lock()
         self._pending: deque[socket.socket] = deque()  # connections still in their handshake
+        self._accepted = 0  # streams whose ACCEPT went out
+        self.all_in = threading.Event()  # every stream 0..T is in: no longer listening
 
     def run(self) -> None:
         self.sock.settimeout(ACCEPT_POLL)
-        while not self.ctl.aborted.is_set() and not self.ctl.done.is_set():
+        try:
+            self._accept_loop()
+        finally:
+            if self.all_in.is_set():
+                self.sock.close()
+
+    def _accept_loop(self) -> None:
+        while not self.ctl.aborted.is_set() and not self.ctl.done.is_set() and not self.all_in.is_set():
             try:
                 sock, peer = self.sock.accept()
             except TimeoutError:
                 continue
             except OSError:
-                if self.ctl.aborted.is_set():
+                if self.ctl.aborted.is_set() or self.all_in.is_set():
                     return
                 raise
             with self._lock:
@@ -200,13 +250,9 @@ class StreamListener:
                 # full: drop the OLDEST pending connection, not the new one, so that idle
                 # strangers cannot lock the peer out (its HELLO follows the challenge at once)
                 while len(self._pending) > MAX_PENDING_HANDSHAKES:
-                    old = self._pending.popleft()
                     log.warning("pending connection dropped: more than %d handshakes pending",
                                 MAX_PENDING_HANDSHAKES)
-                    try:
-                        old.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    _shutdown(self._pending.popleft())
             threading.Thread(target=self.handshake, args=(sock, peer), daemon=True).start()
 
     def handshake(self, sock: socket.socket, peer: object) -> None:
@@ -246,6 +292,28 @@ class StreamListener:
         self.ctl.progress()
         log.info("stream %d connected from %s", conn.index, peer)
         self.session.start_stream(conn)
+        self._count_accepted()
+
+    def _count_accepted(self) -> None:
+        """One more stream is in; after the last one, stop listening (§3.2)."""
+        with self._lock:
+            self._accepted += 1
+            if self._accepted <= self.secrets.streams:
+                return
+            self.all_in.set()
+            strangers = list(self._pending)
+            self._pending.clear()
+        _shutdown(self.sock)  # wakes accept(); refused from now on; run() closes it
+        for s in strangers:
+            _shutdown(s)
+        log.debug("all %d streams connected: no longer listening", self._accepted)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def worker_name(prefix: str, index: int) -> str:

@@ -1,11 +1,13 @@
 """Session set-up messages carried over the ssh pipe (pure codecs and validation).
 
 Framing on the pipe: BOOT_HEADER (magic "ESCP", version, type, reserved, body length)
-then a FlatBuffer body: SessionInit from the initiator, SessionReply from the server (and,
-when asked, a SessionReport at the end: report.py). SessionInit says which data role
-and link role the server takes (version 1's only pairing, a receiving listener, is the
-default), and what a sending server sends. The session key travels only here
-(ssh-encrypted stdin), never in argv or environment.
+then a FlatBuffer body: SessionInit from the initiator, SessionReply from the server
+(before it, SetupProgress messages while the server waits for a free port, §2.11, only
+when the initiator said it reads them; when asked, a SessionReport at the end:
+report.py). SessionInit says which data role and link role the server takes (version
+1's only pairing, a receiving listener, is the default), and what a sending server
+sends. The session key travels only here (ssh-encrypted stdin), never in argv or
+environment.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .wire import (
     BOOT_SESSION_INIT,
     BOOT_SESSION_REPLY,
     BOOT_SESSION_REPORT,
+    BOOT_SETUP_PROGRESS,
     DEFAULT_REKEY_BYTES,
     FLAG_KNOWN,
     MAX_BLOCK,
@@ -34,17 +37,36 @@ from .wire import (
     MIN_BLOCK,
     MIN_REKEY_BYTES,
     PROTOCOL_VERSION,
+    SETUP_PROGRESS,
+    STAGE_PORT_WAIT,
     TRACE_TOTAL_MAX,
 )
 
 MIN_IDLE_TIMEOUT = 5.0
 MAX_IDLE_TIMEOUT = 3600.0
+SETUP_MIN_S = 10.0  # the initiator's shortest wait for the SessionReply, whatever its --timeout
+# an initiator older than SetupProgress waited min(its connect timeout, 30 s by default, and
+# max(--timeout, SETUP_MIN_S)): a waiting server answers it SETUP_REPLY_MARGIN before that
+OLD_SETUP_MAX_S = 30.0
+SETUP_REPLY_MARGIN = 3.0
+# a waiting server sends SetupProgress at least this often (§2.11): the initiator's proof it lives
+PROGRESS_EVERY_S = 5.0
+
+
 REPORT_MAX_BODY = TRACE_TOTAL_MAX + BOOT_MAX_BODY  # a SessionReport carries the server's trace
 MAX_RATE_LIMIT = 1 << 40  # bytes/s per stream: far above any link, below any overflow
 
 # the wire codes of the server's roles (SessionInit.server_role / server_link)
 ROLE_CODES = {DataRole.RECEIVER: 0, DataRole.SENDER: 1}
 LINK_CODES = {Link.LISTENER: 0, Link.CONNECTOR: 1}
+
+
+def setup_timeout(idle_timeout: float) -> float:
+    """How long an initiator waits for the SessionReply (§2.5): its idle deadline (--timeout),
+    as for the rest of the session, but never below SETUP_MIN_S. A remote start is slow,
+    not hung, on a node that starts many sessions at once (each interpreter's imports cost
+    CPU time: 64 at once on 2 busy cores took over 30 s)."""
+    return max(idle_timeout, SETUP_MIN_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +104,7 @@ class SessionInit:
     report: bool = False  # the server writes a SessionReport when the session ends
     tx_engine: str = ""  # a sending server's I/O engine ("" = posix)
     rate_limit: int = 0  # a sending server's pacing per stream, bytes/s (0 = none)
+    setup_features: int = 0  # SETUP_* bits (an initiator sets SETUP_PROGRESS)
     version: int = PROTOCOL_VERSION
 
     def __repr__(self) -> str:  # never print the key
@@ -97,6 +120,21 @@ class SessionInit:
         """The receiver's own deadline: the sender's wish, clamped so a peer can neither
         disable it nor make it uselessly short (HP-13)."""
         return min(max(self.idle_timeout_ms / 1000.0, MIN_IDLE_TIMEOUT), MAX_IDLE_TIMEOUT)
+
+    @property
+    def reads_progress(self) -> bool:
+        """The initiator reads SetupProgress messages before the SessionReply."""
+        return bool(self.setup_features & SETUP_PROGRESS)
+
+    def port_wait(self, idle: float) -> float:
+        """How long a server whose idle deadline is `idle` may wait for a free port (§2.11):
+        that deadline, and for an initiator that does not read SetupProgress (one that
+        predates it) short enough that the error reply beats the initiator's own set-up
+        deadline, as far as its defaults let the server know it."""
+        if self.reads_progress:
+            return idle
+        old_deadline = min(OLD_SETUP_MAX_S, max(self.idle_timeout_ms / 1000.0, SETUP_MIN_S))
+        return max(0.0, min(idle, old_deadline - SETUP_REPLY_MARGIN))
 
     def validate(self) -> None:
         if self.version != PROTOCOL_VERSION:
@@ -144,22 +182,45 @@ class SessionReply:
     version: int = PROTOCOL_VERSION
 
 
+@dataclass(frozen=True)
+class SetupProgress:
+    """The server's set-up is waiting, not hung (§2.11): for what, how long so far, how long at most."""
+
+    stage: int
+    waited_ms: int
+    limit_ms: int
+    detail: str = ""
+
+    def describe(self) -> str:
+        """One line for the user: what the server waits for, for how long so far and at most."""
+        times = f"{self.waited_ms / 1000:.0f} s so far, at most {self.limit_ms / 1000:.0f} s"
+        if self.stage == STAGE_PORT_WAIT:
+            return f"every port in {self.detail} is busy; waiting for one ({times})"
+        return f"set-up waiting (stage {self.stage}: {self.detail}; {times})"
+
+
 def frame(kind: int, body: bytes) -> bytes:
     return BOOT_HEADER.pack(BOOT_MAGIC, PROTOCOL_VERSION, kind, 0, len(body)) + body
 
 
-def parse_header(header: bytes, expect: int) -> int:
-    """Body length from a bootstrap header; ProtocolError when it is not ours."""
+def read_header(header: bytes, *expect: int) -> tuple[int, int]:
+    """(type, body length) of a bootstrap header whose type is one of `expect`;
+    ProtocolError when it is not ours."""
     magic, version, kind, _, length = BOOT_HEADER.unpack(header)
     if magic != BOOT_MAGIC:
         raise ProtocolError("not an escp bootstrap message")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"peer speaks protocol version {version}, this is {PROTOCOL_VERSION}")
-    if kind != expect:
+    if kind not in expect:
         raise ProtocolError(f"unexpected bootstrap message type {kind}")
     if length > (REPORT_MAX_BODY if kind == BOOT_SESSION_REPORT else BOOT_MAX_BODY):
         raise ProtocolError(f"bootstrap body of {length} bytes is too large")
-    return int(length)
+    return int(kind), int(length)
+
+
+def parse_header(header: bytes, expect: int) -> int:
+    """Body length from a bootstrap header of type `expect`; ProtocolError when it is not ours."""
+    return read_header(header, expect)[1]
 
 
 def _sources(b: flatbuffers.Builder, paths: tuple[bytes, ...]) -> int:
@@ -222,6 +283,7 @@ def encode_init(s: SessionInit) -> bytes:
     fb.SessionInitAddReport(b, s.report)
     fb.SessionInitAddTxEngine(b, tx_eng)
     fb.SessionInitAddRateLimit(b, s.rate_limit)
+    fb.SessionInitAddSetupFeatures(b, s.setup_features)
     b.Finish(fb.SessionInitEnd(b))
     return frame(BOOT_SESSION_INIT, bytes(b.Output()))
 
@@ -277,6 +339,7 @@ def decode_init(body: bytes) -> SessionInit:
             report=bool(r.Report()),  # type: ignore[attr-defined]
             tx_engine=fb_text(r.TxEngine()),  # type: ignore[attr-defined]
             rate_limit=r.RateLimit(),  # type: ignore[attr-defined]
+            setup_features=r.SetupFeatures(),  # type: ignore[attr-defined]
         )
     except ProtocolError:
         raise
@@ -323,3 +386,28 @@ def decode_reply(body: bytes) -> SessionReply:
         )
     except Exception as exc:
         raise ProtocolError(f"malformed SessionReply ({type(exc).__name__})") from None
+
+
+def encode_progress(s: SetupProgress) -> bytes:
+    b = flatbuffers.Builder(128)
+    detail = b.CreateString(s.detail[:1024])
+    fb.SetupProgressStart(b)
+    fb.SetupProgressAddStage(b, s.stage)
+    fb.SetupProgressAddWaitedMs(b, s.waited_ms)
+    fb.SetupProgressAddLimitMs(b, s.limit_ms)
+    fb.SetupProgressAddDetail(b, detail)
+    b.Finish(fb.SetupProgressEnd(b))
+    return frame(BOOT_SETUP_PROGRESS, bytes(b.Output()))
+
+
+def decode_progress(body: bytes) -> SetupProgress:
+    try:
+        r = fb_root(fb.SetupProgress, body)
+        return SetupProgress(
+            stage=r.Stage(),  # type: ignore[attr-defined]
+            waited_ms=r.WaitedMs(),  # type: ignore[attr-defined]
+            limit_ms=r.LimitMs(),  # type: ignore[attr-defined]
+            detail=fb_text(r.Detail()),  # type: ignore[attr-defined]
+        )
+    except Exception as exc:
+        raise ProtocolError(f"malformed SetupProgress ({type(exc).__name__})") from None

@@ -16,7 +16,13 @@ BOOT_HEADER = struct.Struct("<4sBBHI")  # magic, version, type, reserved, body l
 BOOT_SESSION_INIT = 1
 BOOT_SESSION_REPLY = 2
 BOOT_SESSION_REPORT = 3  # server -> initiator at the session's end, when SessionInit.report asked
+BOOT_SETUP_PROGRESS = 4  # server -> initiator before the reply, only when the initiator reads it
 BOOT_MAX_BODY = 1 << 20
+
+# SessionInit.setup_features: what the initiator reads before the SessionReply (offers, not demands)
+SETUP_PROGRESS = 1 << 0  # SetupProgress messages (docs/protocol.md §2.11)
+# SetupProgress.stage
+STAGE_PORT_WAIT = 1  # every port of the range is busy: waiting for one
 
 # Session_Init flag bits
 FLAG_COMPRESS = 1 << 0

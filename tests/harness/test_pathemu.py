@@ -99,20 +99,33 @@ def send(port: int, payload: bytes) -> threading.Thread:
     return t
 
 
+ATTEMPTS = 3  # of the accuracy measurement, when the host did not give the emulator its CPU
+
+
 def test_one_stream_moves_window_per_rtt_and_bytes_arrive_intact(sink: Sink) -> None:
+    """window/RTT within 20 %. The emulator is a user-space program: on a host whose CPUs are
+    taken by others it delivers late (it records by how much), and one stream then moves less.
+    Such an attempt is made again, a bounded number of times; an attempt that was on time must
+    be accurate, and the rate never exceeds the window's ceiling."""
     spec = PathSpec(rtt_s=0.04, window_bytes=64 * KiB)  # 1.6 MB/s
-    payload = os.urandom(48 * 64 * KiB)  # 48 windows: ~2 s
-    with PathEmulator(spec) as emu:
-        send(emu.add_route(sink.addr), payload)
-        sink.wait(1)
-        rate = emu.throughput(conn=0)
-        late = max(d.t - d.due for d in emu.deliveries())
-    assert hashlib.sha256(sink.received[0]).digest() == hashlib.sha256(payload).digest()
     expected = spec.per_stream()
-    assert 0.8 * expected <= rate <= expected * 1.2, (rate, expected, late)
-    # end to end, seen by the receiver: at most one window per round trip (plus the first window)
-    first, last = sink.first_last[0]
-    assert (len(payload) - spec.window_bytes) / (last - first) <= expected * 1.02
+    for attempt in range(ATTEMPTS):
+        payload = os.urandom(48 * 64 * KiB)  # 48 windows: ~2 s
+        with PathEmulator(spec) as emu:
+            send(emu.add_route(sink.addr), payload)
+            sink.wait(1)
+            rate = emu.throughput(conn=0)
+            late = max(d.t - d.due for d in emu.deliveries())
+        assert hashlib.sha256(sink.received[attempt]).digest() == hashlib.sha256(payload).digest()
+        # end to end, seen by the receiver: at most one window per round trip (plus the first window)
+        first, last = sink.first_last[attempt]
+        assert (len(payload) - spec.window_bytes) / (last - first) <= expected * 1.02
+        assert rate <= expected * 1.2, (rate, expected, late)
+        if rate >= 0.8 * expected:
+            return
+        assert late > 0.25 * spec.rtt_s, f"on time (late {late:.3f} s) yet slow: {rate:.0f} of {expected:.0f} B/s"
+    load = os.getloadavg()[0]
+    assert load > (os.cpu_count() or 1), f"late {ATTEMPTS} times on a host with load {load:.1f}: {rate:.0f} B/s"
 
 
 def test_total_never_exceeds_the_bottleneck(sink: Sink) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import stat
 import time
 from dataclasses import dataclass
@@ -142,8 +143,9 @@ def check_e(code: int, stderr: str, *, cause: str | tuple[str, ...] | None = Non
 # --- T: processes and listeners ------------------------------------------------------------
 
 
-def listening_ports() -> set[int]:
-    ports = set()
+def listeners() -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket (IPv4 addresses dotted, IPv6 in hex)."""
+    found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -152,8 +154,14 @@ def listening_ports() -> set[int]:
         for line in lines:
             parts = line.split()
             if len(parts) > 3 and parts[3] == "0A":
-                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
-    return ports
+                addr_hex, port_hex = parts[1].rsplit(":", 1)
+                addr = socket.inet_ntoa(bytes.fromhex(addr_hex)[::-1]) if len(addr_hex) == 8 else addr_hex
+                found.add((addr, int(port_hex, 16)))
+    return found
+
+
+def listening_ports() -> set[int]:
+    return {port for _, port in listeners()}
 
 
 def tagged_pids(tag: str) -> list[int]:
@@ -174,12 +182,16 @@ def tagged_pids(tag: str) -> list[int]:
     return pids
 
 
-def check_t(tag: str | None = None, ports: range | list[int] | None = None, timeout: float = 15.0) -> None:
-    """T: no tagged process alive and none of `ports` listening, within timeout."""
+def check_t(tag: str | None = None, ports: range | list[int] | None = None, timeout: float = 15.0,
+            address: str | None = None) -> None:
+    """T: no tagged process alive and none of `ports` listening (on `address`, when the
+    receiver was pinned to one: the same port number on another address is another test's),
+    within timeout."""
     end = time.monotonic() + timeout
     while True:
         left_pids = tagged_pids(tag) if tag else []
-        left_ports = sorted(set(ports or ()) & listening_ports())
+        bound = {port for addr, port in listeners() if address is None or addr in (address, "0.0.0.0")}
+        left_ports = sorted(set(ports or ()) & bound)
         if not left_pids and not left_ports:
             return
         if time.monotonic() > end:

@@ -412,3 +412,41 @@ class HostileSender:
 def entry(fino: int, name: bytes, size: int = 0, *, kind: int = W.KIND_FILE, mode: int = 0o644,
           **fields: int) -> M.FileEntry:
     return M.FileEntry(fino=fino, name=name, kind=kind, mode=mode, size=size, **fields)
+
+
+def strangers(addr: tuple[str, int], stop: threading.Event, flood: int = 200) -> list[socket.socket]:
+    """HP-20's strangers at a listener: one idle, one byte and close, 16 random bytes, a
+    wrongly keyed HELLO, a trickle of a byte every 0.5 s (until `stop`), then `flood` idle
+    connections. Returns the connections still held (the caller closes them)."""
+    held = []
+    held.append(socket.create_connection(addr))  # sends nothing
+    s = socket.create_connection(addr)
+    s.sendall(b"x")
+    s.close()  # one byte and close
+    s = socket.create_connection(addr)
+    s.sendall(os.urandom(16))
+    held.append(s)  # 16 random bytes
+    s = socket.create_connection(addr)
+    s.settimeout(5)
+    s.recv(32)
+    s.sendall(W.HELLO.pack(W.HELLO_MAGIC, W.PROTOCOL_VERSION, 1, os.urandom(32)))  # wrongly keyed
+    held.append(s)
+
+    def trickle() -> None:
+        t = socket.create_connection(addr)
+        for i in range(10):
+            if stop.wait(0.5):
+                break
+            try:
+                t.sendall(bytes([i]))
+            except OSError:
+                break
+        t.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    for _ in range(flood):
+        try:
+            held.append(socket.create_connection(addr, timeout=5))
+        except OSError:
+            pass
+    return held

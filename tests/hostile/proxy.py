@@ -219,9 +219,13 @@ def replay(address: tuple[str, int], recorded: bytes, *, skip_challenge: bool = 
            timeout: float = 15.0) -> str:
     """Open a new connection to the receiver and send recorded sender bytes (HELLO + frames).
 
-    Returns "closed" when the receiver closed/reset the connection within timeout, else
-    "open" (the receiver kept waiting - it must not, for a replay)."""
-    sock = socket.create_connection(address, timeout=timeout)
+    Returns "refused" when nothing listens any more (a receiver stops listening once every
+    stream of its session is in), "closed" when the receiver closed/reset the connection
+    within timeout, else "open" (the receiver kept waiting - it must not, for a replay)."""
+    try:
+        sock = socket.create_connection(address, timeout=timeout)
+    except ConnectionRefusedError:
+        return "refused"
     try:
         if skip_challenge:
             got = b""

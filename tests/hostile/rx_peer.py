@@ -20,6 +20,8 @@ scenario named in $ESCP_HOSTILE_RX (a JSON object: {"scenario": ..., "record": p
   junk_magic      "ESCP" then a garbage header instead of the reply
   session_done_early  SESSION_DONE right after the handshake
   relay           record the key, then run the real `escp --server` behind the pipe
+  waiting_forever SetupProgress "waiting for a port" every 0.2 s, never a reply (claims to
+                  have waited 0 s of an endless wait every time; control characters in its text)
 With "record", the session key (hex), session id and pid are written there as JSON.
 The program ends when stdin closes (the sender went away) or after 60 s.
 """
@@ -40,7 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from escp.engine.checksum import FileDigest, block_digest  # noqa: E402
 from escp.protocol import messages as M  # noqa: E402
 from escp.protocol import wire as W  # noqa: E402
-from escp.protocol.bootstrap import SessionReply, decode_init, encode_reply, parse_header  # noqa: E402
+from escp.protocol.bootstrap import (  # noqa: E402
+    SessionReply,
+    SetupProgress,
+    decode_init,
+    encode_progress,
+    encode_reply,
+    parse_header,
+)
 from tests.hostile.peer import PeerStream, accept_peer_stream  # noqa: E402
 
 LIFETIME = 60.0
@@ -215,6 +224,18 @@ def main() -> int:
     if scenario == "banner":
         out.write(b"Welcome to host! \x1b[1mLast login\x1b[0m: yesterday\r\n")
         out.flush()
+    if scenario == "waiting_forever":
+        end = time.monotonic() + LIFETIME
+        while time.monotonic() < end:
+            try:
+                out.write(encode_progress(SetupProgress(W.STAGE_PORT_WAIT, 0, 0xFFFFFFFF, "1-65535 on " + CTRL)))
+                out.flush()
+            except OSError:  # the sender went away
+                return 0
+            r, _, _ = select.select([0], [], [], 0.2)
+            if r and not os.read(0, 65536):
+                return 0
+        return 0
     if scenario == "junk_magic":
         out.write(b"ESCP" + bytes([99, 7, 0, 0]) + b"\xff" * 12)
         out.flush()

@@ -263,17 +263,22 @@ def _decoders() -> list[object]:
         M.decode_session_done,
         BS.decode_init,
         BS.decode_reply,
+        BS.decode_progress,
         R.decode_report,
+        lambda b: BS.read_header(b[: W.BOOT_HEADER.size].ljust(W.BOOT_HEADER.size, b"\0"), W.BOOT_SESSION_REPLY,
+                                 W.BOOT_SETUP_PROGRESS),
         lambda b: BS.parse_header(b[: W.BOOT_HEADER.size].ljust(W.BOOT_HEADER.size, b"\0"), W.BOOT_SESSION_INIT),
     ]
 
 
 def _valid_samples() -> list[bytes]:
     e = [M.FileEntry(i, b"dir/name%d" % i, W.KIND_FILE, 0o644, i * 1000, 1, 2, 3, 4) for i in range(3)]
-    init = BS.SessionInit(7, KEY, W.FLAG_COMPRESS, W.MIN_BLOCK, 4, 1232, 10, b"/dest", 2)
+    init = BS.SessionInit(7, KEY, W.FLAG_COMPRESS, W.MIN_BLOCK, 4, 1232, 10, b"/dest", 2,
+                          setup_features=W.SETUP_PROGRESS)
     pull = BS.SessionInit(8, KEY, 0, W.MIN_BLOCK, 2, 1232, 10, b"", 0, server_role=DataRole.SENDER,
                           server_link=Link.CONNECTOR, peer_address="127.0.0.2", peer_port=1240,
-                          sources=(b"/data/*.h5", b"x"), filelist=(BS.ListItem(b"/a", b"b/a"),), report=True)
+                          sources=(b"/data/*.h5", b"x"), filelist=(BS.ListItem(b"/a", b"b/a"),), report=True,
+                          setup_features=W.SETUP_PROGRESS)
     report = R.SessionReport(1, 2, 3, "escp: I/O error: x", "I/O", (R.Problem(b"/p", "I/O", "gone", False, True),),
                              0, b"{}")
     return [M.encode_file_list(e), M.encode_file_end(M.FileEnd(1, 0, 3, bytes(16), "msg")),
@@ -282,7 +287,9 @@ def _valid_samples() -> list[bytes]:
             M.encode_session_done(M.SessionDone(1, 2, 3, b"{}")), M.encode_accept(M.Accept(2)),
             BS.encode_init(init)[W.BOOT_HEADER.size :], BS.encode_init(pull)[W.BOOT_HEADER.size :],
             BS.encode_reply(BS.SessionReply("127.0.0.1", 1232, top_level_count=3, top_dir=True))[W.BOOT_HEADER.size :],
-            R.encode_report(report)[W.BOOT_HEADER.size :]]
+            R.encode_report(report)[W.BOOT_HEADER.size :],
+            BS.encode_progress(BS.SetupProgress(W.STAGE_PORT_WAIT, 1500, 60_000, "1232-1241 on 127.0.0.1"))[
+                W.BOOT_HEADER.size :]]
 
 
 def _call(fn: object, data: bytes) -> None:
@@ -348,7 +355,8 @@ with atheris.instrument_imports():
     from escp.errors import ProtocolError, IntegrityError
     from escp.protocol import messages as M, bootstrap as BS, report as R
 def one(data):
-    for fn in (M.decode_message, M.decode_file_list, BS.decode_init, BS.decode_reply, R.decode_report):
+    for fn in (M.decode_message, M.decode_file_list, BS.decode_init, BS.decode_reply, R.decode_report,
+               BS.decode_progress):
         try:
             fn(data)
         except (ProtocolError, IntegrityError):

@@ -25,7 +25,7 @@ from tests.cases import case
 from tests.faults.util import fixed_port, private_loopback
 from tests.helpers import escp_argv
 from tests.hostile.oracles import check_e, check_p, check_t, listening_ports
-from tests.hostile.peer import HostileSender, child_env, entry
+from tests.hostile.peer import HostileSender, child_env, entry, file_digest, strangers
 from tests.hostile.proxy import FrameProxy, replay
 
 B = W.MIN_BLOCK
@@ -67,7 +67,7 @@ def proxied(tmp_path: Path, tag: str, *, size: int = 4 * B + 5, streams: int = 1
             if p.poll() is None:
                 p.kill()
                 p.communicate(timeout=5)
-    check_t(tag, ports=[port])
+    check_t(tag, ports=[port], address=addr)
     return Outcome(p.returncode, err, src, out, proxy, port)
 
 
@@ -93,41 +93,6 @@ def wait_listening(port: int, timeout: float = 20) -> None:
 # --- HP-20 strangers ------------------------------------------------------------------------------
 
 
-def _strangers(addr: tuple[str, int], stop: threading.Event, flood: int = 200) -> list[socket.socket]:
-    held = []
-    held.append(socket.create_connection(addr))  # sends nothing
-    s = socket.create_connection(addr)
-    s.sendall(b"x")
-    s.close()  # one byte and close
-    s = socket.create_connection(addr)
-    s.sendall(os.urandom(16))
-    held.append(s)  # 16 random bytes
-    s = socket.create_connection(addr)
-    s.settimeout(5)
-    s.recv(32)
-    s.sendall(W.HELLO.pack(W.HELLO_MAGIC, W.PROTOCOL_VERSION, 1, os.urandom(32)))  # wrongly keyed
-    held.append(s)
-
-    def trickle() -> None:
-        t = socket.create_connection(addr)
-        for i in range(10):
-            if stop.wait(0.5):
-                break
-            try:
-                t.sendall(bytes([i]))
-            except OSError:
-                break
-        t.close()
-
-    threading.Thread(target=trickle, daemon=True).start()
-    for _ in range(flood):
-        try:
-            held.append(socket.create_connection(addr, timeout=5))
-        except OSError:
-            pass
-    return held
-
-
 @case("HP-20")
 def test_strangers_before_and_during_the_transfer(tmp_path: Path, tag: str) -> None:
     gate = threading.Event()
@@ -136,7 +101,7 @@ def test_strangers_before_and_during_the_transfer(tmp_path: Path, tag: str) -> N
 
     def during(proxy: FrameProxy, receiver: tuple[str, int]) -> None:
         wait_listening(receiver[1])
-        held.extend(_strangers(receiver, stop))  # all before the sender's streams reach the receiver
+        held.extend(strangers(receiver, stop))  # all before the sender's streams reach the receiver
         gate.set()
 
     try:
@@ -156,7 +121,7 @@ def test_strangers_closed_at_their_deadline_and_logged(tmp_path: Path) -> None:
     with hs:
         hs.start()
         stop = threading.Event()
-        held = _strangers(hs.address, stop, flood=0)
+        held = strangers(hs.address, stop, flood=0)
         idle = held[0]
         t0 = time.monotonic()
         idle.settimeout(20)
@@ -185,6 +150,50 @@ def test_strangers_closed_at_their_deadline_and_logged(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
+@case("HP-20", "HP-22")
+def test_listening_ends_once_every_stream_is_in(tmp_path: Path) -> None:
+    """While the receiver listens, a replayed HELLO, a second HELLO for a taken index and an
+    idle stranger get nothing; the last stream's ACCEPT ends the listening (protocol.md
+    §3.2): the idle stranger is dropped, a new connection is refused, and the established
+    streams carry the session to its end as before."""
+    from escp.protocol.crypto import handshake_key, hello_proof
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with HostileSender(dest, streams=2, port_base=fixed_port(), bind_address=private_loopback()) as hs:
+        hs.start()
+        meta, first = hs.connect(0), hs.connect(1)
+        assert meta is not None and first is not None
+        stale = hello_proof(handshake_key(hs.init.key, hs.init.session_id), hs.init.session_id, os.urandom(32), 2)
+        assert hs.connect(2, proof=stale) is None  # a replay: its proof answers another challenge
+        assert hs.connect(1) is None  # a valid proof, but the index is taken
+        idle = socket.create_connection(hs.address, timeout=20)
+        assert len(idle.recv(32)) > 0  # a pending handshake: it got its challenge
+        second = hs.connect(2)
+        assert second is not None  # every stream is in
+        try:
+            while idle.recv(64):  # dropped (at once, at the latest at its handshake deadline)
+                pass
+        except OSError:
+            pass
+        idle.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(hs.address, timeout=10).close()
+        meta.send(M.encode_file_list([entry(0, b"f", 2 * B + 1)]))
+        content = os.urandom(2 * B + 1)
+        first.data(0, 0, content[:B])
+        second.data(0, B, content[B : 2 * B])
+        first.data(0, 2 * B, content[2 * B :])
+        digest = file_digest(0, content, B)
+        meta.send(M.encode_file_end(M.FileEnd(0, W.STATUS_OK, 3, digest)))
+        hs.finish(meta, [first, second], 1)
+        msgs = hs.collect(meta)
+        code, err = hs.wait()
+    assert code == 0, err
+    assert any(isinstance(m, M.SessionDone) for m in msgs)
+    assert (dest / "f").read_bytes() == content
+
+
 # --- HP-21 ports ---------------------------------------------------------------------------------------
 
 
@@ -207,9 +216,10 @@ def test_occupied_ports(tmp_path: Path, tag: str) -> None:
         r = local("--bind", addr, "--escp_portrange", "3", src, out, port=port)
         assert r.code == 0, r.stderr
         assert (out / "s.bin").read_bytes() == src.read_bytes()
-        r = local("--bind", addr, "--escp_portrange", "2", src, tmp_path / "none.bin", port=port)
+        # every port busy: the receiver waits for one up to its idle deadline (5 s at least)
+        r = local("--bind", addr, "--escp_portrange", "2", "--timeout", "1", src, tmp_path / "none.bin", port=port)
         line = check_e(r.code, r.stderr, cause="connection", codes=(1,))
-        assert "no free port" in line
+        assert "no free port" in line and "after waiting" in line
         assert not (tmp_path / "none.bin").exists()
     finally:
         for s in blockers:
@@ -236,7 +246,8 @@ def test_replayed_handshake_and_stream_in_the_same_session(tmp_path: Path, tag: 
             proxy.resume()
 
     o = proxied(tmp_path, tag, size=12 * B, throttle=1_000_000, during=during)
-    assert results == {"stream": "closed", "meta": "closed"}, results
+    # every stream is in, so the receiver no longer listens (protocol.md §3.2): refused outright
+    assert results == {"stream": "refused", "meta": "refused"}, results
     assert_intact(o)  # S, and no duplicate or foreign write
 
 

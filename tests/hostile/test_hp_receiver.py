@@ -112,6 +112,18 @@ def test_junk_instead_of_the_greeting(hostile_rx, src: Path, scenario: str) -> N
         assert "unexpected output" in line and "Welcome" in line
 
 
+@case("HP-18", "HP-19")
+def test_a_server_waiting_forever_for_a_port_is_not_waited_for_forever(hostile_rx, src: Path) -> None:  # type: ignore[no-untyped-def]
+    """A waiting server proves it lives with SetupProgress (protocol.md §2.11), but each one
+    only extends the set-up deadline up to the longest wait the initiator allowed: a server
+    that claims an endless wait still ends in a timeout, named as a wait. Its words reach the
+    user's terminal (-v, the error) escaped."""
+    r, _ = hostile_rx(src, "waiting_forever", "-v", "--timeout", "1")
+    line = check_e(r.code, r.stderr, cause="timeout", codes=(1,))  # also: no raw control characters
+    assert "did not answer" in line and "waiting" in line and "busy" in line
+    assert "escp: receiver: every port in 1-65535 on \\x1b[31mRED" in r.stderr
+
+
 # --- issue-2 hostile basics: the remote start fails in every way (fake ssh) -------------------
 
 

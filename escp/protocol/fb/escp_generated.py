@@ -431,8 +431,15 @@ class SessionInit(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
+    # SessionInit
+    def SetupFeatures(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(56))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
 def SessionInitStart(builder):
-    builder.StartObject(26)
+    builder.StartObject(27)
 
 def SessionInitAddVersion(builder, version):
     builder.PrependUint16Slot(0, version, 0)
@@ -523,6 +530,9 @@ def SessionInitAddTxEngine(builder, txEngine):
 
 def SessionInitAddRateLimit(builder, rateLimit):
     builder.PrependUint64Slot(25, rateLimit, 0)
+
+def SessionInitAddSetupFeatures(builder, setupFeatures):
+    builder.PrependUint32Slot(26, setupFeatures, 0)
 
 def SessionInitEnd(builder):
     return builder.EndObject()
@@ -939,6 +949,72 @@ def SessionReportAddBytesResumed(builder, bytesResumed):
     builder.PrependUint64Slot(11, bytesResumed, 0)
 
 def SessionReportEnd(builder):
+    return builder.EndObject()
+
+
+
+class SetupProgress(object):
+    __slots__ = ['_tab']
+
+    @classmethod
+    def GetRootAs(cls, buf, offset=0):
+        n = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, offset)
+        x = SetupProgress()
+        x.Init(buf, n + offset)
+        return x
+
+    @classmethod
+    def GetRootAsSetupProgress(cls, buf, offset=0):
+        """This method is deprecated. Please switch to GetRootAs."""
+        return cls.GetRootAs(buf, offset)
+    # SetupProgress
+    def Init(self, buf, pos):
+        self._tab = flatbuffers.table.Table(buf, pos)
+
+    # SetupProgress
+    def Stage(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(4))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # SetupProgress
+    def WaitedMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # SetupProgress
+    def LimitMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # SetupProgress
+    def Detail(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+def SetupProgressStart(builder):
+    builder.StartObject(4)
+
+def SetupProgressAddStage(builder, stage):
+    builder.PrependUint8Slot(0, stage, 0)
+
+def SetupProgressAddWaitedMs(builder, waitedMs):
+    builder.PrependUint32Slot(1, waitedMs, 0)
+
+def SetupProgressAddLimitMs(builder, limitMs):
+    builder.PrependUint32Slot(2, limitMs, 0)
+
+def SetupProgressAddDetail(builder, detail):
+    builder.PrependUOffsetTRelativeSlot(3, flatbuffers.number_types.UOffsetTFlags.py_type(detail), 0)
+
+def SetupProgressEnd(builder):
     return builder.EndObject()
 
 
