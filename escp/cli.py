@@ -14,10 +14,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import ENGINES, SshOptions, TransferConfig
+from .config import ENGINES, SKIP_MODES, SshOptions, TransferConfig
 from .engine import faults
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EscpError, OutOfMemory, UsageError
 from .logsetup import setup_logging, syslog_facility
@@ -50,9 +50,20 @@ host: and host:rel are relative to the remote home; ~ and ~user are expanded by 
 escp; a DEST ending in / that does not exist is created."""
 
 
+# options whose value is optional and then only given as --opt=VALUE: the bare option takes
+# this default, never the next word (`escp --skip-existing SRC DEST` keeps SRC a source)
+BARE_DEFAULTS = {"--skip-existing": "quick"}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        words = list(sys.argv[1:] if args is None else args)
+        end = words.index("--") if "--" in words else len(words)
+        words[:end] = [f"{w}={BARE_DEFAULTS[w]}" if w in BARE_DEFAULTS else w for w in words[:end]]
+        return super().parse_known_args(words, namespace)
 
 
 def _int(flag: str) -> Callable[[str], int]:
@@ -106,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nochecksum", action="store_true", help="do not verify per-file digests")
     p.add_argument("--checksum-file", metavar="PATH", help="write a manifest (content digest, size, name) "
                    "of the files sent; check it later with --verify-manifest")
+    p.add_argument("--skip-existing", nargs="?", const="quick", choices=SKIP_MODES, metavar="quick|digest",
+                   help="do not send files the destination already has: quick (the default) compares size and "
+                   "mtime (use with -p), digest compares content digests read on both sides (rsync -c)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep what an interrupted copy verified (temp file and resume record at the destination) "
+                   "and, on a re-run with --resume, send only the rest")
     p.add_argument("--verify-manifest", nargs=2, metavar=("MANIFEST", "DIR"),
                    help="check the files below DIR against a manifest and exit (0 all good, 3 some differ)")
     p.add_argument("--filelist", metavar="FILE", help="read sources from FILE ('-' = stdin): one path per line, "
@@ -214,13 +231,16 @@ def config_from_args(a: argparse.Namespace) -> TransferConfig:
         limit_bytes_per_s=parse_rate(a.limit) if a.limit else 0, idle_timeout=a.timeout, quiet=a.quiet,
         verbose=a.verbose, bits=a.bits, trace_path=a.trace, stats=a.stats, json_path=a.json_path,
         log_path=a.logfile, filelist=filelist, checksum_file=a.checksum_file, ssh=ssh, relay=bool(a.relay),
+        skip_existing=a.skip_existing, resume=a.resume,
         **extra,  # type: ignore[arg-type]
     )
 
 
 def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[str, object]:
     rate = result.bytes_payload / result.seconds if result.seconds > 0 else 0.0
-    outcomes = [{"name": o.name or None, "path": o.path, "size": o.size, "ok": o.ok, "cause": o.cause or None,
+    outcomes = [{"name": o.name or None, "path": o.path, "size": o.size, "ok": o.ok,
+                 "status": "skipped" if o.skipped else "resumed" if o.resumed else "copied" if o.ok else "failed",
+                 "bytes_resumed": o.resumed, "cause": o.cause or None,
                  "message": o.message or None} for o in result.outcomes]
     return {
         "schema": 1,
@@ -231,6 +251,10 @@ def report_dict(cfg: TransferConfig, result: TransferResult, code: int) -> dict[
         "bytes_sent": result.bytes_sent,
         "files": result.files_ok,
         "files_failed": result.files_failed,
+        "files_skipped": result.files_skipped,
+        "bytes_skipped": result.bytes_skipped,
+        "files_resumed": result.files_resumed,
+        "bytes_resumed": result.bytes_resumed,
         "seconds": result.seconds,
         "rate_bytes_per_s": rate,
         "streams": cfg.streams,

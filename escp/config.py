@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .engine.filelist import ListEntry
 
 ENGINES = ("posix", "dummy")
+SKIP_MODES = ("quick", "digest")  # --skip-existing: same size and mtime, or same content digest
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class TransferConfig:
     log_path: str | None = None
     filelist: tuple[ListEntry, ...] | None = None  # --filelist entries (sources come only from here)
     checksum_file: str | None = None  # --checksum-file: write a manifest of what was sent
+    skip_existing: str | None = None  # --skip-existing: "quick" or "digest"; None sends every file
+    resume: bool = False  # --resume: keep what an interrupted copy verified, and send only the rest
     cpus: tuple[int, ...] | None = None  # stream workers' CPUs (cpumask of /etc/escp.conf)
     relay: bool = False  # remote to remote: -3 moves the data through this host, -R (default) directly
     ssh: SshOptions = field(default_factory=SshOptions)
@@ -101,6 +104,10 @@ class TransferConfig:
             raise UsageError("--connect-to port out of range 1-65535")
         if self.checksum_file is not None and not self.checksum:
             raise UsageError("--checksum-file needs checksums (drop --nochecksum)")
+        if self.skip_existing is not None and self.skip_existing not in SKIP_MODES:
+            raise UsageError(f"--skip-existing={self.skip_existing}: choose {' or '.join(SKIP_MODES)}")
+        if self.resume and (not self.checksum or self.sparse):
+            raise UsageError("--resume needs checksums and no --sparse (it keeps verified blocks by their digests)")
         if not 0 < self.idle_timeout <= 86400 or not 0 < self.connect_timeout <= 3600:
             raise UsageError("timeouts must be positive")
         slowest = slowest_rate(self.block_size, self.idle_timeout)

@@ -148,5 +148,10 @@ def summary_line(result: TransferResult, bits: bool) -> str | None:
         return None
     rate = result.bytes_payload / result.seconds if result.seconds > 0 else 0.0
     failed = f" ({result.files_failed} failed)" if result.files_failed else ""
-    return (f"Complete: {format_bytes(result.bytes_payload)} in {result.files_ok} files at "
-            f"{format_rate(rate, bits=bits)} in {result.seconds:.2f} s{failed}")
+    copied = result.files_ok - result.files_skipped
+    skipped = (f"; skipped {result.files_skipped} files, {format_bytes(result.bytes_skipped)} not sent"
+               if result.files_skipped else "")
+    if result.files_resumed:
+        skipped += f"; resumed {result.files_resumed} files, {format_bytes(result.bytes_resumed)} not sent again"
+    return (f"Complete: {format_bytes(result.bytes_payload)} in {copied} files at "
+            f"{format_rate(rate, bits=bits)} in {result.seconds:.2f} s{failed}{skipped}")

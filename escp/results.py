@@ -27,6 +27,8 @@ class FileOutcome:
     message: str = ""
     size: int = 0
     path: str = ""  # local source path (name is the destination-relative name in outcomes)
+    skipped: bool = False  # ok, and not sent: the destination already had it (--skip-existing)
+    resumed: int = 0  # bytes an earlier, interrupted copy had verified and that were not sent again (--resume)
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class ProgressSnapshot:
     The sender learns the totals as its walk goes: `bytes_known`/`files_known` grow until
     `walk_done`, and only then are they the totals."""
 
-    bytes_done: int  # data bytes sent (or skipped as holes) so far
+    bytes_done: int  # data bytes sent (or skipped: holes, files the destination had) so far
     bytes_known: int  # sizes of the regular files found so far
     files_done: int  # regular files with an outcome (copied or failed)
     files_known: int  # regular files found so far (failed sources included)
@@ -46,10 +48,14 @@ class ProgressSnapshot:
 
 @dataclass
 class TransferResult:
-    files_ok: int = 0
+    files_ok: int = 0  # copied or skipped
     files_failed: int = 0
+    files_skipped: int = 0  # of files_ok: the destination already had them, nothing was sent
+    bytes_skipped: int = 0  # their sizes: bytes not sent
+    files_resumed: int = 0  # files copied in part: what an interrupted copy verified was kept (--resume)
+    bytes_resumed: int = 0  # the bytes kept: not sent again
     bytes_sent: int = 0
-    bytes_payload: int = 0
+    bytes_payload: int = 0  # sizes of the files copied (not skipped)
     seconds: float = 0.0
     failures: list[FileOutcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -117,19 +123,28 @@ class Report:
             self._print(error.one_line())
 
     def file_done(self, path: bytes, dest_name: bytes, size: int, is_dir: bool, ok: bool, cause: str,
-                  message: str, shown: bytes | None = None) -> None:
+                  message: str, shown: bytes | None = None, skipped: bool = False, resumed: int = 0) -> None:
         """A file or directory the receiver reported on: how it ended (the core's verdict).
         `shown` is the path its error line names (where it failed; default: the source).
         What fails inside a directory that failed is counted and listed, not printed: one
-        cause, one line (the directory's)."""
+        cause, one line (the directory's). A `skipped` file is ok and was not sent; of a
+        `resumed` file that many bytes were kept from an earlier try, not sent again."""
         r = self.result
         name = os.fsdecode(path)
         if not is_dir:
-            r.record(FileOutcome(os.fsdecode(dest_name), ok, cause, message, size, name))
+            r.record(FileOutcome(os.fsdecode(dest_name), ok, cause, message, size, name, skipped, resumed))
         if ok:
-            if not is_dir:
-                r.files_ok += 1
+            if is_dir:
+                return
+            r.files_ok += 1
+            if skipped:
+                r.files_skipped += 1
+                r.bytes_skipped += size
+            else:
                 r.bytes_payload += size
+            if resumed:
+                r.files_resumed += 1
+                r.bytes_resumed += resumed
             return
         r.files_failed += 1
         r.failures.append(FileOutcome(name, False, cause, message, size))

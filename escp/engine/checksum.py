@@ -11,8 +11,10 @@ the sender on the receiver's FILE_RESULT (docs/protocol.md).
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import threading
+from collections.abc import Callable
 
 import xxhash
 
@@ -77,3 +79,57 @@ def content_digest(size: int, block_size: int, blocks: dict[int, bytes]) -> byte
         d = blocks.get(offset)
         h.update(_BLOCK_REC.pack(offset, length, d if d is not None else zero_block_digest(offset, length)))
     return h.digest()
+
+
+def range_digest(blocks: list[tuple[int, int, bytes]]) -> bytes:
+    """The digest of a run of whole blocks (--resume, docs/protocol.md §9.15): BLAKE2b-128
+    (person "escp-range-1") over each block's (offset u64, length u32, block digest), in
+    the order given (offset order)."""
+    h = hashlib.blake2b(digest_size=DIGEST_LEN, person=b"escp-range-1")
+    for offset, length, d in blocks:
+        h.update(_BLOCK_REC.pack(offset, length, d))
+    return h.digest()
+
+
+def fd_block_digests(fd: int, offset: int, length: int, block_size: int,
+                     tick: Callable[[], None] | None = None) -> list[tuple[int, int, bytes]] | None:
+    """(offset, length, block digest) of each block of fd's range [offset, offset+length),
+    read with one reused buffer; None when the file is shorter. `tick` runs after each
+    block (a long read is progress)."""
+    view = memoryview(bytearray(block_size))
+    out: list[tuple[int, int, bytes]] = []
+    end = offset + length
+    while offset < end:
+        want = min(block_size, end - offset)
+        got = 0
+        while got < want:
+            n = os.preadv(fd, [view[got:want]], offset + got)
+            if not n:
+                return None
+            got += n
+        out.append((offset, want, block_digest(view[:want], offset)))
+        offset += want
+        if tick is not None:
+            tick()
+    return out
+
+
+def fd_content_digest(fd: int, block_size: int) -> tuple[int, bytes]:
+    """(size, content_digest) of an open file, read block by block from offset 0 with one
+    reused buffer; the size is what was read (a file that changed while it was read gives
+    the digest of what was read)."""
+    blocks: dict[int, bytes] = {}
+    view = memoryview(bytearray(block_size))
+    offset = 0
+    while True:
+        got = 0
+        while got < block_size:  # fill the block across short reads
+            n = os.preadv(fd, [view[got:]], offset + got)
+            if not n:
+                break
+            got += n
+        if got:
+            blocks[offset] = block_digest(view[:got], offset)
+            offset += got
+        if got < block_size:
+            return offset, content_digest(offset, block_size, blocks)

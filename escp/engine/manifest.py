@@ -25,7 +25,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from ..errors import EscpError, UsageError
 from ..paths import split_peer_name
-from .checksum import block_digest, content_digest
+from .checksum import fd_content_digest
 
 HEADER_RE = re.compile(r"^# escp-manifest v1 blocksize=(\d+)$")
 LINE_RE = re.compile(r"^([0-9a-f]{32}) (\d+) (\S+)$")
@@ -84,29 +84,8 @@ def read_manifest(path: str) -> tuple[int, list[ManifestLine]]:
 
 def file_content_digest(path: bytes, block_size: int) -> tuple[int, bytes]:
     """(size, content digest) of a local file, read block by block."""
-    blocks: dict[int, bytes] = {}
-    buf = bytearray(block_size)
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        offset = 0
-        while True:
-            n = fh.readinto(view)
-            got = n or 0
-            while got and got < block_size:  # fill the block across short reads
-                more = fh.readinto(view[got:])
-                if not more:
-                    break
-                got += more
-            if not got:
-                break
-            blocks[offset] = block_digest(view[:got], offset)
-            offset += got
-            if got < block_size:
-                break
-    if offset != size:
-        size = offset  # changed while reading: the digest covers what was read
-    return size, content_digest(size, block_size, blocks)
+        return fd_content_digest(fh.fileno(), block_size)
 
 
 def verify_tree(manifest: str, root: str) -> Iterator[tuple[bool, str]]:

@@ -8,6 +8,14 @@ opened, announced and queued (at most `max_ahead` at a time); every stream worke
 pulls blocks from the head of that queue, so a big file is read by all streams at
 once. A file is closed when its last block is done, which bounds open files. Its
 FILE_END (digest, or why it failed at the source) is queued after its last block.
+
+Gated (--skip-existing): a regular file is announced from its walk stat (with its content
+digest first in the digest mode, `file_sum`) and held; `release` (the receiver's
+FILE_WANT) lets the next pump send it as above, checked against the stat it was announced
+with; `cancel` of a held file (skipped, or failed by the receiver) drops it unsent. At most
+`max_held` files wait for an answer at a time. With --resume the release may come with the
+receiver's kept ranges: each range the source still holds (its range digest re-read and
+matched when the file is opened) is not sent, and its block digests join the file's.
 """
 
 from __future__ import annotations
@@ -20,15 +28,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import TransferIOError
-from ..protocol.messages import FileEnd, FileEntry
+from ..protocol.messages import FileEnd, FileEntry, FileSum, KeptRange
 from ..protocol.sender_core import InlineBlock
 from ..protocol.wire import KIND_DIR, KIND_FILE, NO_DIGEST, STATUS_FAILED, STATUS_OK
-from .checksum import FileDigest, block_digest, content_digest
+from .checksum import (
+    FileDigest,
+    block_digest,
+    content_digest,
+    fd_block_digests,
+    fd_content_digest,
+    range_digest,
+)
 from .directio import open_direct, wants_direct
 from .reader import data_block_offsets, open_source, same_source
 from .sources import SourceItem, SourceProblem
 
 PUMP_SECONDS = 0.5  # longest stretch of the walk between two sends of the metadata thread
+MAX_HELD = 4096  # gated files announced and waiting for the receiver's answer
 
 
 @dataclass
@@ -80,6 +96,9 @@ class BlockScheduler:
         on_room: Callable[[], None] | None = None,
         direct: str = "never",
         content_digests: bool = False,
+        gated: bool = False,
+        file_sum: Callable[[FileSum], None] | None = None,
+        max_held: int = MAX_HELD,
     ) -> None:
         self._items = items
         self.block_size = block_size
@@ -97,6 +116,13 @@ class BlockScheduler:
         self.direct = direct
         self.record_content = content_digests
         self.content: dict[int, bytes] = {}  # fino -> checksum.content_digest (for manifests)
+        self.gated = gated
+        self._file_sum = file_sum  # gated, digest mode: a held file's FILE_SUM
+        self.max_held = max_held
+        self._held: dict[int, tuple[SourceItem, FileEntry]] = {}  # announced, waiting for an answer
+        self._released: deque[tuple[SourceItem, FileEntry, tuple[KeptRange, ...]]] = deque()  # wanted, not sent
+        self._opening = 0  # released files taken off _released and not yet queued or finished
+        self.kept: dict[int, int] = {}  # fino -> bytes of the receiver's kept ranges not sent again (--resume)
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._queue: deque[OpenFile] = deque()  # big files with blocks still to hand out
@@ -109,9 +135,22 @@ class BlockScheduler:
         return self._exhausted
 
     @property
+    def done(self) -> bool:
+        """The walk is over and every file it found was finished or dropped."""
+        return self._exhausted and not self.files and not self._waiting
+
+    @property
+    def _waiting(self) -> bool:
+        """Files are held, released or being opened: blocks may still come."""
+        return bool(self._held or self._released or self._opening)
+
+    @property
     def wants_more(self) -> bool:
-        """True when pump() should run: the walk is not over and workers need big files."""
-        return not self._exhausted and len(self._queue) < self.max_ahead
+        """True when pump() should run: workers need big files, and the walk is not over
+        (and not too far ahead of the receiver's answers) or released files wait."""
+        if len(self._queue) >= self.max_ahead:
+            return False
+        return bool(self._released) or (not self._exhausted and len(self._held) < self.max_held)
 
     # --- worker side -----------------------------------------------------------------
     def next_job(self, stop: threading.Event | None = None) -> BlockJob | None:
@@ -121,7 +160,7 @@ class BlockScheduler:
                 job = self._take()
                 if job is not None:
                     return job
-                if self._exhausted or (stop is not None and stop.is_set()):
+                if (self._exhausted and not self._waiting) or (stop is not None and stop.is_set()):
                     return None
                 self._ready.wait(0.5)
 
@@ -155,6 +194,12 @@ class BlockScheduler:
         for _ in range(max_items):
             if time.monotonic() > end:
                 return
+            if self._released:
+                if self._send_released():
+                    return
+                continue
+            if self._exhausted or len(self._held) >= self.max_held:
+                return
             item = next(self._items, None)
             if item is None:
                 with self._ready:
@@ -165,6 +210,8 @@ class BlockScheduler:
                 self._problem(item)
             elif item.kind == KIND_DIR:
                 self._announce(self._entry(item, item.st, 0), item.path)
+            elif self.gated:
+                self._hold(item)
             elif item.st.st_size <= self.inline_max:
                 self._send_inline(item)
             else:
@@ -174,13 +221,108 @@ class BlockScheduler:
                 if not opened.offsets:
                     self._finish(opened)
                     continue
-                with self._ready:
-                    self._queue.append(opened)
-                    self._ready.notify_all()
+                self._enqueue(opened)
                 return
 
-    def _send_inline(self, item: SourceItem) -> None:
-        """Read a small file whole; entry, block and FILE_END go out on the metadata stream."""
+    def _enqueue(self, opened: OpenFile) -> None:
+        with self._ready:
+            self._queue.append(opened)
+            self._ready.notify_all()
+
+    # --- gated files ---------------------------------------------------------------------
+    def _hold(self, item: SourceItem) -> None:
+        """Announce a file from its walk stat and hold it for the receiver's answer (with
+        its content digest first in the digest mode)."""
+        content_sum = b""
+        if self._file_sum is not None:
+            try:
+                content_sum = self._source_sum(item)
+            except TransferIOError as exc:
+                self._problem(SourceProblem(exc))
+                return
+        entry = self._entry(item, item.st, item.st.st_size)
+        with self._ready:
+            self._held[entry.fino] = (item, entry)
+        self._announce(entry, item.path)
+        if self._file_sum is not None:
+            self._file_sum(FileSum(entry.fino, content_sum))
+
+    def _source_sum(self, item: SourceItem) -> bytes:
+        """The source's content digest (read whole, here), if it is still what the walk saw."""
+        if self.dummy:
+            return content_digest(item.st.st_size, self.block_size, {})
+        fd, st = open_source(item.path)
+        try:
+            size, digest = fd_content_digest(fd, self.block_size)
+            if size != st.st_size or not same_source(item.st, os.fstat(fd)):
+                raise TransferIOError("source file changed during the transfer", path=item.path)
+            return digest
+        except OSError as exc:
+            raise TransferIOError(f"read error: {exc.strerror}", path=item.path) from None
+        finally:
+            os.close(fd)
+
+    def release(self, fino: int, offer: tuple[KeptRange, ...] = ()) -> None:
+        """The receiver wants a held file (but for the kept ranges it offers, the ones that
+        still match): the next pump sends it."""
+        with self._ready:
+            held = self._held.pop(fino, None)
+            if held is not None:
+                self._released.append((*held, offer))
+        if held is not None and self._on_room is not None:
+            self._on_room()
+
+    def _send_released(self) -> bool:
+        """Send the first released file: True when a big file was queued (pump stops there)."""
+        with self._ready:
+            item, entry, offer = self._released.popleft()
+            self._opening += 1  # workers must not take the empty queue for the end meanwhile
+        try:
+            if entry.size <= self.inline_max:
+                self._send_inline(item, entry)  # one block: sent again whole, whatever was offered
+                return False
+            opened = self._open(item, entry)
+            if opened is not None and offer:
+                self._keep_matching(opened, offer)
+            if opened is None:
+                return False
+            if not opened.offsets:
+                self._finish(opened)
+                return False
+            self._enqueue(opened)
+            return True
+        finally:
+            with self._ready:
+                self._opening -= 1
+                self._ready.notify_all()
+
+    def _keep_matching(self, f: OpenFile, offer: tuple[KeptRange, ...]) -> None:
+        """Drop from f's blocks the offered ranges whose digest f's source still has (read
+        here, whole); their block digests count in f's file digest as if sent."""
+        if f.fd < 0:
+            return  # the dummy engine has no content to compare: everything is sent
+        kept: set[int] = set()
+        for r in offer:
+            try:
+                blocks = fd_block_digests(f.fd, r.offset, r.length, self.block_size)
+            except OSError:
+                return  # a read error shows again when the blocks are sent
+            if blocks is None or range_digest(blocks) != r.digest:
+                continue
+            for offset, length, d in blocks:
+                f.digest.add(offset, length, d)
+                kept.add(offset)
+            self.kept[f.entry.fino] = self.kept.get(f.entry.fino, 0) + r.length
+        f.offsets = [o for o in f.offsets if o not in kept]
+
+    def _changed(self, entry: FileEntry, why: str) -> None:
+        """A held file could not be sent as announced: its FILE_END says why."""
+        self._file_end(FileEnd(entry.fino, STATUS_FAILED, 0, NO_DIGEST, why))
+
+    # --- files ---------------------------------------------------------------------------
+    def _send_inline(self, item: SourceItem, announced: FileEntry | None = None) -> None:
+        """Read a small file whole; entry, block and FILE_END go out on the metadata stream
+        (the entry only when it was not `announced` already)."""
         assert self._inline is not None
         data = b""
         error: TransferIOError | None = None
@@ -191,10 +333,16 @@ class BlockScheduler:
             try:
                 fd, st = open_source(item.path)
             except TransferIOError as exc:
-                self._problem(SourceProblem(exc))
+                if announced is not None:
+                    self._changed(announced, exc.message)
+                else:
+                    self._problem(SourceProblem(exc))
                 return
             try:
-                if st.st_size > self.inline_max:
+                if announced is not None and not same_source(item.st, st):
+                    st = item.st
+                    error = TransferIOError("source file changed during the transfer", path=item.path)
+                elif st.st_size > self.inline_max:
                     # grew since the walk: fail this one file; never read it whole, never send
                     # a block larger than the block size (OP-17)
                     st = item.st
@@ -207,8 +355,9 @@ class BlockScheduler:
                 error = TransferIOError(f"read error: {exc.strerror}", path=item.path)
             finally:
                 os.close(fd)
-        entry = self._entry(item, st, st.st_size)
-        self._announce(entry, item.path)
+        entry = announced if announced is not None else self._entry(item, st, st.st_size)
+        if announced is None:
+            self._announce(entry, item.path)
         if error is not None:
             self._file_end(FileEnd(entry.fino, STATUS_FAILED, 0, NO_DIGEST, error.message))
             return
@@ -244,26 +393,35 @@ class BlockScheduler:
         self.next_fino += 1
         return entry
 
-    def _open(self, item: SourceItem) -> OpenFile | None:
+    def _open(self, item: SourceItem, announced: FileEntry | None = None) -> OpenFile | None:
+        """Open a big file (announce it, unless it was `announced` already)."""
         if self.dummy:
             fd, st = -1, item.st
         else:
             try:
                 fd, st = open_source(item.path)
             except TransferIOError as exc:
-                self._problem(SourceProblem(exc))
+                if announced is not None:
+                    self._changed(announced, exc.message)
+                else:
+                    self._problem(SourceProblem(exc))
+                return None
+            if announced is not None and not same_source(item.st, st):
+                os.close(fd)
+                self._changed(announced, "source file changed during the transfer")
                 return None
         size = st.st_size
         if self.sparse and fd >= 0:
             offsets = data_block_offsets(fd, size, self.block_size)
         else:
             offsets = list(range(0, size, self.block_size))
-        entry = self._entry(item, st, size)
+        entry = announced if announced is not None else self._entry(item, st, size)
         f = OpenFile(entry, item.path, fd, st if fd >= 0 else None, offsets, FileDigest(entry.fino, size))
         if fd >= 0 and offsets and wants_direct(self.direct, fd, size):
             f.dfd = open_direct(item.path, st)
         self.files[entry.fino] = f
-        self._announce(entry, item.path)
+        if announced is None:
+            self._announce(entry, item.path)
         assert entry.kind == KIND_FILE
         return f
 
@@ -284,7 +442,16 @@ class BlockScheduler:
             self._finish(f)
 
     def cancel(self, fino: int) -> None:
-        """The receiver failed this file: hand out no more of its blocks."""
+        """The receiver failed or skipped this file: hand out no more of its blocks (a held
+        file is dropped unsent)."""
+        with self._ready:
+            dropped = self._held.pop(fino, None) is not None
+            if dropped:
+                self._ready.notify_all()
+        if dropped:
+            if self._on_room is not None:
+                self._on_room()  # the walk may go on, or the session end
+            return
         f = self.files.get(fino)
         if f is not None:
             with self._lock:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ..errors import ProtocolError, TransferIOError, UsageError
 from ..paths import split_peer_name
-from . import faults
+from . import faults, resume
 
 DIR_FD_CACHE = 32
 STALE_AGE = 10.0  # seconds a dead session's temp file must be untouched before a sweep removes it
@@ -213,13 +213,14 @@ class DestinationTree:
     def temp_name(self, base: bytes) -> bytes:
         return b"." + base[:180] + b".escp-" + self.session_tag + b".part"
 
-    def create_temp(self, parts: tuple[bytes, ...]) -> tuple[int, bytes]:
-        """(file fd, temp name) of a new temp file for parts.
+    def create_temp(self, parts: tuple[bytes, ...], resumable: bool = False) -> tuple[int, bytes]:
+        """(file fd, temp name) of a new temp file for parts (`resumable`: under the stable
+        name of --resume, engine/resume.py).
 
         The temp file is flock()ed for its whole life, which tells other sessions it is in
         use; the first temp file this session creates in a directory sweeps that directory
         of stale temp files left by sessions that were killed (see sweep_stale)."""
-        tmp = self.temp_name(parts[-1])
+        tmp = resume.temp_name(parts[-1]) if resumable else self.temp_name(parts[-1])
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with self._lock:
             try:
@@ -239,6 +240,81 @@ class DestinationTree:
                 self._swept.add(parts[:-1])
                 sweep_stale(parent, self.session_tag)
         return fd, tmp
+
+    def open_existing(self, parts: tuple[bytes, ...]) -> int | None:
+        """A read-only fd of the regular file at parts' final name, or None when there is
+        none (missing, a symlink: never followed, not a regular file, a parent that is not
+        a directory). The caller closes it."""
+        try:
+            with self._lock:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=self.dir_fd(parts[:-1]))
+        except (OSError, TransferIOError):
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
+    # --- --resume: the kept temp file and its record -------------------------------------
+    def open_kept(self, parts: tuple[bytes, ...]) -> tuple[int, bytes] | None:
+        """(fd, name) of the resume temp file of parts, opened read-write (never through a
+        symlink) and flock()ed as our own; None when there is none, it is not a regular
+        file, or a live session holds it."""
+        tmp = resume.temp_name(parts[-1])
+        try:
+            with self._lock:
+                fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=self.dir_fd(parts[:-1]))
+        except (OSError, TransferIOError):
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd, tmp
+
+    def read_record(self, parts: tuple[bytes, ...]) -> bytes:
+        """The resume record of parts (b"" when there is none or it cannot be read)."""
+        try:
+            with self._lock:
+                fd = os.open(resume.record_name(parts[-1]), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=self.dir_fd(parts[:-1]))
+        except (OSError, TransferIOError):
+            return b""
+        try:
+            return os.pread(fd, resume.MAX_RECORD + 1, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        except OSError:
+            return b""
+        finally:
+            os.close(fd)
+
+    def write_record(self, parts: tuple[bytes, ...], data: bytes) -> None:
+        """Replace the resume record of parts (written aside, then renamed over it)."""
+        name = resume.record_name(parts[-1])
+        aside = name + b".new"
+        with self._lock:
+            parent = self.dir_fd(parts[:-1])
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, TEMP_MODE,
+                         dir_fd=parent)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.rename(aside, name, src_dir_fd=parent, dst_dir_fd=parent)
+
+    def forget(self, parts: tuple[bytes, ...], kept_temp: bool) -> None:
+        """Remove the resume record of parts (and, with `kept_temp`, its resume temp file)."""
+        names = [resume.record_name(parts[-1])] + ([resume.temp_name(parts[-1])] if kept_temp else [])
+        with self._lock:
+            for name in names:
+                try:
+                    os.unlink(name, dir_fd=self.dir_fd(parts[:-1]))
+                except (OSError, TransferIOError):
+                    pass
 
     def publish(self, parts: tuple[bytes, ...], fd: int, tmp: bytes, size: int, mode: int,
                 times: tuple[int, int] | None, uid_gid: tuple[int, int] | None, fsync: bool) -> None:

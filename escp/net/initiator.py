@@ -40,7 +40,7 @@ from ..protocol.receiver_core import RxFile
 from ..protocol.report import SessionReport
 from ..protocol.request import RequestRule
 from ..protocol.roles import DataRole
-from ..protocol.wire import KIND_DIR, SETUP_PROGRESS, STATUS_OK
+from ..protocol.wire import KIND_DIR, SETUP_PROGRESS, STATUS_OK, STATUS_SKIPPED
 from ..results import Report, TransferResult
 from ..trace import Tracer
 from .control import SessionControl
@@ -64,7 +64,8 @@ def session_init(cfg: TransferConfig, traced: bool, top_level_count: int = 0, to
         compress=cfg.compress, sparse=cfg.sparse, preserve=cfg.preserve, no_checksum=not cfg.checksum,
         no_direct=cfg.direct == "never", trace=traced, verbose=cfg.verbose, recursive=cfg.recursive,
         fsync=cfg.fsync, top_dir=top_dir, trace_events=traced and bool(cfg.trace_path),
-        dest_dir=cfg.filelist is not None,
+        dest_dir=cfg.filelist is not None, skip_quick=cfg.skip_existing == "quick",
+        skip_digest=cfg.skip_existing == "digest", resume=cfg.resume,
     )
     return SessionInit(
         session_id=secrets.randbits(64), key=secrets.token_bytes(16), flags=flags.to_bits(),
@@ -224,8 +225,10 @@ def pull(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc: Serv
         at_source = f.end is not None and f.end.status != STATUS_OK  # the remote failed it: name the remote file
         name = remote_name(host, request.remote_path(f.entry.name), f.entry.name) if at_source \
             else store.display(f.parts, f.entry.name)
-        report.file_done(name, b"/".join(f.parts), f.entry.size, f.entry.kind == KIND_DIR, r.status == STATUS_OK,
-                         cause, r.message)
+        skipped = r.status == STATUS_SKIPPED
+        resumed = session.core.kept_bytes(f) if r.status == STATUS_OK else 0
+        report.file_done(name, b"/".join(f.parts), f.entry.size, f.entry.kind == KIND_DIR,
+                         r.status == STATUS_OK or skipped, cause, r.message, skipped=skipped, resumed=resumed)
 
     session = ReceiveSession(rx_init, store, cfg.idle_timeout, tracer, cfg.cpus, request=request,
                              trace_to_peer=False, on_result=on_result)

@@ -120,7 +120,7 @@ class MetaSender:
             if sched.wants_more:
                 sched.pump()
             with self.lock:
-                walk_done = sched.exhausted and not sched.files
+                walk_done = sched.done
                 if not core.queue and not sched.wants_more and not core.may_end_session(walk_done):
                     if not self.wake.wait(self.interval) and not core.queue:
                         core.keepalive()

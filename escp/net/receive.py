@@ -63,7 +63,8 @@ def accept_data(core: ReceiverCore, announced: threading.Condition, ctl: Session
 def receiving_snapshot(core: ReceiverCore, bytes_done: int, current: bytes = b"") -> ProgressSnapshot:
     """Where a receiving side stands, as the files announced so far give it (read without the
     lock: a display may lag a little); the totals are known once SESSION_END has passed."""
-    return ProgressSnapshot(bytes_done, max(core.bytes_announced, bytes_done), core.files_ok + core.files_failed,
+    done = bytes_done + core.bytes_skipped  # files the destination had count as done
+    return ProgressSnapshot(done, max(core.bytes_announced, done), core.files_ok + core.files_failed + core.files_skipped,
                             core.files_announced, core.state is not SessionState.OPEN, current)
 
 
@@ -87,7 +88,7 @@ class ReceiveSession:
         self.meta: StreamConn | None = None
         self.writer = ResultWriter(self.ctl, keepalive_interval(idle_timeout, init.idle_timeout_ms / 1000))
         self.files = ReceivedFiles(self.core, self.lock, store, self.writer, tracer, flags,
-                                   self.trace_json if trace_to_peer else None, on_result)
+                                   self.trace_json if trace_to_peer else None, on_result, self.ctl.progress)
         self.failed_dirs: set[tuple[bytes, ...]] = set()  # directories that could not be made
         self.ctl.on_abort(self.send_abort)
 
@@ -169,6 +170,7 @@ class ReceiveSession:
         if sink is not None:
             try:
                 pipe.write(sink, data, header.offset)
+                self.store.note_written(f.parts, sink, f.entry)
             except TransferIOError as exc:
                 self.files.fail_file(f, exc)
         with self.lock:

@@ -12,8 +12,10 @@ checked against the one A computed over what it read: the copy is verified end t
 Data frames go from A's stream i to B's stream i, re-sealed with B's keys; small files
 pass the metadata stream in order. B's FILE_RESULT for a file is the user's verdict (the
 SenderCore's, against A's digest) and becomes A's FILE_RESULT (the ReceiverCore's digest
-verdict, so A checks B's digest against its own too). The relay is done when A has its
-SESSION_DONE and B has sent its own.
+verdict, so A checks B's digest against its own too). In a gated session (--skip-existing)
+B decides: A's FILE_SUMs go on to B, B's FILE_WANT and SKIPPED results go back to A (the
+relay's ReceiverCore never looks at a destination: it has none). The relay is done when A
+has its SESSION_DONE and B has sent its own.
 """
 
 from __future__ import annotations
@@ -27,15 +29,23 @@ from ..paths import split_peer_name
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit
 from ..protocol.data import DATA_HEADER_LEN, decode_data_header
-from ..protocol.receiver_core import CompleteFile, FinishSession, ReceiverCore, RxAction, SendResult
+from ..protocol.receiver_core import CompleteFile, FinishSession, ReceiverCore, RxAction, SendResult, SendWant
 from ..protocol.request import RequestRule
 from ..protocol.roles import DataRole
-from ..protocol.sender_core import FileVerdict, InlineBlock, SenderCore, SessionFinished, encode_batch
+from ..protocol.sender_core import (
+    FileVerdict,
+    InlineBlock,
+    Released,
+    SenderCore,
+    SessionFinished,
+    encode_batch,
+)
 from ..protocol.wire import (
     LEN_PREFIX,
     META_MAX_PLAINTEXT,
     META_STREAM,
     STATUS_OK,
+    STATUS_SKIPPED,
     T_DATA,
     T_EOS,
     TAG_LEN,
@@ -99,6 +109,7 @@ class Relay:
         self.b_conns: dict[int, StreamConn] = {}
         self.a_finished = self.b_finished = False
         self.b_trace = b""
+        self.kept: dict[int, int] = {}  # fino -> bytes A kept of B's offer (--resume), for the verdict
         self.facing_a = Facing(self, DataRole.RECEIVER)
         self.facing_b = Facing(self, DataRole.SENDER)
         self.ctl.on_abort(self.send_aborts)
@@ -178,9 +189,11 @@ class Relay:
                 actions = self.rcore.receive(msg)
                 if isinstance(msg, m.FileEnd):
                     self.score.file_end(msg)  # A's digest goes on to B unchanged
+                elif isinstance(msg, m.FileSum):
+                    self.score.content_sum(msg)  # B decides on it
                 elif isinstance(msg, m.SessionEnd):
                     self.announced.notify_all()
-            if isinstance(msg, m.FileEnd | m.SessionEnd):
+            if isinstance(msg, m.FileEnd | m.FileSum | m.SessionEnd):
                 self.send_b(end=isinstance(msg, m.SessionEnd))
             self.act(actions)
 
@@ -244,6 +257,9 @@ class Relay:
                 outcome = self.score.receive(msg)
                 if isinstance(msg, m.FileResult):
                     actions = self.answer_a(msg)
+                elif isinstance(outcome, Released):  # B wants it: so does the relay, from A
+                    f = self.rcore.files.get(outcome.file.entry.fino)
+                    actions = self.rcore.want(f, outcome.offer) if f is not None else []
             if isinstance(outcome, FileVerdict):
                 self.on_verdict(outcome)
             self.act(actions)
@@ -267,7 +283,10 @@ class Relay:
         f = self.rcore.files.get(r.fino)
         if f is None:
             return []
+        if r.status == STATUS_SKIPPED:
+            return self.rcore.skip(f)
         if r.status == STATUS_OK:
+            self.kept[r.fino] = self.rcore.kept_bytes(f)
             result = self.rcore.verdict(f, r.digest) or self.rcore.published(f, r.digest)
         else:
             err = EscpError(r.message)
@@ -281,6 +300,8 @@ class Relay:
         for action in actions:
             if isinstance(action, SendResult):
                 self.writer.queue(m.encode_file_result(action.result))
+            elif isinstance(action, SendWant):
+                self.writer.queue(m.encode_file_want(action.want))
             elif isinstance(action, CompleteFile):
                 with self.lock:  # every block went on to B: the file ends when B's result is in
                     more = self.rcore.retire(action.file) if action.file.finished else []

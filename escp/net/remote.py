@@ -162,6 +162,8 @@ def remote_to_remote(cfg: TransferConfig, sources: list[bytes], dest_path: bytes
         result.files_ok = rep_a.files_ok
         result.files_failed = max(result.files_failed, rep_a.files_failed)
         result.bytes_payload = result.bytes_sent = rep_a.nbytes
+        result.files_skipped, result.bytes_skipped = rep_a.files_skipped, rep_a.bytes_skipped
+        result.files_resumed, result.bytes_resumed = rep_a.files_resumed, rep_a.bytes_resumed
     result.clock_offset_ns = setup.offset
     result.seconds = time.monotonic() - start
     return result
@@ -189,7 +191,8 @@ def relay(cfg: TransferConfig, sources: list[bytes], dest_path: bytes, proc_a: S
     def verdict(v: FileVerdict) -> None:
         e = v.file.entry
         path = remote_name(names[0], request.remote_path(e.name), e.name)
-        report.file_done(path, e.name, e.size, e.kind == KIND_DIR, v.ok, v.cause, v.message)
+        report.file_done(path, e.name, e.size, e.kind == KIND_DIR, v.ok, v.cause, v.message, skipped=v.skipped,
+                         resumed=r.kept.pop(e.fino, 0) if v.ok else 0)
 
     r = Relay(receiver_view(init_a, dest_path, reply_a), init_b, request, cfg.idle_timeout,
               reply_b.idle_timeout_ms / 1000, verdict)

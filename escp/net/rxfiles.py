@@ -19,6 +19,7 @@ from ..errors import EscpError, TransferIOError, escape_name
 from ..protocol import messages as m
 from ..protocol.flags import SessionFlags
 from ..protocol.receiver_core import (
+    CheckExisting,
     CompleteFile,
     Completion,
     DiscardFile,
@@ -26,8 +27,9 @@ from ..protocol.receiver_core import (
     RxAction,
     RxFile,
     SendResult,
+    SendWant,
 )
-from ..protocol.wire import NO_DIGEST, STATUS_OK
+from ..protocol.wire import NO_DIGEST, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from ..trace import Tracer
 from .metastream import ResultWriter
 
@@ -42,7 +44,7 @@ ResultHook = Callable[[RxFile, m.FileResult, str], None]  # a file's result, its
 class ReceivedFiles:
     def __init__(self, core: ReceiverCore, lock: threading.RLock, store: FileStore, writer: ResultWriter,
                  tracer: Tracer, flags: SessionFlags, trace_json: Callable[[], bytes] | None,
-                 on_result: ResultHook | None = None) -> None:
+                 on_result: ResultHook | None = None, progress: Callable[[], None] | None = None) -> None:
         self.core = core
         self.lock = lock
         self.store = store
@@ -51,6 +53,7 @@ class ReceivedFiles:
         self.flags = flags
         self.trace_json = trace_json  # this side's trace, sent before SESSION_DONE (None: not to the peer)
         self.on_result = on_result  # the user's view of each result (a pulling initiator)
+        self.progress = progress  # stamps the session's progress while a kept temp file is read (--resume)
         self.sink_locks = [threading.Lock() for _ in range(SINK_LOCKS)]
         self.closing = False  # cleanup() ran: no more temp files
         self.current = b""  # the destination name of the file opened most recently (progress)
@@ -78,9 +81,14 @@ class ReceivedFiles:
             if isinstance(action, CompleteFile):
                 self.complete(action.file)
                 continue
+            if isinstance(action, CheckExisting):
+                self.check_existing(action.file)
+                continue
             with self.lock:
                 if isinstance(action, SendResult):
                     self.send_result(action)
+                elif isinstance(action, SendWant):
+                    self.writer.queue(m.encode_file_want(action.want))
                 elif isinstance(action, DiscardFile):
                     self.drop_sink(action.file)
                 else:
@@ -91,9 +99,9 @@ class ReceivedFiles:
         f, r = action.file, action.result
         name = self.store.display(f.parts, f.entry.name)
         if self.tracer.enabled:
-            self.tracer.instant("meta", "file done" if r.status == STATUS_OK else "file failed",
-                                {"name": os.fsdecode(name), "cause": action.cause})
-        if r.status != STATUS_OK:  # a server's log; where on_result reports it (a pull), -v's
+            what = "file done" if r.status == STATUS_OK else "file skipped" if r.status == STATUS_SKIPPED else "file failed"
+            self.tracer.instant("meta", what, {"name": os.fsdecode(name), "cause": action.cause})
+        if r.status == STATUS_FAILED:  # a server's log; where on_result reports it (a pull), -v's
             log.log(logging.DEBUG if self.on_result is not None else logging.WARNING, "%s error: %s: %s",
                     action.cause, escape_name(name), escape_name(r.message))
         if self.on_result is not None:
@@ -107,12 +115,30 @@ class ReceivedFiles:
             if result is not None:
                 self.send_result(result)
 
+    def check_existing(self, f: RxFile) -> None:
+        """Without self.lock (it may read whole files): what the destination holds under a
+        gated file's name, and (--resume) what an earlier session left of it, for the core
+        to decide on (skip, or want with the kept ranges)."""
+        core = self.core
+        have = self.store.existing(f.parts, core.block_size, lambda size: core.digest_needed(f, size)) \
+            if core.skips else None
+        offer: tuple[m.KeptRange, ...] = ()
+        if core.resume and not core.matches(f, have):
+            kept = self.store.resume_offer(f.parts, f.entry, self.progress)
+            if kept is not None:
+                f.sink, offer = kept
+        with self.lock:
+            actions = core.decide(f, have, offer)
+        self.act(actions)
+
     def complete(self, f: RxFile) -> None:
         """Once per file, without self.lock: every block is in; verify and publish, or clean up."""
         with self.lock:
             how = self.core.completion(f)
         result = None
         sink = self.open_sink(f) if how is Completion.VERIFY else None  # no block: an empty file
+        if how is Completion.DISCARD and isinstance(f.sink, Sink):
+            self.store.keep(f.parts, f.sink, f.entry)  # failed here (a full disk): resumable with --resume
         if how is Completion.REJECT:
             with self.lock:
                 result = self.core.verdict(f, NO_DIGEST)
@@ -159,5 +185,7 @@ class ReceivedFiles:
         with self.lock:
             self.closing = True
             for f in list(self.core.files.values()):
+                if isinstance(f.sink, Sink) and not f.claimed:
+                    self.store.keep(f.parts, f.sink, f.entry)  # unfinished: kept for --resume, else removed
                 self.drop_sink(f)
             self.store.close()

@@ -30,7 +30,7 @@ from ..errors import EscpError, TransferIOError
 from ..protocol import messages as m
 from ..protocol.bootstrap import SessionInit
 from ..protocol.roles import DataRole
-from ..protocol.sender_core import FileVerdict, InlineBlock, SenderCore, SessionFinished
+from ..protocol.sender_core import FileVerdict, InlineBlock, Released, SenderCore, SessionFinished
 from ..protocol.wire import KIND_DIR, META_STREAM, max_frame_len
 from ..results import ProgressSnapshot, Report, TransferResult
 from ..sysconf import apply_cpumask
@@ -120,6 +120,7 @@ class SendSession:
             problem=self._source_problem, preserve_ids=flags.preserve,
             inline=self._queue_inline, inline_max=min(INLINE_MAX, init.block_size), on_room=self._wake,
             direct=opts.direct if opts.tx_engine == "posix" else "never", content_digests=self.manifest is not None,
+            gated=flags.gated, file_sum=self._queue_file_sum if flags.skip_digest else None,
         )
         self.sender = MetaSender(self.core, self.scheduler, self.lock, self.wake, self.ctl,
                                  interval=keepalive_interval(opts.idle_timeout, peer_idle_timeout),
@@ -189,6 +190,10 @@ class SendSession:
         with self.lock:
             self.core.file_end(end)
             self.wake.notify()
+
+    def _queue_file_sum(self, msg: m.FileSum) -> None:
+        with self.lock:
+            self.core.content_sum(msg)
 
     def _queue_inline(self, block: InlineBlock) -> None:
         with self.lock:
@@ -279,6 +284,9 @@ class SendSession:
                 outcome = self.core.receive(msg)
             if isinstance(outcome, FileVerdict):
                 self.file_done(outcome)
+            elif isinstance(outcome, Released):
+                assert self.scheduler is not None
+                self.scheduler.release(outcome.file.entry.fino, outcome.offer)
             elif isinstance(outcome, SessionFinished):
                 self.session_done(outcome)
                 return
@@ -290,14 +298,17 @@ class SendSession:
     def file_done(self, v: FileVerdict) -> None:
         entry, path = v.file.entry, v.file.path
         content = self.scheduler.content.pop(entry.fino, None) if self.scheduler is not None else None
+        kept = self.scheduler.kept.pop(entry.fino, 0) if self.scheduler is not None else 0
         dest_name = self.dest_name(entry.name)
         with self.lock:
             self.files_done += entry.kind != KIND_DIR
+            self.bytes_skipped += entry.size if v.skipped else kept
             self.report.file_done(path, dest_name, entry.size, entry.kind == KIND_DIR, v.ok, v.cause, v.message,
-                                  shown=path if v.at_source else self.dest_shown(dest_name))
+                                  shown=path if v.at_source else self.dest_shown(dest_name), skipped=v.skipped,
+                                  resumed=kept if v.ok else 0)
             if v.ok and self.manifest is not None and content is not None:
                 self.manifest.add(dest_name, entry.size, content)
-        if not v.ok and self.scheduler is not None:
+        if (not v.ok or v.skipped) and self.scheduler is not None:
             self.scheduler.cancel(entry.fino)
 
     def session_done(self, done: SessionFinished) -> None:

@@ -92,14 +92,18 @@ class ServedSession:
             self.session.cleanup()
             core = self.session.core
             ok, failed, nbytes, problems, dropped = core.files_ok, core.files_failed, core.bytes_written, [], 0
+            skipped, bytes_skipped = core.files_skipped, core.bytes_skipped
+            resumed = (0, 0)  # a receiving server's initiator counts its own (a push)
         else:
             result: TransferResult = self.session.finish(time.monotonic() - self.started)
             rep = self.session.report
             ok, failed, nbytes = result.files_ok, result.files_failed, result.bytes_payload
             problems, dropped = rep.problems, rep.problems_dropped
+            skipped, bytes_skipped = result.files_skipped, result.bytes_skipped
+            resumed = (result.files_resumed, result.bytes_resumed)
         code = error.exit_code if error is not None else EXIT_OK if failed == 0 else EXIT_PARTIAL
         return code, SessionReport(ok, failed, nbytes, error.one_line() if error else "", error.cause if error else "",
-                                   tuple(problems), dropped, self.trace_json())
+                                   tuple(problems), dropped, self.trace_json(), skipped, bytes_skipped, *resumed)
 
     def trace_json(self) -> bytes:
         """The server's trace for its report (TRACE flag), b"" without one."""

@@ -143,6 +143,8 @@ class SessionInit:
             raise ProtocolError("session key must be 16 bytes")
         if self.flags & ~FLAG_KNOWN:
             raise ProtocolError(f"unknown session flags {self.flags & ~FLAG_KNOWN:#x}")
+        if self.session_flags.skip_quick and self.session_flags.skip_digest:
+            raise ProtocolError("both skip modes asked for")
         if not MIN_BLOCK <= self.block_size <= MAX_BLOCK:
             raise ProtocolError(f"block size {self.block_size} out of range")
         if not 1 <= self.streams <= MAX_STREAMS:

@@ -17,6 +17,9 @@ from .wire import (
     FLAG_NO_DIRECT,
     FLAG_PRESERVE,
     FLAG_RECURSIVE,
+    FLAG_RESUME,
+    FLAG_SKIP_DIGEST,
+    FLAG_SKIP_QUICK,
     FLAG_SPARSE,
     FLAG_TOP_DIR,
     FLAG_TRACE,
@@ -38,6 +41,9 @@ BITS = {
     "top_dir": FLAG_TOP_DIR,
     "trace_events": FLAG_TRACE_EVENTS,
     "dest_dir": FLAG_DEST_DIR,
+    "skip_quick": FLAG_SKIP_QUICK,
+    "skip_digest": FLAG_SKIP_DIGEST,
+    "resume": FLAG_RESUME,
 }
 
 
@@ -57,6 +63,14 @@ class SessionFlags:
     top_dir: bool = False  # the single top-level source is a directory (scp rename rule)
     trace_events: bool = False  # with trace: the span log too, not only totals
     dest_dir: bool = False  # the destination must be an existing directory (--filelist)
+    skip_quick: bool = False  # --skip-existing=quick: the receiver skips files of the same size and mtime
+    skip_digest: bool = False  # --skip-existing=digest: ... of the same content digest (FILE_SUM)
+    resume: bool = False  # --resume: FILE_WANT offers the verified ranges of an interrupted copy
+
+    @property
+    def gated(self) -> bool:
+        """A regular file's data waits for the receiver's FILE_WANT (or its skip) (§9.14)."""
+        return self.skip_quick or self.skip_digest or self.resume
 
     @property
     def checksum(self) -> bool:

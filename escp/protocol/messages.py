@@ -23,18 +23,25 @@ from .wire import (
     EOS_BODY,
     FILE_END_BODY,
     FILE_RESULT_BODY,
+    FILE_SUM_BODY,
+    FILE_WANT_BODY,
+    KEPT_RANGE,
     KIND_DIR,
     KIND_FILE,
     MAX_FILES_PER_LIST,
+    MAX_KEPT_RANGES,
     MAX_MESSAGE,
     MAX_NAME,
     SESSION_END_BODY,
+    STATUS_SKIPPED,
     T_ABORT,
     T_ACCEPT,
     T_EOS,
     T_FILE_END,
     T_FILE_LIST,
     T_FILE_RESULT,
+    T_FILE_SUM,
+    T_FILE_WANT,
     T_KEEPALIVE,
     T_SESSION_DONE,
     T_SESSION_END,
@@ -117,8 +124,35 @@ class Accept:
     stream_index: int
 
 
+@dataclass(frozen=True, slots=True)
+class KeptRange:
+    """Whole blocks from `offset` an earlier try left verified in the receiver's temp file,
+    and their range digest (checksum.range_digest)."""
+
+    offset: int
+    length: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FileWant:
+    """Receiver -> sender in a gated session: the file is wanted, its data may follow;
+    with --resume, `offer` lists the ranges the receiver holds already (§9.15)."""
+
+    fino: int
+    offer: tuple[KeptRange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FileSum:
+    """Sender -> receiver with --skip-existing=digest: the source's content digest."""
+
+    fino: int
+    digest: bytes
+
+
 Message = (FileEnd | FileResult | Eos | SessionEnd | SessionDone | Abort | Keepalive | Accept | TraceChunk
-           | list[FileEntry])
+           | FileWant | FileSum | list[FileEntry])
 
 
 def _text(b: bytes) -> str:
@@ -163,6 +197,17 @@ def encode_file_end(m: FileEnd) -> bytes:
 
 def encode_file_result(m: FileResult) -> bytes:
     return FILE_RESULT_BODY.pack(T_FILE_RESULT, m.fino, m.status, m.cause, m.digest) + _msg_bytes(m.message)
+
+
+def encode_file_want(m: FileWant) -> bytes:
+    if len(m.offer) > MAX_KEPT_RANGES:
+        raise ValueError("too many kept ranges for one FILE_WANT")
+    return FILE_WANT_BODY.pack(T_FILE_WANT, m.fino) + b"".join(
+        KEPT_RANGE.pack(r.offset, r.length, r.digest) for r in m.offer)
+
+
+def encode_file_sum(m: FileSum) -> bytes:
+    return FILE_SUM_BODY.pack(T_FILE_SUM, m.fino, m.digest)
 
 
 def encode_eos(m: Eos) -> bytes:
@@ -272,6 +317,17 @@ def decode_file_list(body: bytes) -> list[FileEntry]:
         raise ProtocolError(f"malformed file list ({type(exc).__name__})") from None
 
 
+def check_offer(offer: tuple[KeptRange, ...], size: int, block_size: int) -> None:
+    """A receiver's kept ranges must be runs of whole blocks of the grid, in offset order,
+    apart, inside the file (the last one may end at the file's end); ProtocolError if not."""
+    end = 0
+    for r in offer:
+        if r.offset < end or r.offset % block_size or r.length <= 0 or r.offset + r.length > size \
+                or (r.length % block_size and r.offset + r.length != size):
+            raise ProtocolError(f"kept range {r.offset}+{r.length} invalid for size {size}")
+        end = r.offset + r.length
+
+
 def validate_entry(e: FileEntry) -> None:
     if e.kind not in (KIND_FILE, KIND_DIR):
         raise ProtocolError(f"file {e.fino}: unknown kind {e.kind}")
@@ -321,7 +377,7 @@ def decode_message(plain: bytes) -> Message:
         return FileEnd(fino, status, blocks, digest, _text(plain[FILE_END_BODY.size :]))
     if t == T_FILE_RESULT:
         _, fino, status, cause, digest = _unpack(FILE_RESULT_BODY, plain, "FILE_RESULT")
-        if status > 1:
+        if status > STATUS_SKIPPED:
             raise ProtocolError(f"FILE_RESULT status {status} unknown")
         return FileResult(fino, status, cause, digest, _text(plain[FILE_RESULT_BODY.size :]))
     if t == T_EOS:
@@ -347,6 +403,19 @@ def decode_message(plain: bytes) -> Message:
         if len(plain) - 1 > TRACE_CHUNK_MAX:
             raise ProtocolError("trace chunk too large")
         return TraceChunk(bytes(plain[1:]))
+    if t == T_FILE_WANT:
+        n, rest = divmod(len(plain) - FILE_WANT_BODY.size, KEPT_RANGE.size)
+        if n < 0 or rest or n > MAX_KEPT_RANGES:
+            raise ProtocolError("FILE_WANT frame has wrong size")
+        fino = FILE_WANT_BODY.unpack_from(plain)[1]
+        offer = tuple(KeptRange(*KEPT_RANGE.unpack_from(plain, FILE_WANT_BODY.size + i * KEPT_RANGE.size))
+                      for i in range(n))
+        return FileWant(fino, offer)
+    if t == T_FILE_SUM:
+        if len(plain) != FILE_SUM_BODY.size:
+            raise ProtocolError("FILE_SUM frame has wrong size")
+        _, fino, digest = FILE_SUM_BODY.unpack(plain)
+        return FileSum(fino, digest)
     if t == T_ABORT:
         _, cause = _unpack(ABORT_BODY, plain, "ABORT")
         return Abort(cause, _text(plain[ABORT_BODY.size :]))

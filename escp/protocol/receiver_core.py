@@ -7,9 +7,20 @@ module owns none of them. Not thread-safe: the adapter serialises calls with one
 
 Frames in: `check_file_list` / `add_file_list` (FILE_LIST, split so that the adapter can
 make the list's directories in between), `receive_data` (a DATA header), `receive_eos`,
-`receive` (FILE_END, SESSION_END, KEEPALIVE, ABORT), `stream_closed` (TCP EOF).
-Local facts in: `block_stored`, `fail`, `published`, `retire`.
-Actions out: SendResult, CompleteFile, DiscardFile, FinishSession (see below).
+`receive` (FILE_END, FILE_SUM, SESSION_END, KEEPALIVE, ABORT), `stream_closed` (TCP EOF).
+Local facts in: `block_stored`, `fail`, `published`, `retire`, `decide` (what the
+destination holds under a gated file's name).
+Actions out: SendResult, CompleteFile, DiscardFile, FinishSession, CheckExisting, SendWant
+(see below).
+
+Gated sessions (--skip-existing, §9.14): a regular file's data may only come after this
+side's FILE_WANT. For each such file the core asks the adapter what the destination holds
+(CheckExisting, once FILE_SUM is in with the digest mode), and `decide` compares it with
+what the sender announced: the file is skipped (FILE_RESULT SKIPPED, nothing written) or
+wanted (FILE_WANT). With --resume the FILE_WANT may offer ranges the adapter found
+verified in a kept temp file (§9.15): the sender sends every block outside them, and
+every block of an offered range it does not keep; whatever arrives, each block of the
+grid must be either received or kept, or the file fails (nothing is spliced).
 """
 
 from __future__ import annotations
@@ -20,7 +31,18 @@ from enum import Enum
 from ..errors import ConnectionFailure, EscpError, IntegrityError, ProtocolError
 from .bootstrap import SessionInit
 from .data import DataHeader
-from .messages import Abort, FileEnd, FileEntry, FileResult, Message, SessionDone, SessionEnd
+from .messages import (
+    Abort,
+    FileEnd,
+    FileEntry,
+    FileResult,
+    FileSum,
+    FileWant,
+    KeptRange,
+    Message,
+    SessionDone,
+    SessionEnd,
+)
 from .request import RequestRule
 from .roles import DataRole
 from .states import (
@@ -42,6 +64,7 @@ from .wire import (
     NO_DIGEST,
     STATUS_FAILED,
     STATUS_OK,
+    STATUS_SKIPPED,
     T_DATA,
     T_EOS,
     cause_code,
@@ -64,6 +87,22 @@ class RxFile:
     finished: bool = False  # its one FILE_RESULT is queued
     claimed: bool = False  # completion was handed to one thread
     sink: object = None  # adapter-owned (temp file, running digest)
+    gated: bool = False  # a gated session's file not yet wanted: no DATA or FILE_END may come
+    content_sum: bytes | None = None  # the sender's content digest (FILE_SUM), digest mode
+    offered: dict[int, int] = field(default_factory=dict)  # --resume: block offset -> index of its offered range
+    resent: set[int] = field(default_factory=set)  # offered ranges the sender sends again (a block came)
+    offer: tuple[KeptRange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """What the destination holds under a gated file's final name: a regular file (never
+    a symlink followed), its size, mtime and, when `ReceiverCore.digest_needed`, its
+    content digest (checksum.content_digest with the session's block size)."""
+
+    size: int
+    mtime_ns: int
+    digest: bytes | None = None
 
 
 # --- actions: what the adapter must do next ------------------------------------------------
@@ -97,7 +136,22 @@ class FinishSession:
     done: SessionDone
 
 
-RxAction = SendResult | CompleteFile | DiscardFile | FinishSession
+@dataclass(frozen=True, slots=True)
+class CheckExisting:
+    """Look at the destination under a gated file's name and tell `decide` what is there."""
+
+    file: RxFile
+
+
+@dataclass(frozen=True, slots=True)
+class SendWant:
+    """Queue FILE_WANT: the gated file is wanted, its data may come."""
+
+    file: RxFile
+    want: FileWant
+
+
+RxAction = SendResult | CompleteFile | DiscardFile | FinishSession | CheckExisting | SendWant
 
 
 class Completion(Enum):
@@ -128,6 +182,10 @@ class ReceiverCore:
         self.top_level_count = init.top_level_count
         self.check_top_level = not flags.dest_dir  # with --filelist the count is not known at set-up
         self.data_flags = DATA_FLAG_ZSTD if flags.compress else 0
+        self.gated = flags.gated
+        self.skips = flags.skip_quick or flags.skip_digest
+        self.skip_digest = flags.skip_digest
+        self.resume = flags.resume
         self.state = SessionState.OPEN
         self.streams = StreamBook(init.streams)
         self.files: dict[int, RxFile] = {}  # regular files not yet retired
@@ -136,6 +194,8 @@ class ReceiverCore:
         self.next_fino = 0
         self.files_ok = 0
         self.files_failed = 0
+        self.files_skipped = 0  # gated files the destination already had, and their bytes
+        self.bytes_skipped = 0
         self.bytes_written = 0
         self.files_announced = 0  # regular files, and their bytes, for a progress display
         self.bytes_announced = 0
@@ -201,7 +261,7 @@ class ReceiverCore:
         self.next_fino += 1
         self.names.add(parts)
         nblocks = 0 if entry.kind == KIND_DIR else -(-entry.size // self.block_size)
-        f = RxFile(entry, parts, nblocks)
+        f = RxFile(entry, parts, nblocks, gated=self.gated and entry.kind != KIND_DIR)
         if entry.kind != KIND_DIR:
             self.files[entry.fino] = f
             self.files_announced += 1
@@ -221,6 +281,10 @@ class ReceiverCore:
                     self._result(f, STATUS_FAILED, error.cause, NO_DIGEST, error.message)
             else:
                 r = self.fail(f, error) if error is not None else None
+                if f.gated and error is not None:
+                    self.files.pop(entry.fino, None)  # over before it was wanted: no FILE_END comes
+                elif f.gated and not self.skip_digest:
+                    out.append(CheckExisting(f))
             if r is not None:
                 out.append(r)
         return out
@@ -248,7 +312,12 @@ class ReceiverCore:
             if index == META_STREAM or self.state is not SessionState.OPEN:
                 raise unannounced(hdr.fino)
             return None
+        if f.gated:
+            raise ProtocolError("data before the receiver wanted the file", path=f.entry.name)
         self.check_block(f, hdr.offset, hdr.raw_len)
+        kept = f.offered.get(hdr.offset)
+        if kept is not None:
+            f.resent.add(kept)  # the sender did not keep this range: all of it comes again
         if not hdr.compressed and payload_len != hdr.raw_len:
             raise ProtocolError(f"data frame carries {payload_len} bytes, declares {hdr.raw_len}")
         if index != META_STREAM:
@@ -290,6 +359,8 @@ class ReceiverCore:
         self._pass(event)
         if isinstance(msg, FileEnd):
             return self._file_end(msg)
+        if isinstance(msg, FileSum):
+            return self._file_sum(msg)
         if isinstance(msg, SessionEnd):
             if msg.entries != self.next_fino:
                 raise ProtocolError(f"SESSION_END counts {msg.entries} entries, {self.next_fino} were announced")
@@ -302,12 +373,81 @@ class ReceiverCore:
         f = self.files.get(end.fino) if end.fino < self.next_fino else None
         if f is None or f.end is not None:
             raise ProtocolError(f"FILE_END for unknown or finished file {end.fino}")
-        if end.blocks > f.nblocks_max or (not self.sparse and end.status == STATUS_OK and end.blocks != f.nblocks_max):
+        if f.gated:
+            raise ProtocolError("FILE_END before the receiver wanted the file", path=f.entry.name)
+        exact = not self.sparse and not f.offered  # a resumed file's count is checked at its end (`kept_gap`)
+        if end.blocks > f.nblocks_max or (exact and end.status == STATUS_OK and end.blocks != f.nblocks_max):
             raise ProtocolError(f"FILE_END declares {end.blocks} blocks, file has {f.nblocks_max}", path=f.entry.name)
         if end.blocks < len(f.seen):
             raise ProtocolError("more blocks received than FILE_END declares", path=f.entry.name)
         f.end = end
         return [CompleteFile(f)] if self._claim(f) else []
+
+    # --- gated files (--skip-existing) --------------------------------------------------------
+    def _file_sum(self, msg: FileSum) -> list[RxAction]:
+        f = self.files.get(msg.fino) if msg.fino < self.next_fino else None
+        if not self.skip_digest or f is None or not f.gated or f.content_sum is not None:
+            raise ProtocolError(f"FILE_SUM for file {msg.fino}, which does not await one")
+        f.content_sum = msg.digest
+        return [CheckExisting(f)]
+
+    def digest_needed(self, f: RxFile, size: int) -> bool:
+        """Whether `decide` needs the content digest of a destination file of this size."""
+        return self.skip_digest and size == f.entry.size
+
+    def matches(self, f: RxFile, have: Existing | None) -> bool:
+        """Whether the destination's `have` (None: no regular file) is the file the sender
+        announced: quick, the same size and mtime; digest, the same size and content digest.
+        Never without --skip-existing."""
+        e = f.entry
+        if not self.skips or have is None or have.size != e.size:
+            return False
+        if self.skip_digest:
+            return f.content_sum is not None and have.digest == f.content_sum
+        return have.mtime_ns == e.mtime_ns
+
+    def decide(self, f: RxFile, have: Existing | None, offer: tuple[KeptRange, ...] = ()) -> list[RxAction]:
+        """The destination holds `have` under f's name: skip f when it `matches`, else want
+        it (offering the kept ranges of `offer`, --resume). Once per gated file."""
+        if not f.gated or f.finished:
+            raise ProtocolError("a decision for a file that is not waiting for one", path=f.entry.name)
+        return self.skip(f) if self.matches(f, have) else self.want(f, offer if self.resume else ())
+
+    def want(self, f: RxFile, offer: tuple[KeptRange, ...] = ()) -> list[RxAction]:
+        """f's data may come now (FILE_WANT goes out), but for the kept ranges of `offer`
+        that the sender finds unchanged (--resume)."""
+        f.gated = False
+        f.offer = offer
+        bs = self.block_size
+        for i, kept in enumerate(offer):
+            for offset in range(kept.offset, kept.offset + kept.length, bs):
+                f.offered[offset] = i
+        return [SendWant(f, FileWant(f.entry.fino, offer))]
+
+    def kept_bytes(self, f: RxFile) -> int:
+        """The bytes of f's offered ranges the sender kept (sent nothing of)."""
+        return sum(k.length for i, k in enumerate(f.offer) if i not in f.resent)
+
+    def kept_gap(self, f: RxFile) -> str:
+        """"" when every block of f's grid was received or lies in a kept range; else why
+        not (a resumed file is never published with a hole, nor with part of a range)."""
+        if not f.offered:
+            return ""
+        kept = sum(1 for offset, i in f.offered.items() if i not in f.resent)
+        resent_missing = sum(1 for offset, i in f.offered.items() if i in f.resent and offset not in f.seen)
+        if resent_missing or kept + len(f.seen) != f.nblocks_max:
+            return "resumed file incomplete: the kept and the received blocks do not cover it"
+        return ""
+
+    def skip(self, f: RxFile) -> list[RxAction]:
+        """f is already at the destination: its one result says so, and it is over."""
+        f.gated = False
+        self.files_skipped += 1
+        self.bytes_skipped += f.entry.size
+        f.finished = f.claimed = True
+        self.files.pop(f.entry.fino, None)
+        result = FileResult(f.entry.fino, STATUS_SKIPPED, 0, NO_DIGEST, "")
+        return [SendResult(f, result, ""), *self.poll()]
 
     # --- how files end -------------------------------------------------------------------------
     def completion(self, f: RxFile) -> Completion:
@@ -323,6 +463,9 @@ class ReceiverCore:
         assert end is not None
         if end.status != STATUS_OK:
             return self._result(f, STATUS_FAILED, "I/O", NO_DIGEST, end.message or "failed at the source")
+        gap = self.kept_gap(f)
+        if gap:
+            return self._result(f, STATUS_FAILED, "integrity", digest, gap)
         if self.checksums and digest != end.digest:
             return self._result(f, STATUS_FAILED, "integrity", digest, "checksum mismatch: received data differs")
         return None

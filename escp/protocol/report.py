@@ -48,6 +48,10 @@ class SessionReport:
     problems: tuple[Problem, ...] = ()
     problems_dropped: int = 0
     trace_json: bytes = b""
+    files_skipped: int = 0  # of files_ok: the destination already had them (--skip-existing)
+    bytes_skipped: int = 0  # their sizes: bytes not sent
+    files_resumed: int = 0  # files continued from an interrupted copy (--resume)
+    bytes_resumed: int = 0  # the bytes they kept: not sent again
 
 
 def encode_report(r: SessionReport) -> bytes:
@@ -78,6 +82,10 @@ def encode_report(r: SessionReport) -> bytes:
     fb.SessionReportAddProblems(b, vec)
     fb.SessionReportAddProblemsDropped(b, r.problems_dropped + len(r.problems) - len(problems))
     fb.SessionReportAddTraceJson(b, trace)
+    fb.SessionReportAddFilesSkipped(b, r.files_skipped)
+    fb.SessionReportAddBytesSkipped(b, r.bytes_skipped)
+    fb.SessionReportAddFilesResumed(b, r.files_resumed)
+    fb.SessionReportAddBytesResumed(b, r.bytes_resumed)
     b.Finish(fb.SessionReportEnd(b))
     return frame(BOOT_SESSION_REPORT, bytes(b.Output()))
 
@@ -105,6 +113,10 @@ def decode_report(body: bytes) -> SessionReport:
             problems=problems,
             problems_dropped=r.ProblemsDropped(),  # type: ignore[attr-defined]
             trace_json=trace,
+            files_skipped=r.FilesSkipped(),  # type: ignore[attr-defined]
+            bytes_skipped=r.BytesSkipped(),  # type: ignore[attr-defined]
+            files_resumed=r.FilesResumed(),  # type: ignore[attr-defined]
+            bytes_resumed=r.BytesResumed(),  # type: ignore[attr-defined]
         )
     except ProtocolError:
         raise

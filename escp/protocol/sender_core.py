@@ -11,8 +11,14 @@ Out, in order on the metadata stream: `announce` (FILE_LIST entries), `inline` (
 file's DATA), `file_end`, `keepalive`, then `end_session` (SESSION_END) once
 `may_end_session`; `take_batch` hands the queue to the sender thread, `encode_batch` turns
 it into frames. On data streams: `data_sent` per block, `end_stream` for EOS.
-In: `receive` (FILE_RESULT, TRACE_CHUNK, SESSION_DONE, KEEPALIVE, ABORT) and
-`stream_closed` (TCP EOF); out of it come FileVerdicts and SessionFinished.
+In: `receive` (FILE_RESULT, FILE_WANT, TRACE_CHUNK, SESSION_DONE, KEEPALIVE, ABORT) and
+`stream_closed` (TCP EOF); out of it come FileVerdicts, Released and SessionFinished.
+
+In a gated session (--skip-existing, §9.14) a regular file is announced (with its FILE_SUM
+in the digest mode) and then held: its DATA and FILE_END may only follow the receiver's
+FILE_WANT (Released); a FILE_RESULT SKIPPED (or a failure) instead ends it unsent. With
+--resume the FILE_WANT may offer kept ranges (`check_offer`): the adapter keeps those whose
+digest its current source still has, and sends every other block.
 """
 
 from __future__ import annotations
@@ -29,18 +35,31 @@ from .messages import (
     FileEnd,
     FileEntry,
     FileResult,
+    FileSum,
+    FileWant,
     Keepalive,
+    KeptRange,
     Message,
     SessionDone,
     SessionEnd,
     TraceChunk,
+    check_offer,
     encode_file_end,
     encode_file_list,
+    encode_file_sum,
     encode_keepalive,
 )
 from .roles import DataRole
 from .states import EVENT_OF, SENDS, SESSION_TRANSITIONS, Event, SessionState, StreamBook, transition
-from .wire import KIND_DIR, MAX_FILES_PER_LIST, META_MAX_PLAINTEXT, STATUS_OK, TRACE_TOTAL_MAX, cause_name
+from .wire import (
+    KIND_DIR,
+    MAX_FILES_PER_LIST,
+    META_MAX_PLAINTEXT,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    TRACE_TOTAL_MAX,
+    cause_name,
+)
 
 ENTRY_OVERHEAD = 128  # bytes a FILE_LIST entry takes beyond its name (a bound, for packing lists)
 LIST_SLACK = 1024  # room left in a FILE_LIST frame below META_MAX_PLAINTEXT
@@ -54,7 +73,7 @@ class InlineBlock:
     data: bytes
 
 
-MetaItem = FileEntry | InlineBlock | FileEnd | Keepalive  # the metadata queue, in send order
+MetaItem = FileEntry | FileSum | InlineBlock | FileEnd | Keepalive  # the metadata queue, in send order
 KEEPALIVE = Keepalive()
 
 
@@ -67,6 +86,7 @@ class TxFile:
     end_sent: bool = False  # its FILE_END is queued (from the start for a directory)
     digest: bytes = b""  # the sender's file digest, from FILE_END
     local_error: str | None = None  # why it failed at the source, from FILE_END
+    gated: bool = False  # a gated session's file the receiver has not wanted yet (no data may go)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,16 @@ class FileVerdict:
     cause: str = ""  # "" when ok
     message: str = ""
     at_source: bool = False  # it failed at the source (the sender's file), else at the destination
+    skipped: bool = False  # the receiver already had it: nothing was sent (ok is True)
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """FILE_WANT arrived: the gated file's data may go now, but for the ranges of `offer`
+    that the source still holds (--resume)."""
+
+    file: TxFile
+    offer: tuple[KeptRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +123,10 @@ class SenderCore:
 
     def __init__(self, init: SessionInit) -> None:
         self.checksums = init.session_flags.checksum
+        self.gated = init.session_flags.gated
+        self.resume = init.session_flags.resume
+        self.block_size = init.block_size
+        self.skip_digest = init.session_flags.skip_digest
         self.state = SessionState.OPEN
         self.streams = StreamBook(init.streams)
         self.files: dict[int, TxFile] = {}  # announced, without a result yet
@@ -115,13 +149,24 @@ class SenderCore:
         """Queue an entry; its DATA and FILE_END can only follow it."""
         self._pass(Event.FILE_LIST)
         is_dir = entry.kind == KIND_DIR
-        self.files[entry.fino] = TxFile(entry, path, end_sent=is_dir)
+        self.files[entry.fino] = TxFile(entry, path, end_sent=is_dir, gated=self.gated and not is_dir)
         if not is_dir:
             self._unended.add(entry.fino)
         self.entries += 1
         self.queue.append(entry)
 
+    def content_sum(self, msg: FileSum) -> None:
+        """Queue a gated file's FILE_SUM (digest mode), right behind its entry."""
+        f = self.files.get(msg.fino)
+        if not self.skip_digest or f is None or not f.gated:
+            raise ProtocolError(f"FILE_SUM for file {msg.fino}, which does not take one")
+        self._pass(Event.FILE_SUM)
+        self.queue.append(msg)
+
     def inline(self, block: InlineBlock) -> None:
+        f = self.files.get(block.fino)
+        if f is not None and f.gated:
+            raise ProtocolError("data before the receiver wanted the file", path=f.entry.name)
         self._pass(Event.DATA)
         self.bytes_sent += len(block.data)
         self.queue.append(block)
@@ -171,7 +216,7 @@ class SenderCore:
         return Eos(*self.streams.end(index))
 
     # --- what the receiver says ----------------------------------------------------------------
-    def receive(self, msg: Message) -> FileVerdict | SessionFinished | None:
+    def receive(self, msg: Message) -> FileVerdict | Released | SessionFinished | None:
         event = EVENT_OF.get(type(msg))
         if event not in SENDS[DataRole.RECEIVER]:
             raise ProtocolError(f"unexpected {type(msg).__name__} from the receiver")
@@ -181,6 +226,8 @@ class SenderCore:
         self._pass(event)
         if isinstance(msg, FileResult):
             return self._verdict(msg)
+        if isinstance(msg, FileWant):
+            return self._released(msg)
         if isinstance(msg, TraceChunk):
             if len(self._trace) + len(msg.data) > TRACE_TOTAL_MAX:
                 raise ProtocolError("receiver trace exceeds its size limit")
@@ -191,12 +238,33 @@ class SenderCore:
             raise ConnectionFailure(f"receiver aborted the session ({cause_name(msg.cause)}): {msg.message}")
         return None
 
+    def _released(self, w: FileWant) -> Released:
+        f = self.files.get(w.fino)
+        if f is None or not f.gated:
+            raise ProtocolError(f"FILE_WANT for file {w.fino}, which does not wait for one")
+        if w.offer and not self.resume:
+            raise ProtocolError(f"FILE_WANT offers kept ranges for file {w.fino} without --resume")
+        check_offer(w.offer, f.entry.size, self.block_size)
+        f.gated = False
+        return Released(f, w.offer)
+
     def _verdict(self, r: FileResult) -> FileVerdict:
         """The digest verdict: the receiver's digest against the sender's, and the sender's
-        own failure (a source that changed) over the receiver's success."""
+        own failure (a source that changed) over the receiver's success. A gated file ends
+        unsent with a SKIPPED result or a failure."""
         f = self.files.get(r.fino)
         if f is None:
             raise ProtocolError(f"result for unknown or already reported file {r.fino}")
+        if r.status == STATUS_SKIPPED and not f.gated:
+            raise ProtocolError(f"file {r.fino} reported skipped after it was wanted", path=f.entry.name)
+        if f.gated:
+            del self.files[r.fino]
+            self._unended.discard(r.fino)
+            if r.status == STATUS_SKIPPED:
+                return FileVerdict(f, True, skipped=True)
+            if r.status == STATUS_OK:
+                raise ProtocolError(f"success reported for file {r.fino} before it was wanted", path=f.entry.name)
+            return FileVerdict(f, False, cause_name(r.cause), r.message)
         if r.status == STATUS_OK and not f.end_sent:
             raise ProtocolError(f"success reported for file {r.fino} before it was sent", path=f.entry.name)
         del self.files[r.fino]
@@ -243,6 +311,8 @@ def encode_batch(batch: list[MetaItem], inline_frame: Callable[[InlineBlock], by
     for item in batch:
         if isinstance(item, FileEnd):
             frames.append(encode_file_end(item))
+        elif isinstance(item, FileSum):
+            frames.append(encode_file_sum(item))
         elif isinstance(item, InlineBlock):
             frames.append(inline_frame(item))
         elif isinstance(item, Keepalive):

@@ -50,12 +50,15 @@ class Event(Enum):
     KEEPALIVE = "KEEPALIVE"
     TRACE_CHUNK = "TRACE_CHUNK"
     ABORT = "ABORT"
+    FILE_WANT = "FILE_WANT"
+    FILE_SUM = "FILE_SUM"
 
 
 S, E = SessionState, Event
 
 SESSION_TRANSITIONS: dict[tuple[SessionState, Event], SessionState] = {
-    **{(S.OPEN, e): S.OPEN for e in (E.FILE_LIST, E.DATA, E.FILE_END, E.FILE_RESULT, E.EOS, E.KEEPALIVE)},
+    **{(S.OPEN, e): S.OPEN for e in (E.FILE_LIST, E.DATA, E.FILE_END, E.FILE_RESULT, E.EOS, E.KEEPALIVE,
+                                     E.FILE_WANT, E.FILE_SUM)},
     (S.OPEN, E.SESSION_END): S.ENDING,
     # blocks on data streams may still arrive after SESSION_END (they travel on other
     # connections), and so may EOS and results; TRACE_CHUNK comes only right before SESSION_DONE
@@ -73,15 +76,17 @@ STREAM_TRANSITIONS: dict[tuple[StreamState, Event], StreamState] = {
 
 # which role may send which frame (ACCEPT is the listener's, whatever its data role)
 SENDS: dict[DataRole, frozenset[Event]] = {
-    DataRole.SENDER: frozenset({E.FILE_LIST, E.DATA, E.FILE_END, E.EOS, E.SESSION_END, E.KEEPALIVE, E.ABORT}),
-    DataRole.RECEIVER: frozenset({E.FILE_RESULT, E.TRACE_CHUNK, E.SESSION_DONE, E.KEEPALIVE, E.ABORT}),
+    DataRole.SENDER: frozenset({E.FILE_LIST, E.DATA, E.FILE_END, E.EOS, E.SESSION_END, E.KEEPALIVE, E.ABORT,
+                                E.FILE_SUM}),
+    DataRole.RECEIVER: frozenset({E.FILE_RESULT, E.TRACE_CHUNK, E.SESSION_DONE, E.KEEPALIVE, E.ABORT,
+                                  E.FILE_WANT}),
 }
 
 # the event of each decoded (non-DATA) frame
 EVENT_OF: dict[type, Event] = {
     list: E.FILE_LIST, m.FileEnd: E.FILE_END, m.FileResult: E.FILE_RESULT, m.Eos: E.EOS, m.Accept: E.ACCEPT,
     m.SessionEnd: E.SESSION_END, m.SessionDone: E.SESSION_DONE, m.Keepalive: E.KEEPALIVE,
-    m.TraceChunk: E.TRACE_CHUNK, m.Abort: E.ABORT,
+    m.TraceChunk: E.TRACE_CHUNK, m.Abort: E.ABORT, m.FileWant: E.FILE_WANT, m.FileSum: E.FILE_SUM,
 }
 
 State = TypeVar("State", SessionState, StreamState)

@@ -37,7 +37,10 @@ FLAG_FSYNC = 1 << 8
 FLAG_TOP_DIR = 1 << 9  # the single top-level source is a directory (scp rename rule)
 FLAG_TRACE_EVENTS = 1 << 10  # with FLAG_TRACE: also send the span log, not only totals
 FLAG_DEST_DIR = 1 << 11  # the destination must be an existing directory (--filelist)
-FLAG_KNOWN = (1 << 12) - 1
+FLAG_SKIP_QUICK = 1 << 12  # --skip-existing=quick: files gated, the receiver skips same size and mtime
+FLAG_SKIP_DIGEST = 1 << 13  # --skip-existing=digest: files gated, the receiver skips same content digest
+FLAG_RESUME = 1 << 14  # --resume: files gated, the receiver offers the verified ranges of an earlier try
+FLAG_KNOWN = (1 << 15) - 1
 
 # --- stream handshake --------------------------------------------------------------
 CHALLENGE_LEN = 32
@@ -70,6 +73,8 @@ T_SESSION_DONE = 14
 T_KEEPALIVE = 15
 T_ABORT = 16
 T_TRACE_CHUNK = 17  # receiver -> sender before SESSION_DONE: a slice of its trace JSON
+T_FILE_WANT = 18  # receiver -> sender in a gated session: send this file's data (§9.14)
+T_FILE_SUM = 19  # sender -> receiver with --skip-existing=digest: a file's content digest (§9.14)
 TRACE_CHUNK_MAX = 512 * 1024
 TRACE_TOTAL_MAX = 64 * 1024 * 1024
 
@@ -81,6 +86,10 @@ FILE_END_BODY = struct.Struct("<BIBQ16s")  # type, fino, status, blocks sent, di
 FILE_RESULT_BODY = struct.Struct("<BIBB16s")  # type, fino, status, cause, digest; then utf-8 message
 SESSION_END_BODY = struct.Struct("<BI")  # type, number of entries announced
 ABORT_BODY = struct.Struct("<BB")  # type, cause; then utf-8 message
+FILE_WANT_BODY = struct.Struct("<BI")  # type, fino; then KEPT_RANGE * n (--resume)
+KEPT_RANGE = struct.Struct("<QQ16s")  # offset, length, range digest (checksum.range_digest)
+MAX_KEPT_RANGES = 1024  # ranges one FILE_WANT may offer
+FILE_SUM_BODY = struct.Struct("<BI16s")  # type, fino, content digest (checksum.content_digest)
 MAX_MESSAGE = 4096  # error strings are cut to this many bytes
 
 DIGEST_LEN = 16  # per-file digests in FILE_END and FILE_RESULT
@@ -88,6 +97,7 @@ NO_DIGEST = bytes(DIGEST_LEN)  # the digest field without checksums (--nochecksu
 
 STATUS_OK = 0
 STATUS_FAILED = 1
+STATUS_SKIPPED = 2  # FILE_RESULT only: the receiver already has the file (gated sessions, §9.14)
 
 # cause codes carried by FILE_RESULT and ABORT
 CAUSES = ("error", "integrity", "protocol", "I/O", "timeout", "auth", "connection", "usage", "memory")

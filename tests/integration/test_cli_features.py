@@ -209,9 +209,10 @@ def test_json_outcomes_for_every_file(tmp_path: Path) -> None:
     by_path = {o["path"]: o for o in rep["outcomes"]}
     assert by_path[str(src / "a" / "b" / "c.txt")] == {
         "name": "src/a/b/c.txt", "path": str(src / "a" / "b" / "c.txt"), "size": B + 5, "ok": True,
-        "cause": None, "message": None}
+        "status": "copied", "bytes_resumed": 0, "cause": None, "message": None}
     missing = by_path[str(tmp_path / "missing-source")]
     assert missing["ok"] is False and missing["name"] is None and missing["cause"] == "I/O"
+    assert missing["status"] == "failed"
     assert rep["outcomes_total"] == 4 and rep["outcomes_truncated"] is False
 
 

@@ -10,23 +10,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from escp.engine.checksum import FileDigest, block_digest
+from escp.engine.checksum import FileDigest, block_digest, range_digest
 from escp.paths import split_peer_name
 from escp.protocol import messages as m
 from escp.protocol.bootstrap import SessionInit
 from escp.protocol.data import DATA_HEADER_LEN, decode_data_header, encode_data
 from escp.protocol.flags import SessionFlags
 from escp.protocol.receiver_core import (
+    CheckExisting,
     CompleteFile,
     Completion,
     DiscardFile,
+    Existing,
     FinishSession,
     ReceiverCore,
     RxAction,
     RxFile,
     SendResult,
+    SendWant,
 )
-from escp.protocol.sender_core import FileVerdict, InlineBlock, SenderCore, SessionFinished, encode_batch
+from escp.protocol.sender_core import (
+    FileVerdict,
+    InlineBlock,
+    Released,
+    SenderCore,
+    SessionFinished,
+    encode_batch,
+)
 from escp.protocol.wire import KIND_DIR, KIND_FILE, META_STREAM, MIN_BLOCK, NO_DIGEST, STATUS_OK, T_DATA
 
 BS = MIN_BLOCK
@@ -61,12 +71,16 @@ class CorePair:
         self.to_sender: list[bytes] = []  # receiver -> sender frames, not yet delivered
         self.verdicts: dict[int, FileVerdict] = {}
         self.finished: SessionFinished | None = None
+        self.existing: dict[bytes, Existing] = {}  # what the receiver's destination holds (gated sessions)
+        self.released: list[int] = []  # files the sender may now send (FILE_WANT)
+        self.offers: dict[int, tuple[m.KeptRange, ...]] = {}  # FILE_WANT's kept ranges, as the sender got them
+        self.kept: dict[bytes, dict[int, bytes]] = {}  # the receiver's kept temp files: name -> offset -> block
 
     # --- the sender's side --------------------------------------------------------------------
-    def announce(self, name: bytes, content: bytes = b"", kind: int = KIND_FILE) -> int:
+    def announce(self, name: bytes, content: bytes = b"", kind: int = KIND_FILE, mtime_ns: int = 0) -> int:
         fino = self.tx.entries
         size = 0 if kind == KIND_DIR else len(content)
-        self.tx.announce(m.FileEntry(fino, name, kind, 0o644, size), b"/src/" + name)
+        self.tx.announce(m.FileEntry(fino, name, kind, 0o644, size, mtime_ns=mtime_ns), b"/src/" + name)
         if kind == KIND_FILE:
             self.sources[fino] = content
             self.digests[fino] = FileDigest(fino, size)
@@ -123,6 +137,9 @@ class CorePair:
             outcome = self.tx.receive(m.decode_message(plain))
             if isinstance(outcome, FileVerdict):
                 self.verdicts[outcome.file.entry.fino] = outcome
+            elif isinstance(outcome, Released):
+                self.released.append(outcome.file.entry.fino)
+                self.offers[outcome.file.entry.fino] = outcome.offer
             elif isinstance(outcome, SessionFinished):
                 self.finished = outcome
 
@@ -154,6 +171,20 @@ class CorePair:
         self.act(self.rx.block_stored(f, hdr.raw_len))
         return f
 
+    def take_kept(self, f: RxFile, blocks: dict[int, bytes]) -> tuple[m.KeptRange, ...]:
+        """A kept temp file of f (--resume): its blocks become f's sink, one range each."""
+        if not blocks:
+            return ()
+        store = StoredFile(dict(blocks), FileDigest(f.entry.fino, f.entry.size))
+        offer = []
+        for offset, data in sorted(blocks.items()):
+            d = block_digest(data, offset)
+            assert store.digest is not None
+            store.digest.add(offset, len(data), d)
+            offer.append(m.KeptRange(offset, len(data), range_digest([(offset, len(data), d)])))
+        f.sink = store
+        return tuple(offer)
+
     def act(self, actions: list[RxAction]) -> None:
         for action in actions:
             if isinstance(action, SendResult):
@@ -162,6 +193,12 @@ class CorePair:
                 self.discarded.add(action.file.entry.fino)
             elif isinstance(action, FinishSession):
                 self.to_sender.append(m.encode_session_done(action.done))
+            elif isinstance(action, SendWant):
+                self.to_sender.append(m.encode_file_want(action.want))
+            elif isinstance(action, CheckExisting):
+                f = action.file
+                name = b"/".join(f.parts)
+                self.act(self.rx.decide(f, self.existing.get(name), self.take_kept(f, self.kept.get(name, {}))))
             else:
                 assert isinstance(action, CompleteFile)
                 self.complete(action.file)

@@ -75,6 +75,32 @@ def _results_then_done(pair: CorePair) -> object:
     return pair.tx.receive(m.SessionDone(0, 2, 0, b""))
 
 
+def _gate(pair: CorePair, fino: int, digest_mode: bool) -> None:
+    """What makes FILE_SUM / FILE_WANT legal for a file: a gated session's file that still
+    waits (the setups are not gated; their file A or B is made to wait here)."""
+    for core in (pair.rx, pair.tx):
+        core.skip_digest = core.skip_digest or digest_mode
+    for files in (pair.rx.files, pair.tx.files):
+        f = files.get(fino)
+        if f is not None:
+            f.gated = True
+
+
+def _sum_in(p: CorePair) -> object:
+    _gate(p, 0, digest_mode=True)
+    return p.rx.receive(m.FileSum(0, bytes(16)))
+
+
+def _want_in(p: CorePair) -> object:
+    _gate(p, 1, digest_mode=False)
+    return p.tx.receive(m.FileWant(1))
+
+
+def _sum_out(p: CorePair) -> object:
+    _gate(p, 1, digest_mode=True)
+    return p.tx.content_sum(m.FileSum(1, bytes(16)))
+
+
 # what the receiver core is fed: the sender's frames, and the receiver's own frames coming back
 RECEIVER_OPS: dict[Event, Op] = {
     Event.FILE_LIST: lambda p: p.rx.check_file_list([(m.FileEntry(p.rx.next_fino, b"d", KIND_DIR), (b"d",))]),
@@ -88,6 +114,8 @@ RECEIVER_OPS: dict[Event, Op] = {
     Event.TRACE_CHUNK: lambda p: p.rx.receive(m.TraceChunk(b"{}")),
     Event.SESSION_DONE: lambda p: p.rx.receive(m.SessionDone(0, 0, 0, b"")),
     Event.ACCEPT: lambda p: p.rx.receive(m.Accept(0)),
+    Event.FILE_SUM: _sum_in,
+    Event.FILE_WANT: lambda p: p.rx.receive(m.FileWant(0)),
 }
 
 # what the sender core is fed: what it sends itself, and the receiver's frames
@@ -103,6 +131,8 @@ SENDER_OPS: dict[Event, Op] = {
     Event.TRACE_CHUNK: lambda p: p.tx.receive(m.TraceChunk(b"{}")),
     Event.SESSION_DONE: _results_then_done,
     Event.ACCEPT: lambda p: p.tx.receive(m.Accept(0)),
+    Event.FILE_SUM: _sum_out,
+    Event.FILE_WANT: _want_in,
 }
 
 SETUP = {DataRole.RECEIVER: receiver_in, DataRole.SENDER: sender_in}
@@ -138,7 +168,7 @@ def check(role: DataRole, state: SessionState, event: Event) -> None:
 # docs/protocol.md §10.1, written out: the table the code must have (a change to either is deliberate)
 DOCUMENTED = """
 OPEN FILE_LIST OPEN | OPEN DATA OPEN | OPEN FILE_END OPEN | OPEN FILE_RESULT OPEN | OPEN EOS OPEN
-OPEN KEEPALIVE OPEN | OPEN SESSION_END ENDING | OPEN ABORT ABORTED
+OPEN KEEPALIVE OPEN | OPEN FILE_WANT OPEN | OPEN FILE_SUM OPEN | OPEN SESSION_END ENDING | OPEN ABORT ABORTED
 ENDING DATA ENDING | ENDING FILE_RESULT ENDING | ENDING EOS ENDING | ENDING KEEPALIVE ENDING
 ENDING TRACE_CHUNK ENDING | ENDING SESSION_DONE DONE | ENDING ABORT ABORTED
 DONE KEEPALIVE DONE | DONE ABORT ABORTED
@@ -149,8 +179,9 @@ def test_table_is_the_documented_one() -> None:
     rows = [row.split() for row in DOCUMENTED.replace("\n", "|").split("|") if row.strip()]
     assert SESSION_TRANSITIONS == {(SessionState(a), Event(e)): SessionState(b) for a, e, b in rows}
     assert SENDS[DataRole.SENDER] == {Event[e] for e in
-                                      "FILE_LIST DATA FILE_END EOS SESSION_END KEEPALIVE ABORT".split()}
-    assert SENDS[DataRole.RECEIVER] == {Event[e] for e in "FILE_RESULT TRACE_CHUNK SESSION_DONE KEEPALIVE ABORT".split()}
+                                      "FILE_LIST DATA FILE_END EOS SESSION_END KEEPALIVE ABORT FILE_SUM".split()}
+    assert SENDS[DataRole.RECEIVER] == {Event[e] for e in
+                                        "FILE_RESULT TRACE_CHUNK SESSION_DONE KEEPALIVE ABORT FILE_WANT".split()}
 
 
 CASES = [(r, s, e) for r in DataRole for s in SessionState for e in Event]
@@ -164,7 +195,7 @@ def test_core_follows_the_table(case: tuple[DataRole, SessionState, Event]) -> N
 
 @pytest.mark.parametrize("role,state,event", CASES, ids=lambda v: getattr(v, "value", v))
 def test_every_pair_of_the_table(role: DataRole, state: SessionState, event: Event) -> None:
-    """The same check over the whole grid (88 pairs), so none is left to chance."""
+    """The same check over the whole grid (104 pairs), so none is left to chance."""
     check(role, state, event)
 
 

@@ -101,3 +101,9 @@ def test_summary_line() -> None:
     # every file failed: no "Complete: 0 B in 0 files"
     assert summary_line(TransferResult(files_failed=4, seconds=1.0), bits=False) is None
     assert summary_line(TransferResult(seconds=0.1), bits=False) == "Complete: 0 B in 0 files at 0.00 B/s in 0.10 s"
+
+
+def test_summary_line_counts_skipped_files_apart() -> None:
+    r = TransferResult(files_ok=3, files_skipped=2, bytes_skipped=2_000_000, bytes_payload=1_000, seconds=1.0)
+    assert summary_line(r, bits=False) == ("Complete: 1.00 kB in 1 files at 1.00 kB/s in 1.00 s; "
+                                          "skipped 2 files, 2.00 MB not sent")

@@ -83,3 +83,38 @@ def test_ready_job_hands_out_the_same_blocks_without_waiting(tmp_path: Path) -> 
     assert first is not None and second is not None and third is not None and fourth is not None
     assert [(j.offset, j.length) for j in (first, second, third, fourth)] == [(0, B), (B, B), (2 * B, B), (3 * B, 5)]
     assert sched.ready_job() is None and sched.next_job() is None  # every block out and the walk over
+
+
+def test_a_gated_file_being_opened_keeps_the_workers_waiting(tmp_path: Path) -> None:
+    """--skip-existing/--resume: the walk is over and the receiver wants the one held file;
+    while the walker opens it (and re-reads kept ranges), no stream worker may take the
+    empty queue for the end of the transfer (they would send EOS before its blocks)."""
+    import threading
+
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(3 * B))
+    entries: list[FileEntry] = []
+    sched = BlockScheduler(iter([SourceItem(KIND_FILE, b"big", os.fsencode(src), os.stat(src))]), B, sparse=False,
+                           dummy=False, checksums=True, announce=lambda e, _path: entries.append(e),
+                           file_end=lambda _end: None, problem=lambda _p: None, preserve_ids=False, gated=True)
+    sched.pump()
+    sched.pump()
+    assert sched.exhausted and len(entries) == 1 and sched.ready_job() is None and not sched.done
+    inside, go = threading.Event(), threading.Event()
+    real_open = sched._open
+
+    def slow_open(*args: object) -> object:
+        inside.set()
+        assert go.wait(10)
+        return real_open(*args)  # type: ignore[arg-type]
+
+    sched._open = slow_open  # type: ignore[method-assign]
+    sched.release(entries[0].fino)
+    walker = threading.Thread(target=sched.pump)
+    walker.start()
+    assert inside.wait(10)
+    assert not sched.done and sched._waiting and sched.ready_job() is None  # not over: a worker waits ...
+    go.set()
+    walker.join(10)
+    job = sched.next_job()
+    assert job is not None and job.offset == 0  # ... and the blocks come once it is queued

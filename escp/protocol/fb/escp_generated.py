@@ -875,8 +875,36 @@ class SessionReport(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
         return o == 0
 
+    # SessionReport
+    def FilesSkipped(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionReport
+    def BytesSkipped(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionReport
+    def FilesResumed(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # SessionReport
+    def BytesResumed(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
 def SessionReportStart(builder):
-    builder.StartObject(8)
+    builder.StartObject(12)
 
 def SessionReportAddFilesOk(builder, filesOk):
     builder.PrependUint32Slot(0, filesOk, 0)
@@ -907,6 +935,18 @@ def SessionReportAddTraceJson(builder, traceJson):
 
 def SessionReportStartTraceJsonVector(builder, numElems):
     return builder.StartVector(1, numElems, 1)
+
+def SessionReportAddFilesSkipped(builder, filesSkipped):
+    builder.PrependUint32Slot(8, filesSkipped, 0)
+
+def SessionReportAddBytesSkipped(builder, bytesSkipped):
+    builder.PrependUint64Slot(9, bytesSkipped, 0)
+
+def SessionReportAddFilesResumed(builder, filesResumed):
+    builder.PrependUint32Slot(10, filesResumed, 0)
+
+def SessionReportAddBytesResumed(builder, bytesResumed):
+    builder.PrependUint64Slot(11, bytesResumed, 0)
 
 def SessionReportEnd(builder):
     return builder.EndObject()
