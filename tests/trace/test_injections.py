@@ -66,7 +66,8 @@ def test_injected_bottleneck_names_class_and_side(inj: verdicts.Injection, tmp_p
     other jobs) the true bottleneck of a quota, link or disk injection may be the host's CPUs
     instead: the verdict says so ("cpu-starved, contention", or evidence that the side waited
     for a CPU far longer than it ran: "the host is busy"), and the injection is tried again, a
-    bounded number of times. When every attempt met a busy host, the load average must show it."""
+    bounded number of times; so is a wrong verdict while the load average is over twice the CPU
+    count. When every attempt met a busy host, the load average must show it."""
     _skip_unless(*inj.needs)
     src = random_file(tmp_path / "src.bin", SIZES_MIB[inj.name] * MiB)
     injects_contention = inj.expect.cause == "contention"  # a CPU hog: contention is the answer
@@ -78,14 +79,21 @@ def test_injected_bottleneck_names_class_and_side(inj: verdicts.Injection, tmp_p
         assert res.verdict is not None and res.stats is not None
         print(res.verdict)  # shown when the test fails
         assert not list(tmp_path.glob(f"run{attempt}/dst.escp-*"))  # no temp file left behind
-        if res.correct or injects_contention or not _host_contention(res.verdict):
+        if res.correct or injects_contention or not (_host_contention(res.verdict) or _host_busy()):
             break
-    if not res.correct and not injects_contention and _host_contention(res.verdict):
+    if not res.correct and not injects_contention and (_host_contention(res.verdict) or _host_busy()):
         load = os.getloadavg()[0]
-        assert load > (os.cpu_count() or 1), f"contention named {ATTEMPTS} times on a host with load {load:.1f}"
+        assert load > (os.cpu_count() or 1), f"a busy host named {ATTEMPTS} times at load {load:.1f}"
         return
     assert res.correct, f"expected {inj.expect.text()}, got {res.verdict['kind']} {res.verdict.get('cause')} " \
                         f"({res.verdict['stage']}, {res.verdict['side']}): {res.verdict['evidence']}"
+
+
+def _host_busy() -> bool:
+    """More runnable work than CPUs over the last minute: other processes share the transfer's
+    CPUs, so what bounds it may be the host and not the injection (the next attempt may meet
+    a quieter host)."""
+    return os.getloadavg()[0] > 2 * (os.cpu_count() or 1)
 
 
 # -- clean-up, even when the body fails ------------------------------------------------------
