@@ -113,9 +113,9 @@ def sessions_env(gate: Path) -> dict[str, str]:
 
 
 def start_session(base: Path, name: str, addr: str, port: int, port_range: int, env: dict[str, str],
-                  files: int = 6, pull_with: Path | None = None) -> tuple[Session, Path, Path]:
+                  files: int = 6, pull_with: Path | None = None, timeout: int = 60) -> tuple[Session, Path, Path]:
     """A push with --local, or with `pull_with` (the remote escp, over the fake ssh) a pull
-    from localhost: its sending server listens."""
+    from localhost: its sending server listens. `timeout`: its --timeout (idle deadline)."""
     src = base / name / "src"
     dest = base / name / "dest"
     src.mkdir(parents=True)
@@ -125,7 +125,7 @@ def start_session(base: Path, name: str, addr: str, port: int, port_range: int, 
     server: tuple[str | Path, ...] = ("--local",) if pull_with is None else ("-D", pull_with)
     source = src if pull_with is None else f"localhost:{src}"
     s = Session(*server, "-v", "--bind", addr, "--escp_port", str(port), "--escp_portrange", str(port_range),
-                "-t", "2", "--blocksize", "256K", "--timeout", "60", "-r", source, dest, env=env)
+                "-t", "2", "--blocksize", "256K", "--timeout", str(timeout), "-r", source, dest, env=env)
     return s, src, dest
 
 
@@ -360,7 +360,9 @@ def test_a_stalled_session_slows_no_other(tmp_path: Path) -> None:
         listening.start()
         assert listening.address == (addr, port)  # it holds the first port of the range
         os.kill(listening.proc.pid, signal.SIGSTOP)
-        a, a_src, a_dest = start_session(tmp_path, "a", addr, port, 2, env)
+        # a stays stopped while the others start and finish (minutes on a busy machine): its own
+        # idle deadline must not be what ends it
+        a, a_src, a_dest = start_session(tmp_path, "a", addr, port, 2, env, timeout=int(5 * SESSION_DEADLINE))
         stopped = None
         try:
             wait_until("session a connected", lambda: tcp_sockets(addr, {port + 1})["established"] == 3)
